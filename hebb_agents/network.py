@@ -1,0 +1,383 @@
+"""Batched feed-forward networks whose weights change every step by a Hebbian rule.
+
+One population axis ``P`` runs through every array: a single agent is ``P = 1``. Weights of
+layer ``l`` are ``(P, n_in, n_out)`` (``i`` pre-synaptic, ``j`` post-synaptic). The forward pass
+and the plastic update of all members are array operations; nothing loops over synapses or
+members per step.
+
+Coefficient layout (the contract of ARCHITECTURE.md): per layer a table of rule rows
+``(n_rows, k)`` (``n_rows = n_in * n_out`` with one rule per synapse, row ``i * n_out + j``),
+concatenated over layers and flattened in C order. With shared rules a layer's ``n_rows`` is
+its number of rule groups and a sharing map ``(n_in, n_out) -> row`` picks each synapse's row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hebb_agents.rules import HebbianRule, get_rule
+
+INIT_SCHEMES = (
+    "uniform",
+    "normal",
+    "xavier",
+    "kaiming",
+    "sparse",
+    "big_uniform",
+    "ones",
+    "zeros",
+    "coevolved",
+)
+NORMALISATIONS = ("max_abs", "none", "standardise")
+SHARING = ("per_synapse", "per_post", "per_pre", "per_layer")
+ACTIVATIONS = ("tanh", "linear")
+
+
+def _check_choice(kind: str, value: str, accepted: Sequence[str]) -> str:
+    if value not in accepted:
+        raise ValueError(f"unknown {kind} {value!r}; accepted: {', '.join(accepted)}")
+    return value
+
+
+def draw_weights(
+    scheme: str, n_in: int, n_out: int, rng: np.random.Generator, dtype: np.dtype = np.float32
+) -> np.ndarray:
+    """Draw one member's initial weights ``(n_in, n_out)`` for a named init scheme."""
+    shape = (n_in, n_out)
+    if scheme == "uniform":  # the reference default
+        w = rng.uniform(-0.1, 0.1, shape)
+    elif scheme == "normal":
+        w = rng.normal(0.0, 0.024, shape)
+    elif scheme == "xavier":
+        bound = np.sqrt(6.0 / (n_in + n_out))
+        w = rng.uniform(-bound, bound, shape)
+    elif scheme == "kaiming":  # He et al. uniform for fan-in, gain sqrt(2)
+        bound = np.sqrt(6.0 / n_in)
+        w = rng.uniform(-bound, bound, shape)
+    elif scheme == "sparse":  # 90 % zeros per post-synaptic column, the rest N(0, 0.01)
+        w = rng.normal(0.0, 0.01, shape)
+        w[rng.random(shape) < 0.9] = 0.0
+    elif scheme == "big_uniform":
+        w = rng.uniform(-1.0, 1.0, shape)
+    elif scheme == "ones":
+        w = np.ones(shape)
+    elif scheme == "zeros":
+        w = np.zeros(shape)
+    else:
+        accepted = [s for s in INIT_SCHEMES if s != "coevolved"]
+        raise ValueError(f"unknown weight init {scheme!r}; accepted: {', '.join(accepted)}")
+    return w.astype(dtype, copy=False)
+
+
+def sharing_map(mode: str | np.ndarray, n_in: int, n_out: int) -> np.ndarray:
+    """Map each synapse ``(i, j)`` of a layer to the coefficient row it uses.
+
+    ``per_synapse`` (default, one rule each), ``per_post`` (one per post-synaptic neuron),
+    ``per_pre`` (one per pre-synaptic neuron), ``per_layer`` (one for the whole layer), or an
+    explicit integer array ``(n_in, n_out)`` whose values are ``0 .. n_rows - 1``.
+    """
+    if isinstance(mode, np.ndarray):
+        mapping = np.asarray(mode)
+        if mapping.shape != (n_in, n_out) or not np.issubdtype(mapping.dtype, np.integer):
+            raise ValueError(
+                f"a sharing map must be an integer array of shape {(n_in, n_out)}, "
+                f"got {mapping.dtype} {mapping.shape}"
+            )
+        if mapping.min() < 0 or set(np.unique(mapping)) != set(range(int(mapping.max()) + 1)):
+            raise ValueError("a sharing map must use every row index 0 .. n_rows - 1 (no gaps)")
+        return mapping.astype(np.intp)
+    _check_choice("rule sharing", mode, SHARING)
+    i, j = np.meshgrid(np.arange(n_in), np.arange(n_out), indexing="ij")
+    if mode == "per_synapse":
+        return (i * n_out + j).astype(np.intp)
+    if mode == "per_post":
+        return j.astype(np.intp)
+    if mode == "per_pre":
+        return i.astype(np.intp)
+    return np.zeros((n_in, n_out), dtype=np.intp)
+
+
+def _activate(x: np.ndarray, activation: str) -> np.ndarray:
+    if activation == "tanh":
+        np.tanh(x, out=x)
+    return x
+
+
+class HebbianNetwork:
+    """A population of bias-free feed-forward networks with plastic weights.
+
+    :param layer_sizes: ``(n_input, hidden..., n_output)``.
+    :param rule: plasticity rule name (see :mod:`hebb_agents.rules`).
+    :param init: initial weight scheme, drawn fresh at every :meth:`reset`; ``coevolved`` takes
+        the weights from the evolved parameter vector instead.
+    :param normalisation: after every update, ``max_abs`` divides each layer by its max ``|w|``
+        (default: without it MuJoCo weights run away within ~10 steps), ``standardise`` makes
+        each layer zero-mean, unit-std, ``none`` leaves it (the reference's pybullet setting).
+    :param sharing: rule sharing per layer (a mode name or one map per layer), see :func:`sharing_map`.
+    :param activation: hidden activation, ``tanh`` or ``linear``.
+    :param output_activation: output activation; the activated output is what acts and what
+        the update sees.
+    :param bias: append a constant-1 input to every layer (its synapses are plastic too).
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        rule: str | HebbianRule = "ABCD_lr",
+        init: str = "uniform",
+        normalisation: str = "max_abs",
+        sharing: str | Sequence[np.ndarray] = "per_synapse",
+        activation: str = "tanh",
+        output_activation: str = "tanh",
+        bias: bool = False,
+        dtype: type = np.float32,
+    ) -> None:
+        if len(layer_sizes) < 2 or any(int(n) < 1 for n in layer_sizes):
+            raise ValueError(f"layer_sizes needs >= 2 positive sizes, got {tuple(layer_sizes)}")
+        self.layer_sizes = tuple(int(n) for n in layer_sizes)
+        self.rule = get_rule(rule)
+        self.init = _check_choice("weight init", init, INIT_SCHEMES)
+        self.normalisation = _check_choice("weight normalisation", normalisation, NORMALISATIONS)
+        self.activation = _check_choice("activation", activation, ACTIVATIONS)
+        self.output_activation = _check_choice("output activation", output_activation, ACTIVATIONS)
+        self.bias = bool(bias)
+        self.dtype = np.dtype(dtype)
+        # (n_in, n_out) of each layer; a bias adds one always-on input row.
+        self.layer_shapes = [
+            (n_in + int(self.bias), n_out) for n_in, n_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:])
+        ]
+        if isinstance(sharing, str):
+            maps = [sharing_map(sharing, n_in, n_out) for n_in, n_out in self.layer_shapes]
+            self.sharing: str | list[np.ndarray] = sharing
+        else:
+            if len(sharing) != len(self.layer_shapes):
+                raise ValueError(
+                    f"need one sharing map per layer ({len(self.layer_shapes)}), got {len(sharing)}"
+                )
+            maps = [sharing_map(m, n_in, n_out) for m, (n_in, n_out) in zip(sharing, self.layer_shapes)]
+            self.sharing = maps
+        self.sharing_maps = maps
+        self.rows_per_layer = [int(m.max()) + 1 for m in maps]
+        self.num_synapses = sum(n_in * n_out for n_in, n_out in self.layer_shapes)
+        self.num_coefficients = sum(self.rows_per_layer) * self.rule.k
+        self.num_init_weights = self.num_synapses if self.init == "coevolved" else 0
+        self.population = 0
+        self.weights: list[np.ndarray] = []  # per layer (P, n_in, n_out)
+        self._terms: list[tuple[np.ndarray | None, ...]] = []  # per layer canonical (a, b, c, d)
+        self._evolved_init: list[np.ndarray] | None = None
+
+    @property
+    def num_params(self) -> int:
+        """Length of the evolved vector: coefficients, then co-evolved initial weights if any."""
+        return self.num_coefficients + self.num_init_weights
+
+    # ----------------------------------------------------------------- parameters
+    def split_coefficients(self, coefficients: np.ndarray) -> list[np.ndarray]:
+        """Split flat coefficients ``(P, num_coefficients)`` into per-layer ``(P, n_rows, k)``."""
+        k = self.rule.k
+        out, start = [], 0
+        for rows in self.rows_per_layer:
+            out.append(coefficients[:, start : start + rows * k].reshape(-1, rows, k))
+            start += rows * k
+        return out
+
+    def set_params(self, params: np.ndarray) -> None:
+        """Load evolved vectors ``(P, num_params)``; sets the population size to ``P``."""
+        params = np.asarray(params, dtype=self.dtype)
+        if params.ndim == 1:
+            params = params[None]
+        if params.ndim != 2 or params.shape[1] != self.num_params:
+            raise ValueError(
+                f"expected parameters of shape (P, {self.num_params}) for layers {self.layer_sizes} "
+                f"with rule {self.rule.name!r} (k={self.rule.k}), init {self.init!r}; got {params.shape}"
+            )
+        self.population = params.shape[0]
+        coefficients = params[:, : self.num_coefficients]
+        self._terms = []
+        for table, mapping, (n_in, n_out) in zip(
+            self.split_coefficients(coefficients), self.sharing_maps, self.layer_shapes
+        ):
+            per_synapse = table[:, mapping.reshape(-1), :].reshape(-1, n_in, n_out, self.rule.k)
+            terms = self.rule.canonical(per_synapse)
+            self._terms.append(
+                tuple(None if t is None else np.ascontiguousarray(t, dtype=self.dtype) for t in terms)
+            )
+        if self.init == "coevolved":
+            flat = params[:, self.num_coefficients :]
+            self._evolved_init, start = [], 0
+            for n_in, n_out in self.layer_shapes:
+                self._evolved_init.append(
+                    flat[:, start : start + n_in * n_out].reshape(-1, n_in, n_out).copy()
+                )
+                start += n_in * n_out
+        self._buffers = [
+            np.empty((self.population, n_in, n_out), self.dtype) for n_in, n_out in self.layer_shapes
+        ]
+        self.weights = [
+            np.zeros((self.population, n_in, n_out), self.dtype) for n_in, n_out in self.layer_shapes
+        ]
+
+    # ----------------------------------------------------------------- episodes
+    def reset(self, rngs: Sequence[np.random.Generator], members: np.ndarray | None = None) -> None:
+        """Draw fresh initial weights for every member (or the ``members`` indices), one rng each."""
+        if not self.weights:
+            raise RuntimeError("set_params() must be called before reset()")
+        index = np.arange(self.population) if members is None else np.asarray(members)
+        if len(rngs) != len(index):
+            raise ValueError(f"need one rng per reset member ({len(index)}), got {len(rngs)}")
+        for layer, (w, (n_in, n_out)) in enumerate(zip(self.weights, self.layer_shapes)):
+            if self.init == "coevolved":
+                assert self._evolved_init is not None
+                w[index] = self._evolved_init[layer][index]
+            else:
+                for rng, p in zip(rngs, index):
+                    w[p] = draw_weights(self.init, n_in, n_out, rng, self.dtype)
+
+    def select(self, members: np.ndarray) -> None:
+        """Keep only the ``members`` rows (their rules and current plastic weights)."""
+        self.weights = [w[members] for w in self.weights]
+        self._terms = [tuple(None if t is None else t[members] for t in terms) for terms in self._terms]
+        self._buffers = [b[: len(members)] for b in self._buffers]
+        if self._evolved_init is not None:
+            self._evolved_init = [w[members] for w in self._evolved_init]
+        self.population = len(members)
+
+    def forward(self, x: np.ndarray) -> list[np.ndarray]:
+        """Activations of every layer for inputs ``x`` ``(P, n_input)``: ``[x, h1, ..., out]``."""
+        x = np.asarray(x, dtype=self.dtype)
+        if x.ndim != 2 or x.shape != (self.population, self.layer_sizes[0]):
+            raise ValueError(
+                f"expected inputs of shape ({self.population}, {self.layer_sizes[0]}), got {x.shape}"
+            )
+        activations = [x]
+        last = len(self.weights) - 1
+        for layer, w in enumerate(self.weights):
+            pre = self._with_bias(activations[-1])
+            post = np.matmul(pre[:, None, :], w)[:, 0, :]  # (P, n_out)
+            _activate(post, self.output_activation if layer == last else self.activation)
+            activations.append(post)
+        return activations
+
+    def _with_bias(self, x: np.ndarray) -> np.ndarray:
+        if not self.bias:
+            return x
+        return np.concatenate([x, np.ones((x.shape[0], 1), self.dtype)], axis=1)
+
+    def update(self, activations: Sequence[np.ndarray]) -> None:
+        """Apply the plastic update of every layer from the activations that acted."""
+        for layer, (w, buf, (a, b, c, d)) in enumerate(zip(self.weights, self._buffers, self._terms)):
+            pre = self._with_bias(activations[layer])[:, :, None]  # (P, n_in, 1)
+            post = activations[layer + 1][:, None, :]  # (P, 1, n_out)
+            # dw = (a*oj + b)*oi + c*oj + d, accumulated into w without full temporaries.
+            if a is not None:
+                np.multiply(a, post, out=buf)
+                if b is not None:
+                    buf += b
+                buf *= pre
+                w += buf
+            elif b is not None:
+                np.multiply(b, pre, out=buf)
+                w += buf
+            if c is not None:
+                np.multiply(c, post, out=buf)
+                w += buf
+            if d is not None:
+                w += d
+            self._normalise(w, buf)
+
+    def _normalise(self, w: np.ndarray, buf: np.ndarray) -> None:
+        if self.normalisation == "max_abs":
+            np.abs(w, out=buf)
+            scale = buf.max(axis=(1, 2), keepdims=True)
+            scale[scale == 0] = 1
+            w /= scale
+        elif self.normalisation == "standardise":
+            mean = w.mean(axis=(1, 2), keepdims=True)
+            std = w.std(axis=(1, 2), keepdims=True)
+            std[std == 0] = 1
+            w -= mean
+            w /= std
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """Forward pass then plastic update; returns the output activations ``(P, n_output)``."""
+        activations = self.forward(x)
+        self.update(activations)
+        return activations[-1]
+
+
+class StaticNetwork:
+    """The same feed-forward network with fixed, evolved weights: the paper's baseline.
+
+    The evolved vector holds every layer's ``(n_in, n_out)`` weights in C order, concatenated.
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activation: str = "tanh",
+        output_activation: str = "tanh",
+        bias: bool = False,
+        dtype: type = np.float32,
+    ) -> None:
+        if len(layer_sizes) < 2 or any(int(n) < 1 for n in layer_sizes):
+            raise ValueError(f"layer_sizes needs >= 2 positive sizes, got {tuple(layer_sizes)}")
+        self.layer_sizes = tuple(int(n) for n in layer_sizes)
+        self.activation = _check_choice("activation", activation, ACTIVATIONS)
+        self.output_activation = _check_choice("output activation", output_activation, ACTIVATIONS)
+        self.bias = bool(bias)
+        self.dtype = np.dtype(dtype)
+        self.layer_shapes = [
+            (n_in + int(self.bias), n_out) for n_in, n_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:])
+        ]
+        self.num_synapses = sum(n_in * n_out for n_in, n_out in self.layer_shapes)
+        self.num_params = self.num_synapses
+        self.population = 0
+        self.weights: list[np.ndarray] = []
+
+    def set_params(self, params: np.ndarray) -> None:
+        """Load evolved weight vectors ``(P, num_params)``."""
+        params = np.asarray(params, dtype=self.dtype)
+        if params.ndim == 1:
+            params = params[None]
+        if params.ndim != 2 or params.shape[1] != self.num_params:
+            raise ValueError(
+                f"expected parameters of shape (P, {self.num_params}) for layers {self.layer_sizes}, "
+                f"got {params.shape}"
+            )
+        self.population = params.shape[0]
+        self.weights, start = [], 0
+        for n_in, n_out in self.layer_shapes:
+            self.weights.append(params[:, start : start + n_in * n_out].reshape(-1, n_in, n_out).copy())
+            start += n_in * n_out
+
+    def reset(self, rngs: Sequence[np.random.Generator], members: np.ndarray | None = None) -> None:
+        """Nothing to redraw: static weights are the same every episode."""
+
+    def select(self, members: np.ndarray) -> None:
+        """Keep only the ``members`` rows."""
+        self.weights = [w[members] for w in self.weights]
+        self.population = len(members)
+
+    def forward(self, x: np.ndarray) -> list[np.ndarray]:
+        """Activations of every layer for inputs ``x`` ``(P, n_input)``."""
+        x = np.asarray(x, dtype=self.dtype)
+        if x.ndim != 2 or x.shape != (self.population, self.layer_sizes[0]):
+            raise ValueError(
+                f"expected inputs of shape ({self.population}, {self.layer_sizes[0]}), got {x.shape}"
+            )
+        activations = [x]
+        last = len(self.weights) - 1
+        for layer, w in enumerate(self.weights):
+            pre = activations[-1]
+            if self.bias:
+                pre = np.concatenate([pre, np.ones((pre.shape[0], 1), self.dtype)], axis=1)
+            post = np.matmul(pre[:, None, :], w)[:, 0, :]
+            _activate(post, self.output_activation if layer == last else self.activation)
+            activations.append(post)
+        return activations
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """Forward pass; returns the output activations ``(P, n_output)``."""
+        return self.forward(x)[-1]

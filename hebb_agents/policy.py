@@ -1,0 +1,433 @@
+"""Gymnasium-facing agents: :class:`HebbianPolicy` (random weights + evolved rules) and
+:class:`StaticPolicy` (evolved fixed weights, the paper's baseline).
+
+Both are batched over a population axis ``P`` and share one interface, so the ES trainer,
+the rollout code and deployment are the same code path (a deployed agent is ``P = 1``):
+
+- ``num_params`` / ``set_params(params (P, n) or (n,))`` / ``get_params()`` for the ES;
+- ``reset(seed)`` starts an episode (fresh random weights for the Hebbian agent);
+- ``act(obs)`` maps observations to actions (and applies plasticity);
+- ``predict(obs, state, episode_start, deterministic)`` is Stable-Baselines3's signature, so
+  ``stable_baselines3.common.evaluation.evaluate_policy(policy, env)`` works unchanged;
+- ``save(path)`` / ``load(path)`` write and check a self-describing checkpoint (no pickle).
+
+Actions: for ``Box`` spaces the network's tanh outputs in ``[-1, 1]`` are mapped linearly to the
+bounds; for ``Discrete`` spaces the action is the argmax of the outputs. The activated output
+that chose the action is the one the plastic update sees.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from hebb_agents.network import HebbianNetwork, StaticNetwork
+
+
+def member_rng(seed: int, *keys: int) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``keys`` (e.g. generation, member, episode).
+
+    Every random draw of an individual goes through one of these, so the result of a
+    population does not depend on how it is split between workers.
+    """
+    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, keys)]))
+
+
+def _space_to_json(space: gym.Space) -> dict[str, Any]:
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "low": np.asarray(space.low, dtype=np.float64).reshape(-1).tolist(),
+            "high": np.asarray(space.high, dtype=np.float64).reshape(-1).tolist(),
+            "dtype": str(space.dtype),
+        }
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    raise ValueError(f"unsupported space {space}; accepted: Box, Discrete")
+
+
+def space_from_json(spec: dict[str, Any]) -> gym.Space:
+    """Rebuild a space written by a checkpoint."""
+    if spec.get("type") == "Box":
+        shape = tuple(spec["shape"])
+        low = np.asarray(spec["low"], dtype=spec["dtype"]).reshape(shape)
+        high = np.asarray(spec["high"], dtype=spec["dtype"]).reshape(shape)
+        return gym.spaces.Box(low=low, high=high, shape=shape, dtype=spec["dtype"])
+    if spec.get("type") == "Discrete":
+        return gym.spaces.Discrete(spec["n"], start=spec.get("start", 0))
+    raise ValueError(f"malformed space in checkpoint metadata: {spec!r}; accepted types: Box, Discrete")
+
+
+class EvolvablePolicy(abc.ABC):
+    """Shared machinery of the evolved policies (population axis, action mapping, SB3 predict)."""
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        hidden: Sequence[int] = (128, 64),
+        encoder: Any | None = None,
+    ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.hidden = tuple(int(h) for h in hidden)
+        self.encoder = encoder
+        if encoder is None:
+            if not isinstance(observation_space, gym.spaces.Box):
+                raise ValueError(
+                    f"observation space {observation_space} is not supported without an encoder; "
+                    "accepted: Box (or pass encoder=...)"
+                )
+            self.obs_dim = int(np.prod(observation_space.shape))
+        else:
+            self.obs_dim = int(encoder.feature_dim)
+        if isinstance(action_space, gym.spaces.Box):
+            self.act_dim = int(np.prod(action_space.shape))
+            low = np.asarray(action_space.low, dtype=np.float64).reshape(-1)
+            high = np.asarray(action_space.high, dtype=np.float64).reshape(-1)
+            if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+                raise ValueError("Box action spaces must be bounded for tanh outputs to map to them")
+            self._action_centre = ((high + low) / 2).astype(np.float32)
+            self._action_half = ((high - low) / 2).astype(np.float32)
+        elif isinstance(action_space, gym.spaces.Discrete):
+            self.act_dim = int(action_space.n)
+        else:
+            raise ValueError(f"unsupported action space {action_space}; accepted: Box, Discrete")
+        self.layer_sizes = (self.obs_dim, *self.hidden, self.act_dim)
+        self._rng = np.random.default_rng()
+        self.last_output: np.ndarray | None = None  # (P, act_dim) activations that acted
+
+    # -------------------------------------------------------------- subclasses
+    @property
+    @abc.abstractmethod
+    def network(self) -> HebbianNetwork | StaticNetwork:
+        """The batched network."""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments (spaces excluded)."""
+
+    @abc.abstractmethod
+    def initial_params(self, rng: np.random.Generator) -> np.ndarray:
+        """A starting point ``(num_params,)`` for the ES."""
+
+    # -------------------------------------------------------------- parameters
+    @property
+    def num_network_params(self) -> int:
+        return self.network.num_params
+
+    @property
+    def num_encoder_params(self) -> int:
+        return 0 if self.encoder is None else int(self.encoder.num_params)
+
+    @property
+    def num_params(self) -> int:
+        """Length of one evolved vector: network parameters, then encoder parameters."""
+        return self.num_network_params + self.num_encoder_params
+
+    @property
+    def population(self) -> int:
+        return self.network.population
+
+    def set_params(self, params: np.ndarray) -> None:
+        """Load evolved vectors ``(P, num_params)`` (or one ``(num_params,)``) for ``P`` members."""
+        params = np.asarray(params, dtype=np.float32)
+        if params.ndim == 1:
+            params = params[None]
+        if params.ndim != 2 or params.shape[1] != self.num_params:
+            raise ValueError(
+                f"{type(self).__name__} with layers {self.layer_sizes} takes vectors of length "
+                f"{self.num_params}; got an array of shape {params.shape}"
+            )
+        self._params = params
+        self.network.set_params(params[:, : self.num_network_params])
+        self._encoder_params = params[:, self.num_network_params :] if self.num_encoder_params else None
+
+    def select(self, members: np.ndarray) -> None:
+        """Keep only the ``members`` rows with their plastic state (drops finished members)."""
+        if self.encoder is not None:
+            raise NotImplementedError("members cannot be dropped from a policy with a stateful encoder")
+        self._params = self._params[members]
+        self.network.select(members)
+
+    def get_params(self) -> np.ndarray:
+        """The evolved vectors ``(P, num_params)`` currently loaded."""
+        return self._params.copy()
+
+    # -------------------------------------------------------------- episodes
+    def reset(self, seed: int | Sequence[int] | None = None, members: np.ndarray | None = None) -> None:
+        """Start an episode for every member (or ``members``): fresh weights, cleared encoder state.
+
+        ``seed`` is one int (members get independent streams derived from it), one int per member,
+        or ``None`` to continue the policy's own random stream.
+        """
+        if not hasattr(self, "_params"):
+            raise RuntimeError("load parameters first (set_params, load, or the trainer)")
+        index = np.arange(self.population) if members is None else np.asarray(members)
+        if seed is None:
+            rngs = list(self._rng.spawn(len(index)))
+        elif np.ndim(seed) == 0:
+            self._rng = np.random.default_rng(int(seed))
+            rngs = [member_rng(int(seed), int(p)) for p in index]
+        else:
+            if len(seed) != len(index):
+                raise ValueError(f"need one seed per member ({len(index)}), got {len(seed)}")
+            rngs = [np.random.default_rng(int(s)) for s in seed]
+        self.network.reset(rngs, members=index if members is not None else None)
+        if self.encoder is not None:
+            self.encoder.reset(self.population)
+
+    def features(self, obs: np.ndarray) -> np.ndarray:
+        """Network inputs ``(P, obs_dim)`` for a batch of observations."""
+        if self.encoder is not None:
+            return self.encoder.encode(obs, self._encoder_params)
+        return np.asarray(obs, dtype=np.float32).reshape(self.population, self.obs_dim)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for one observation per member; a single unbatched observation when ``P = 1``."""
+        obs = np.asarray(obs)
+        single = obs.shape == tuple(self.observation_space.shape or ()) and self.population == 1
+        batch = obs[None] if single else obs
+        if batch.shape[0] != self.population:
+            raise ValueError(
+                f"expected a batch of {self.population} observations of shape "
+                f"{self.observation_space.shape}, got {obs.shape}"
+            )
+        out = self.network.step(self.features(batch))  # (P, act_dim)
+        self.last_output = out
+        actions = self.to_actions(out)
+        return actions[0] if single else actions
+
+    def to_actions(self, out: np.ndarray) -> np.ndarray:
+        """Map activated outputs ``(P, act_dim)`` to environment actions."""
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return np.argmax(out, axis=1) + int(self.action_space.start)
+        actions = self._action_centre + self._action_half * out
+        return actions.reshape((out.shape[0], *self.action_space.shape)).astype(self.action_space.dtype)
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Stable-Baselines3's ``predict``: restarts a member's weights where its episode starts.
+
+        With one loaded vector and ``n`` vectorised environments the vector is copied to ``n``
+        members, each with its own plastic weights. The policy has no stochastic head, so
+        ``deterministic`` changes nothing.
+        """
+        observation = np.asarray(observation)
+        obs_shape = tuple(self.observation_space.shape or ())
+        vectorised = observation.shape != obs_shape
+        batch = observation if vectorised else observation[None]
+        n = batch.shape[0]
+        if self.population != n:
+            if self._params.shape[0] != 1:
+                raise ValueError(f"policy holds {self._params.shape[0]} members but got {n} observations")
+            self.set_params(np.repeat(self._params[:1], n, axis=0))
+            self.reset()
+        elif episode_start is not None and np.any(episode_start):
+            self.reset(members=np.flatnonzero(np.asarray(episode_start).reshape(-1)))
+        actions = self.act(batch)
+        return (actions if vectorised else actions[0]), state
+
+    # -------------------------------------------------------------- persistence
+    def metadata(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild this policy."""
+        meta = {
+            "policy": self.kind,
+            "config": self.config(),
+            "observation_space": _space_to_json(self.observation_space),
+            "action_space": _space_to_json(self.action_space),
+            "layer_sizes": list(self.layer_sizes),
+            "num_params": self.num_params,
+        }
+        if self.encoder is not None:
+            meta["encoder"] = type(self.encoder).__name__
+        return meta
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the first member's vector and the configuration (npz or safetensors, no pickle)."""
+        from hebb_agents.checkpoint import save_checkpoint
+
+        if self.encoder is not None:
+            raise NotImplementedError("saving a policy with an encoder is not supported yet")
+        meta = {**self.metadata(), **(extra or {})}
+        return save_checkpoint(path, {"params": self._params[0]}, meta)
+
+    @staticmethod
+    def load(path: str | Path) -> EvolvablePolicy:
+        """Rebuild a saved policy (Hebbian or static) and load its vector, checking its shape."""
+        from hebb_agents.checkpoint import load_checkpoint
+
+        arrays, meta = load_checkpoint(path)
+        return policy_from_metadata(meta, arrays.get("params"), source=str(path))
+
+
+class HebbianPolicy(EvolvablePolicy):
+    """Random-weight network rewired every step by evolved Hebbian rules.
+
+    :param observation_space: a ``Box`` (or anything, with an ``encoder``).
+    :param action_space: ``Box`` (bounded) or ``Discrete``.
+    :param hidden: hidden layer sizes; the reference used (128, 64).
+    :param rule: plasticity rule name, see :mod:`hebb_agents.rules` (default the paper's ``ABCD_lr``).
+    :param init: initial weight scheme drawn every episode (``uniform`` U(-0.1, 0.1)).
+    :param normalisation: ``max_abs`` (default), ``standardise`` or ``none``.
+    :param sharing: rule sharing: ``per_synapse`` (default), ``per_post``, ``per_pre``, ``per_layer``.
+    :param bias: add a constant-1 input to every layer.
+    :param encoder: optional front end (:class:`hebb_agents.encoders.base.PolicyEncoder`).
+    """
+
+    kind = "hebbian"
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        hidden: Sequence[int] = (128, 64),
+        rule: str = "ABCD_lr",
+        init: str = "uniform",
+        normalisation: str = "max_abs",
+        sharing: str = "per_synapse",
+        bias: bool = False,
+        encoder: Any | None = None,
+    ) -> None:
+        super().__init__(observation_space, action_space, hidden, encoder)
+        self._network = HebbianNetwork(
+            self.layer_sizes, rule=rule, init=init, normalisation=normalisation, sharing=sharing, bias=bias
+        )
+
+    @property
+    def network(self) -> HebbianNetwork:
+        return self._network
+
+    @property
+    def rule(self) -> str:
+        return self._network.rule.name
+
+    def config(self) -> dict[str, Any]:
+        net = self._network
+        return {
+            "hidden": list(self.hidden),
+            "rule": net.rule.name,
+            "init": net.init,
+            "normalisation": net.normalisation,
+            "sharing": net.sharing if isinstance(net.sharing, str) else "custom",
+            "bias": net.bias,
+        }
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        """The first member's Hebbian coefficients, flat in the documented layout."""
+        return self._params[0, : self._network.num_coefficients].copy()
+
+    @coefficients.setter
+    def coefficients(self, value: np.ndarray) -> None:
+        value = np.asarray(value, dtype=np.float32).reshape(-1)
+        n = self._network.num_coefficients
+        if value.size != n:
+            raise ValueError(
+                f"rule {self.rule!r} on layers {self.layer_sizes} takes {n} coefficients, got {value.size}"
+            )
+        params = self._params.copy() if hasattr(self, "_params") else self.initial_params(self._rng)[None]
+        params[:, :n] = value
+        self.set_params(params)
+
+    def coefficients_by_layer(self) -> list[np.ndarray]:
+        """The first member's coefficient tables per layer, ``(n_rows, k)``."""
+        return self._network.split_coefficients(self._params[:1, : self._network.num_coefficients])
+
+    def initial_params(self, rng: np.random.Generator) -> np.ndarray:
+        """Coefficients ~ N(0, 0.1) (reference: N(0, 1) scaled down for stability), co-evolved
+        initial weights ~ U(-0.1, 0.1), then the encoder's own initial parameters."""
+        parts = [rng.normal(0.0, 0.1, self._network.num_coefficients)]
+        if self._network.num_init_weights:
+            parts.append(rng.uniform(-0.1, 0.1, self._network.num_init_weights))
+        if self.num_encoder_params:
+            parts.append(np.asarray(self.encoder.initial_params(), dtype=np.float64))
+        return np.concatenate(parts).astype(np.float32)
+
+
+class StaticPolicy(EvolvablePolicy):
+    """The paper's baseline: the same network with fixed weights evolved directly by the ES."""
+
+    kind = "static"
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        hidden: Sequence[int] = (128, 64),
+        bias: bool = False,
+        encoder: Any | None = None,
+    ) -> None:
+        super().__init__(observation_space, action_space, hidden, encoder)
+        self._network = StaticNetwork(self.layer_sizes, bias=bias)
+
+    @property
+    def network(self) -> StaticNetwork:
+        return self._network
+
+    def config(self) -> dict[str, Any]:
+        return {"hidden": list(self.hidden), "bias": self._network.bias}
+
+    def initial_params(self, rng: np.random.Generator) -> np.ndarray:
+        """Weights ~ U(-0.1, 0.1) (the Hebbian agent's default start), then encoder parameters."""
+        parts = [rng.uniform(-0.1, 0.1, self._network.num_params)]
+        if self.num_encoder_params:
+            parts.append(np.asarray(self.encoder.initial_params(), dtype=np.float64))
+        return np.concatenate(parts).astype(np.float32)
+
+
+POLICIES: dict[str, type[EvolvablePolicy]] = {"hebbian": HebbianPolicy, "static": StaticPolicy}
+
+
+def make_policy(
+    kind: str, observation_space: gym.Space, action_space: gym.Space, **config: Any
+) -> EvolvablePolicy:
+    """Build a policy by kind name (``hebbian`` or ``static``)."""
+    if kind not in POLICIES:
+        raise ValueError(f"unknown policy kind {kind!r}; accepted: {', '.join(POLICIES)}")
+    cls = POLICIES[kind]
+    if cls is StaticPolicy:
+        unused = set(config) - {"hidden", "bias", "encoder"}
+        if unused:
+            raise ValueError(f"static policies take no {sorted(unused)} (those are Hebbian options)")
+    return cls(observation_space, action_space, **config)
+
+
+def policy_from_metadata(
+    meta: dict[str, Any], params: np.ndarray | None, source: str = "checkpoint"
+) -> EvolvablePolicy:
+    """Rebuild a policy from checkpoint metadata and check ``params`` against it."""
+    try:
+        kind = meta["policy"]
+        config = dict(meta["config"])
+        obs_space = space_from_json(meta["observation_space"])
+        act_space = space_from_json(meta["action_space"])
+    except KeyError as missing:
+        raise ValueError(
+            f"{source}: metadata lacks {missing}; is this a hebb-agents policy checkpoint?"
+        ) from None
+    policy = make_policy(kind, obs_space, act_space, **config)
+    if params is None:
+        raise ValueError(f"{source}: no 'params' array in the checkpoint")
+    params = np.asarray(params)
+    if params.reshape(-1).size != policy.num_params or params.ndim not in (1, 2):
+        raise ValueError(
+            f"{source}: parameter vector has shape {params.shape} but a {kind} policy with layers "
+            f"{policy.layer_sizes} and {config} needs {policy.num_params} values"
+        )
+    policy.set_params(params.reshape(1, -1))
+    policy.reset(0)
+    return policy

@@ -1,0 +1,232 @@
+"""Fitness of a population: ``P`` environment copies stepped in lockstep.
+
+Each step makes one batched policy call for every member still running (plasticity
+included) and one ``env.step`` per running member. Finished members are dropped from the
+network's arrays once half of them are done, so early stopping saves compute as well as
+simulation. Every random draw of member ``m`` in episode ``e`` of generation ``g`` comes from
+``member_rng(seed, g, m, e, ...)``: results do not depend on how a population is split over
+workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from hebb_agents.policy import EvolvablePolicy, make_policy, member_rng
+
+EARLY_STOPS = ("none", "locomotion", "negative_reward")
+
+
+@dataclass
+class RolloutSpec:
+    """Everything a worker needs to build its environments and policy (picklable, JSON-able).
+
+    :param env_id: Gymnasium id (``hebb/...`` ids are registered by importing ``hebb_envs``).
+    :param env_kwargs: keyword arguments for ``gym.make``.
+    :param policy: ``hebbian`` or ``static``.
+    :param policy_config: keyword arguments of the policy class.
+    :param episodes: episodes per evaluation; fitness is their mean.
+    :param max_steps: cap on steps per episode (``None``: the environment's own limit).
+    :param fitness: ``return`` (sum of rewards), ``distance`` (final minus initial
+        ``info["x_position"]``), or the name of an ``info`` key summed over the episode.
+    :param early_stop: ``none``; ``locomotion`` (the reference's rule: after step 200, stop once
+        30 consecutive steps made negative forward progress); ``negative_reward`` (stop after 20
+        consecutive negative rewards, the reference's CarRacing rule).
+    """
+
+    env_id: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    policy: str = "hebbian"
+    policy_config: dict[str, Any] = field(default_factory=dict)
+    episodes: int = 1
+    max_steps: int | None = None
+    fitness: str = "return"
+    early_stop: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.early_stop not in EARLY_STOPS:
+            raise ValueError(f"unknown early_stop {self.early_stop!r}; accepted: {', '.join(EARLY_STOPS)}")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+
+
+@dataclass
+class EvalResult:
+    """Outcome of evaluating ``P`` members: per-member fitness and episode statistics."""
+
+    fitness: np.ndarray  # (P,) mean over episodes; NaN where the network diverged
+    returns: np.ndarray  # (P,) mean episode return
+    lengths: np.ndarray  # (P,) mean episode length
+    env_steps: int  # environment steps taken in total
+
+    @staticmethod
+    def concatenate(parts: list[EvalResult]) -> EvalResult:
+        return EvalResult(
+            fitness=np.concatenate([p.fitness for p in parts]),
+            returns=np.concatenate([p.returns for p in parts]),
+            lengths=np.concatenate([p.lengths for p in parts]),
+            env_steps=sum(p.env_steps for p in parts),
+        )
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gym.make`` with an error that lists the registered ids when ``env_id`` is unknown."""
+    import hebb_envs  # noqa: F401  (registers the hebb/ ids)
+
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as err:
+        if env_id not in gym.registry:
+            close = sorted(
+                k for k in gym.registry if k.split("/")[-1].split("-")[0].lower() in env_id.lower()
+            )
+            hebb = sorted(k for k in gym.registry if k.startswith("hebb/"))
+            raise ValueError(
+                f"unknown environment id {env_id!r}; hebb ids: {', '.join(hebb) or 'none'}; "
+                f"similar registered ids: {', '.join(close) or 'none'} (see gymnasium.registry for all)"
+            ) from err
+        raise
+
+
+def build_policy(spec: RolloutSpec, env: gym.Env) -> EvolvablePolicy:
+    """The policy described by ``spec`` for ``env``'s spaces."""
+    return make_policy(spec.policy, env.observation_space, env.action_space, **spec.policy_config)
+
+
+class LockstepEvaluator:
+    """Evaluates populations on environment copies it keeps between calls."""
+
+    def __init__(self, spec: RolloutSpec) -> None:
+        self.spec = spec
+        self.envs: list[gym.Env] = [make_env(spec.env_id, **spec.env_kwargs)]
+        self.policy = build_policy(spec, self.envs[0])
+
+    @property
+    def num_params(self) -> int:
+        return self.policy.num_params
+
+    def _ensure_envs(self, n: int) -> None:
+        while len(self.envs) < n:
+            self.envs.append(make_env(self.spec.env_id, **self.spec.env_kwargs))
+
+    def evaluate(self, params: np.ndarray, member_ids: np.ndarray, seed: int, generation: int) -> EvalResult:
+        """Fitness of ``params`` ``(P, num_params)``; ``member_ids`` are the members' global indices."""
+        params = np.asarray(params, dtype=np.float32)
+        member_ids = np.asarray(member_ids)
+        population = params.shape[0]
+        fitness = np.zeros(population)
+        returns = np.zeros(population)
+        lengths = np.zeros(population)
+        total_steps = 0
+        for episode in range(self.spec.episodes):
+            f, r, n, steps = self._episode(params, member_ids, seed, generation, episode)
+            fitness += f
+            returns += r
+            lengths += n
+            total_steps += steps
+        k = self.spec.episodes
+        return EvalResult(fitness / k, returns / k, lengths / k, total_steps)
+
+    def _episode(
+        self, params: np.ndarray, member_ids: np.ndarray, seed: int, generation: int, episode: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        spec = self.spec
+        population = params.shape[0]
+        self._ensure_envs(population)
+        policy = self.policy
+        policy.set_params(params)
+        weight_seeds = [
+            int(member_rng(seed, generation, m, episode, 1).integers(2**63 - 1)) for m in member_ids
+        ]
+        policy.reset(weight_seeds)
+        obs = []
+        x_start = np.zeros(population)
+        x_last = np.zeros(population)
+        for p, m in enumerate(member_ids):
+            env_seed = int(member_rng(seed, generation, m, episode, 0).integers(2**31 - 1))
+            o, info = self.envs[p].reset(seed=env_seed)
+            obs.append(o)
+            x_start[p] = x_last[p] = info.get("x_position", 0.0)
+        obs_batch = np.stack(obs)
+        returns = np.zeros(population)
+        score = np.zeros(population)  # summed info key, when fitness names one
+        lengths = np.zeros(population, dtype=np.int64)
+        bad_streak = np.zeros(population, dtype=np.int64)
+        diverged = np.zeros(population, dtype=bool)
+        running = np.ones(population, dtype=bool)
+        members = np.arange(population)  # member held by each row of the policy's arrays
+        steps = 0
+        sum_key = spec.fitness not in ("return", "distance")
+        while running.any():
+            actions = policy.act(obs_batch[members])
+            finite = np.isfinite(policy.last_output).all(axis=1)
+            for row, p in enumerate(members):
+                if not running[p]:
+                    continue
+                if not finite[row]:
+                    diverged[p] = True
+                    running[p] = False
+                    continue
+                o, r, terminated, truncated, info = self.envs[p].step(actions[row])
+                steps += 1
+                lengths[p] += 1
+                returns[p] += r
+                obs_batch[p] = o
+                if sum_key:
+                    if spec.fitness not in info:
+                        raise ValueError(
+                            f"fitness {spec.fitness!r} is not a key of {spec.env_id}'s info; "
+                            f"available: return, distance, {', '.join(sorted(info))}"
+                        )
+                    score[p] += info[spec.fitness]
+                if "x_position" in info:
+                    x_last[p] = info["x_position"]
+                done = terminated or truncated
+                if spec.max_steps is not None and lengths[p] >= spec.max_steps:
+                    done = True
+                if not done and spec.early_stop != "none":
+                    done = self._early_stop(p, r, info, lengths[p], bad_streak)
+                running[p] = not done
+            # Drop finished members once half the rows are idle, so they cost nothing further.
+            keep = running[members]
+            if keep.any() and keep.sum() <= len(members) // 2 and policy.encoder is None:
+                policy.select(np.flatnonzero(keep))
+                members = members[keep]
+        if spec.fitness == "return":
+            fitness = returns.copy()
+        elif spec.fitness == "distance":
+            fitness = x_last - x_start
+        else:
+            fitness = score
+        fitness[diverged] = np.nan
+        return fitness, returns, lengths, steps
+
+    def _early_stop(self, p: int, reward: float, info: dict, t: int, bad_streak: np.ndarray) -> bool:
+        if self.spec.early_stop == "locomotion":
+            progress = info.get("x_velocity", info.get("reward_forward", reward))
+            bad_streak[p] = bad_streak[p] + 1 if progress < 0 else 0
+            return bool(t > 200 and bad_streak[p] >= 30)
+        bad_streak[p] = bad_streak[p] + 1 if reward < 0 else 0
+        return bool(bad_streak[p] >= 20)
+
+
+def evaluate_population(
+    spec: RolloutSpec,
+    params: np.ndarray,
+    seed: int,
+    generation: int,
+    evaluator: LockstepEvaluator | None = None,
+) -> EvalResult:
+    """One-call helper: evaluate ``params`` ``(P, n)`` in this process."""
+    evaluator = evaluator or LockstepEvaluator(spec)
+    return evaluator.evaluate(params, np.arange(params.shape[0]), seed, generation)
+
+
+EvaluatorFactory = Callable[[], LockstepEvaluator]

@@ -1,0 +1,131 @@
+"""HebbianPolicy / StaticPolicy: actions, SB3 predict, coefficients layout, save/load."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from hebb_agents.policy import EvolvablePolicy, HebbianPolicy, StaticPolicy, make_policy
+
+BOX = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+
+def _policy(action_space, **kwargs):
+    policy = HebbianPolicy(BOX, action_space, hidden=(8,), **kwargs)
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    policy.reset(0)
+    return policy
+
+
+def test_box_actions_are_tanh_outputs_mapped_to_bounds():
+    space = gym.spaces.Box(np.array([-2.0, 0.0]), np.array([2.0, 10.0]), dtype=np.float32)
+    policy = _policy(space)
+    action = policy.act(np.ones(4, dtype=np.float32))
+    out = policy.last_output[0]
+    np.testing.assert_allclose(action, [2.0 * out[0], 5.0 + 5.0 * out[1]], rtol=1e-6)
+    assert space.contains(action)
+
+
+def test_discrete_actions_are_argmax_of_outputs():
+    policy = _policy(gym.spaces.Discrete(3))
+    action = policy.act(np.ones(4, dtype=np.float32))
+    assert action == int(np.argmax(policy.last_output[0]))
+
+
+def test_act_applies_plasticity_and_reset_redraws():
+    policy = _policy(gym.spaces.Discrete(2))
+    w0 = policy.network.weights[0].copy()
+    policy.act(np.ones(4, dtype=np.float32))
+    assert not np.allclose(w0, policy.network.weights[0])
+    policy.reset(0)
+    np.testing.assert_array_equal(w0, policy.network.weights[0])
+    policy.reset(1)
+    assert not np.allclose(w0, policy.network.weights[0])
+
+
+def test_coefficients_round_trip_in_documented_layout():
+    policy = _policy(gym.spaces.Discrete(2), rule="ABCD_lr")
+    n = policy.network.num_coefficients
+    assert n == (4 * 8 + 8 * 2) * 5
+    values = np.arange(n, dtype=np.float32)
+    policy.coefficients = values
+    np.testing.assert_array_equal(policy.coefficients, values)
+    layers = policy.coefficients_by_layer()
+    # layer 0, synapse (i=1, j=2), column eta (index 3) sits at (1*8 + 2)*5 + 3
+    assert layers[0][0, 1 * 8 + 2, 3] == (1 * 8 + 2) * 5 + 3
+    with pytest.raises(ValueError, match=f"takes {n} coefficients"):
+        policy.coefficients = np.zeros(n + 1)
+
+
+def test_predict_works_with_sb3_evaluate_policy():
+    env = gym.make("CartPole-v1")
+    policy = HebbianPolicy(env.observation_space, env.action_space, hidden=(16,))
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    policy.reset(0)
+    mean, std = evaluate_policy(policy, env, n_eval_episodes=3)
+    assert mean >= 8  # CartPole pays 1 per step and lasts at least 8 steps
+    assert np.isfinite(std)
+
+
+def test_predict_resets_only_members_whose_episode_starts():
+    policy = _policy(gym.spaces.Discrete(2))
+    obs = np.ones((2, 4), dtype=np.float32)
+    policy.predict(obs, episode_start=np.array([True, True]))
+    policy.predict(obs, episode_start=np.array([False, False]))
+    after_two = [w.copy() for w in policy.network.weights]
+    policy.predict(obs, episode_start=np.array([True, False]))
+    # member 1 kept learning from its state; member 0 restarted from fresh weights then learned one step
+    assert not np.allclose(after_two[0][0], policy.network.weights[0][0])
+    assert policy.population == 2
+
+
+def test_static_policy_has_fixed_weights():
+    env_space = gym.spaces.Discrete(2)
+    policy = StaticPolicy(BOX, env_space, hidden=(8,))
+    assert policy.num_params == 4 * 8 + 8 * 2
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    policy.reset(0)
+    w = policy.network.weights[0].copy()
+    for _ in range(5):
+        policy.act(np.ones(4, dtype=np.float32))
+    np.testing.assert_array_equal(w, policy.network.weights[0])
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_save_load_round_trip(tmp_path, suffix):
+    policy = _policy(gym.spaces.Box(-1, 1, (2,), np.float32), rule="ABC", init="normal")
+    path = policy.save(tmp_path / f"agent{suffix}")
+    loaded = EvolvablePolicy.load(path)
+    assert isinstance(loaded, HebbianPolicy)
+    assert loaded.config() == policy.config()
+    np.testing.assert_array_equal(loaded.get_params(), policy.get_params()[:1])
+    obs = np.linspace(-1, 1, 4).astype(np.float32)
+    policy.reset(3)
+    loaded.reset(3)
+    np.testing.assert_array_equal(policy.act(obs), loaded.act(obs))
+
+
+def test_load_rejects_mismatched_vector(tmp_path):
+    from hebb_agents.checkpoint import load_checkpoint, save_checkpoint
+
+    policy = _policy(gym.spaces.Discrete(2))
+    path = policy.save(tmp_path / "agent.npz")
+    arrays, meta = load_checkpoint(path)
+    meta["config"]["hidden"] = [9]
+    save_checkpoint(tmp_path / "bad.npz", arrays, meta)
+    with pytest.raises(ValueError, match="needs"):
+        EvolvablePolicy.load(tmp_path / "bad.npz")
+
+
+def test_bad_inputs_fail_clearly():
+    with pytest.raises(ValueError, match="accepted: hebbian, static"):
+        make_policy("plastic", BOX, gym.spaces.Discrete(2))
+    with pytest.raises(ValueError, match="accepted: A, AD"):
+        HebbianPolicy(BOX, gym.spaces.Discrete(2), rule="Oja")
+    with pytest.raises(ValueError, match="accepted: Box, Discrete"):
+        HebbianPolicy(BOX, gym.spaces.MultiBinary(3))
+    with pytest.raises(ValueError, match="Hebbian options"):
+        make_policy("static", BOX, gym.spaces.Discrete(2), rule="ABCD")
+    policy = HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=(8,))
+    with pytest.raises(ValueError, match="vectors of length"):
+        policy.set_params(np.zeros(3))

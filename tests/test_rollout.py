@@ -1,0 +1,128 @@
+"""Lockstep rollouts and backends: determinism, split-independence, early stops, crashed workers."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hebb_agents.backends import ProcessBackend, SerialBackend, make_backend, split_population
+from hebb_agents.rollout import LockstepEvaluator, RolloutSpec
+
+SPEC = RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, max_steps=100)
+
+
+def _params(evaluator, n, seed=0, scale=0.5):
+    return np.random.default_rng(seed).normal(0, scale, (n, evaluator.num_params)).astype(np.float32)
+
+
+def test_same_seed_same_fitness_and_other_seed_differs():
+    ev = LockstepEvaluator(SPEC)
+    params = _params(ev, 6)
+    a = ev.evaluate(params, np.arange(6), seed=1, generation=0)
+    b = ev.evaluate(params, np.arange(6), seed=1, generation=0)
+    c = ev.evaluate(params, np.arange(6), seed=2, generation=0)
+    np.testing.assert_array_equal(a.fitness, b.fitness)
+    assert not np.array_equal(a.fitness, c.fitness)
+    assert a.env_steps == int(a.lengths.sum())
+
+
+def test_result_does_not_depend_on_how_the_population_is_split():
+    ev = LockstepEvaluator(SPEC)
+    params = _params(ev, 7)
+    whole = ev.evaluate(params, np.arange(7), seed=3, generation=5)
+    parts = [ev.evaluate(params[s], s, seed=3, generation=5) for s in split_population(7, 3)]
+    np.testing.assert_array_equal(whole.fitness, np.concatenate([p.fitness for p in parts]))
+
+
+def test_finished_members_are_dropped_without_changing_results():
+    """Compaction (dropping finished rows) must not change anyone's trajectory."""
+    spec = RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, max_steps=150)
+    ev = LockstepEvaluator(spec)
+    params = _params(ev, 8, seed=4, scale=1.0)
+    together = ev.evaluate(params, np.arange(8), seed=0, generation=0)
+    alone = [ev.evaluate(params[i : i + 1], np.array([i]), seed=0, generation=0).fitness[0] for i in range(8)]
+    assert len(set(together.lengths.tolist())) > 2  # members really finished at different times
+    np.testing.assert_array_equal(together.fitness, alone)
+
+
+def test_max_steps_and_episodes():
+    spec = RolloutSpec(env_id="Pendulum-v1", policy_config={"hidden": [4]}, max_steps=17, episodes=2)
+    ev = LockstepEvaluator(spec)
+    result = ev.evaluate(_params(ev, 2), np.arange(2), 0, 0)
+    np.testing.assert_array_equal(result.lengths, [17, 17])
+    assert result.env_steps == 2 * 2 * 17
+
+
+def test_negative_reward_early_stop():
+    spec = RolloutSpec(env_id="Pendulum-v1", policy_config={"hidden": [4]}, early_stop="negative_reward")
+    ev = LockstepEvaluator(spec)
+    result = ev.evaluate(_params(ev, 2), np.arange(2), 0, 0)
+    np.testing.assert_array_equal(result.lengths, [20, 20])  # Pendulum's rewards are always negative
+
+
+def test_distance_and_info_key_fitness():
+    base = dict(env_id="HalfCheetah-v5", policy_config={"hidden": [8]}, max_steps=30)
+    dist = LockstepEvaluator(RolloutSpec(**base, fitness="distance"))
+    fwd = LockstepEvaluator(RolloutSpec(**base, fitness="reward_forward"))
+    params = _params(dist, 2)
+    d = dist.evaluate(params, np.arange(2), 0, 0).fitness
+    f = fwd.evaluate(params, np.arange(2), 0, 0).fitness
+    # reward_forward = dx/dt summed = distance / dt, dt = 0.05 for HalfCheetah
+    np.testing.assert_allclose(f * 0.05, d, rtol=1e-6, atol=1e-9)
+    bad = LockstepEvaluator(RolloutSpec(**base, fitness="speed"))
+    with pytest.raises(ValueError, match="available: return, distance, .*reward_forward"):
+        bad.evaluate(params, np.arange(2), 0, 0)
+
+
+def test_divergent_members_get_nan_fitness():
+    spec = RolloutSpec(
+        env_id="CartPole-v1", policy_config={"hidden": [8], "normalisation": "none"}, max_steps=200
+    )
+    ev = LockstepEvaluator(spec)
+    params = np.full((2, ev.num_params), 1e20, dtype=np.float32)
+    params[1] = 0.0
+    with np.errstate(all="ignore"):
+        result = ev.evaluate(params, np.arange(2), 0, 0)
+    assert np.isnan(result.fitness[0]) and np.isfinite(result.fitness[1])
+
+
+def test_bad_spec_values_fail_clearly():
+    with pytest.raises(ValueError, match="accepted: none, locomotion, negative_reward"):
+        RolloutSpec(env_id="CartPole-v1", early_stop="sometimes")
+    with pytest.raises(ValueError, match="unknown environment id 'CartPol-v9'"):
+        LockstepEvaluator(RolloutSpec(env_id="CartPol-v9"))
+    with pytest.raises(ValueError, match="accepted: serial, process, ray"):
+        make_backend("threads", SPEC)
+
+
+def test_serial_and_process_backends_agree():
+    ev = LockstepEvaluator(SPEC)
+    params = _params(ev, 10, seed=9)
+    serial = SerialBackend(SPEC).evaluate(params, seed=4, generation=2)
+    with ProcessBackend(SPEC, workers=2) as backend:
+        parallel = backend.evaluate(params, seed=4, generation=2)
+        again = backend.evaluate(params, seed=4, generation=2)  # workers persist between calls
+    np.testing.assert_array_equal(serial.fitness, parallel.fitness)
+    np.testing.assert_array_equal(serial.fitness, again.fitness)
+    assert serial.env_steps == parallel.env_steps
+
+
+def test_worker_killed_mid_generation_is_restarted_and_its_slice_rerun():
+    import slow_env  # noqa: F401  (registers SlowCartPole-v0 here too)
+
+    spec = RolloutSpec(env_id="slow_env:SlowCartPole-v0", policy_config={"hidden": [8]}, max_steps=60)
+    params = _params(LockstepEvaluator(spec), 8, seed=2, scale=0.05)
+    expected = SerialBackend(spec).evaluate(params, seed=0, generation=0)
+    with ProcessBackend(spec, workers=2) as backend:
+        victim = backend.pids[0]
+        killer = threading.Timer(0.15, lambda: os.kill(victim, signal.SIGKILL))
+        killer.start()
+        start = time.perf_counter()
+        result = backend.evaluate(params, seed=0, generation=0)
+        killer.join()
+        assert backend.pids[0] != victim  # replaced
+    assert time.perf_counter() - start > 0.15  # the kill really happened during the generation
+    np.testing.assert_array_equal(result.fitness, expected.fitness)
