@@ -23,7 +23,7 @@ def test_flat_layout_is_layer_then_i_then_j_then_column():
     sizes = (3, 4, 2)
     net = HebbianNetwork(sizes, rule="ABCD", normalisation="none", output_activation="linear")
     k = 4
-    layer, i, j, col = 1, 2, 1, 2  # the C (post-synaptic) term of synapse (2, 1) in layer 1
+    i, j, col = 2, 1, 2  # the C (post-synaptic) term of synapse (2, 1) in layer 1
     flat = np.zeros(net.num_params)
     offset = 3 * 4 * k
     flat[offset + (i * 2 + j) * k + col] = 1.0

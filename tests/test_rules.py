@@ -45,7 +45,9 @@ def test_reference_delta_matches_hand_calculation(name):
 def test_fast_network_update_matches_hand_calculation(name):
     """The batched kernel of HebbianNetwork gives the same dw as the hand formula, per synapse."""
     coeffs, expected = HAND[name]
-    net = HebbianNetwork([1, 1], rule=name, normalisation="none", output_activation="linear", dtype=np.float64)
+    net = HebbianNetwork(
+        [1, 1], rule=name, normalisation="none", output_activation="linear", dtype=np.float64
+    )
     net.set_params(np.array([coeffs], dtype=np.float64))
     net.weights[0][...] = 1.0
     pre = np.array([[OI]])

@@ -1,0 +1,176 @@
+"""The ``hebb`` command: ``train`` and ``eval`` (more subcommands register themselves below)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
+from hebb_agents.rollout import EARLY_STOPS
+from hebb_agents.rules import RULES
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"key\": 1}}', got {text!r}")
+    return value
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="evolve a Hebbian (or static) policy with OpenAI-ES")
+    p.add_argument(
+        "--env", default="CartPole-v1", help="Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0"
+    )
+    p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON object passed to gym.make")
+    p.add_argument("--policy", choices=("hebbian", "static"), default="hebbian")
+    p.add_argument("--rule", choices=tuple(RULES), default="ABCD_lr")
+    p.add_argument("--hidden", type=int, nargs="+", default=[128, 64])
+    p.add_argument("--init", choices=INIT_SCHEMES, default="uniform")
+    p.add_argument("--normalisation", choices=NORMALISATIONS, default="max_abs")
+    p.add_argument("--sharing", choices=SHARING, default="per_synapse")
+    p.add_argument("--popsize", type=int, default=64)
+    p.add_argument("--sigma", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--generations", type=int, default=50)
+    p.add_argument("--episodes", type=int, default=1, help="episodes per evaluation")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on episode length")
+    p.add_argument("--fitness", default="return", help="return, distance, or an info key summed per episode")
+    p.add_argument("--early-stop", choices=EARLY_STOPS, default="none")
+    p.add_argument("--backend", choices=("serial", "process", "ray"), default="process")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/hebb"), help="output folder")
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from hebb_agents.trainer import ESTrainer, TrainConfig
+
+    if args.resume:
+        trainer = ESTrainer.resume(
+            args.out, progress=True, generations=args.generations, backend=args.backend, workers=args.workers
+        )
+        print(f"resuming {args.out} at generation {trainer.generation}")
+    else:
+        if (args.out / "checkpoint.npz").exists():
+            print(
+                f"error: {args.out} already holds a run; pass --resume to continue it "
+                "or choose another --out",
+                file=sys.stderr,
+            )
+            return 2
+        policy_config: dict[str, Any] = {"hidden": args.hidden}
+        if args.policy == "hebbian":
+            policy_config.update(
+                rule=args.rule, init=args.init, normalisation=args.normalisation, sharing=args.sharing
+            )
+        config = TrainConfig(
+            env_id=args.env,
+            env_kwargs=args.env_kwargs,
+            policy=args.policy,
+            policy_config=policy_config,
+            generations=args.generations,
+            popsize=args.popsize,
+            sigma=args.sigma,
+            lr=args.lr,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            episodes=args.episodes,
+            max_steps=args.max_steps,
+            fitness=args.fitness,
+            early_stop=args.early_stop,
+            backend=args.backend,
+            workers=args.workers,
+            ray_address=args.address,
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+            tensorboard=args.tensorboard,
+        )
+        trainer = ESTrainer(config, out_dir=args.out, progress=True)
+        print(f"{config.policy} policy, {trainer.policy.num_params} parameters, env {config.env_id}")
+    stats = trainer.train()
+    if stats:
+        first, last = stats[0], stats[-1]
+        print(
+            f"generation {last.generation}: population mean fitness {first.fitness_mean:.2f} -> "
+            f"{last.fitness_mean:.2f}, best {last.best_so_far:.2f}, {last.env_steps} env-steps, "
+            f"{last.wall_time:.0f} s"
+        )
+    print(f"saved {args.out / 'policy.npz'} (ES centre) and {args.out / 'best.npz'} (best individual)")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a saved policy")
+    p.add_argument("checkpoint", type=Path, help="a policy file (policy.npz, best.npz) or a run folder")
+    p.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
+    p.add_argument("--env-kwargs", type=_json_dict, default=None, help="JSON object passed to gym.make")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=1000)
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from hebb_agents.checkpoint import load_checkpoint
+    from hebb_agents.evaluation import run_episodes
+    from hebb_agents.policy import policy_from_metadata
+
+    path = args.checkpoint / "policy.npz" if args.checkpoint.is_dir() else args.checkpoint
+    arrays, meta = load_checkpoint(path)
+    policy = policy_from_metadata(meta, arrays.get("params"), source=str(path))
+    env_id = args.env or meta.get("env_id")
+    if env_id is None:
+        print(f"error: {path} does not name its environment; pass --env", file=sys.stderr)
+        return 2
+    env_kwargs = args.env_kwargs
+    if env_kwargs is None:
+        config_file = path.parent / "config.json"
+        same_env = config_file.exists() and args.env is None
+        env_kwargs = json.loads(config_file.read_text()).get("env_kwargs", {}) if same_env else {}
+    stats = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs, args.max_steps).summary()
+    print(
+        f"{path} on {env_id}, {args.episodes} episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"
+    )
+    print(f"  return   {stats['returns_mean']:.2f} ± {stats['returns_std']:.2f}")
+    if stats["distances_mean"] == stats["distances_mean"]:  # not NaN: the env reports x_position
+        print(f"  distance {stats['distances_mean']:.2f} ± {stats['distances_std']:.2f}")
+    print(f"  length   {stats['lengths_mean']:.1f} ± {stats['lengths_std']:.1f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hebb`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="hebb", description="Evolved Hebbian plasticity agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_eval(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hebb`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

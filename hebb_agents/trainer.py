@@ -1,0 +1,387 @@
+"""``ESTrainer``: ask -> evaluate -> tell, with checkpoints, exact resume and a per-generation log.
+
+A run lives in one output folder:
+
+- ``config.json``     the :class:`TrainConfig` (what ``hebb train --resume`` reads back);
+- ``progress.csv``    one row per generation (fitness min/mean/max, best so far, sigma, lr,
+  env-steps, wall time);
+- ``checkpoint.npz``  the optimiser's full state after the last saved generation (atomic write);
+- ``best.npz``        the best individual seen so far, as a loadable policy;
+- ``policy.npz``      the current ES centre, as a loadable policy.
+
+Rollouts depend only on ``(seed, generation, member)`` and the optimiser state is saved whole,
+so ``N`` generations straight equal ``N/2``, a kill, a resume and ``N/2`` more.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hebb_agents.backends import BACKENDS, Backend, make_backend
+from hebb_agents.checkpoint import load_checkpoint, save_checkpoint
+from hebb_agents.es import OpenES
+from hebb_agents.rollout import LockstepEvaluator, RolloutSpec
+
+CSV_COLUMNS = (
+    "generation",
+    "fitness_min",
+    "fitness_mean",
+    "fitness_max",
+    "best_so_far",
+    "sigma",
+    "lr",
+    "env_steps",
+    "wall_time",
+    "eval_time",
+    "es_time",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (JSON round-trips through ``config.json``).
+
+    :param env_id: Gymnasium environment id.
+    :param env_kwargs: keyword arguments for ``gym.make``.
+    :param policy: ``hebbian`` or ``static``.
+    :param policy_config: policy keyword arguments (hidden, rule, init, normalisation, sharing, bias).
+    :param generations: number of ES generations.
+    :param popsize: ES population (even, antithetic pairs).
+    :param sigma: initial noise standard deviation.
+    :param lr: initial learning rate.
+    :param lr_decay, lr_min, sigma_decay, sigma_min: per-generation multiplicative decay and floor.
+    :param optimizer: ``sgd`` (the reference) or ``adam``.
+    :param weight_decay: L2 fitness penalty coefficient (reference: 0.01 * mean(h^2)).
+    :param episodes: episodes per evaluation.
+    :param max_steps: cap on steps per episode (``None``: the environment's limit).
+    :param fitness: ``return``, ``distance`` or an ``info`` key summed over the episode.
+    :param early_stop: ``none``, ``locomotion`` or ``negative_reward``.
+    :param backend: ``serial``, ``process`` or ``ray``.
+    :param workers: worker count for ``process`` / ``ray`` (``None``: all cores).
+    :param ray_address: address of a running Ray cluster (``ray`` backend only).
+    :param seed: fixes ES noise, initial coefficients, weight draws and environment resets.
+    :param checkpoint_every: save ``checkpoint.npz`` every this many generations (and at the end).
+    :param tensorboard: also log to TensorBoard under ``out_dir/tb``.
+    """
+
+    env_id: str = "CartPole-v1"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    policy: str = "hebbian"
+    policy_config: dict[str, Any] = field(default_factory=dict)
+    generations: int = 50
+    popsize: int = 64
+    sigma: float = 0.1
+    lr: float = 0.2
+    lr_decay: float = 0.995
+    lr_min: float = 0.001
+    sigma_decay: float = 0.999
+    sigma_min: float = 0.01
+    optimizer: str = "sgd"
+    weight_decay: float = 0.01
+    episodes: int = 1
+    max_steps: int | None = None
+    fitness: str = "return"
+    early_stop: str = "none"
+    backend: str = "process"
+    workers: int | None = None
+    ray_address: str | None = None
+    seed: int = 0
+    checkpoint_every: int = 10
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; accepted: {', '.join(BACKENDS)}")
+        if self.generations < 0:
+            raise ValueError(f"generations must be >= 0, got {self.generations}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+    def rollout_spec(self) -> RolloutSpec:
+        return RolloutSpec(
+            env_id=self.env_id,
+            env_kwargs=dict(self.env_kwargs),
+            policy=self.policy,
+            policy_config=dict(self.policy_config),
+            episodes=self.episodes,
+            max_steps=self.max_steps,
+            fitness=self.fitness,
+            early_stop=self.early_stop,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; accepted: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+@dataclass
+class GenerationStats:
+    """One row of ``progress.csv``."""
+
+    generation: int
+    fitness_min: float
+    fitness_mean: float
+    fitness_max: float
+    best_so_far: float
+    sigma: float
+    lr: float
+    env_steps: int
+    wall_time: float
+    eval_time: float
+    es_time: float
+
+
+Callback = Callable[[GenerationStats, "ESTrainer"], bool | None]
+
+
+def _split_state(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Separate an optimiser state into arrays (stored as arrays) and JSON values."""
+    arrays, scalars = {}, {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray) and value.ndim > 0:
+            arrays[f"es/{key}"] = value
+        else:
+            scalars[key] = value.item() if isinstance(value, np.generic | np.ndarray) else value
+    return arrays, scalars
+
+
+class ESTrainer:
+    """Evolves a policy's parameters with OpenAI-ES on an environment.
+
+    :param config: the run's :class:`TrainConfig`.
+    :param out_dir: folder for the config, log and checkpoints (``None``: keep nothing on disk).
+    :param callbacks: called after every generation with the stats and the trainer; returning
+        ``False`` stops training.
+    :param progress: show a progress bar.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = False,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.spec = config.rollout_spec()
+        # A local evaluator builds the policy (checks env id and options before any worker starts).
+        probe = LockstepEvaluator(self.spec)
+        self.policy = probe.policy
+        for env in probe.envs:
+            env.close()
+        init = self.policy.initial_params(np.random.default_rng([config.seed, 1]))
+        self.es = OpenES(
+            self.policy.num_params,
+            popsize=config.popsize,
+            sigma=config.sigma,
+            lr=config.lr,
+            lr_decay=config.lr_decay,
+            lr_min=config.lr_min,
+            sigma_decay=config.sigma_decay,
+            sigma_min=config.sigma_min,
+            optimizer=config.optimizer,
+            weight_decay=config.weight_decay,
+            init=init,
+            seed=config.seed,
+        )
+        self.generation = 0
+        self.env_steps = 0
+        self.wall_time = 0.0
+        self.best_fitness = -np.inf
+        self.best_params: np.ndarray | None = None
+        self.history: list[GenerationStats] = []
+        self._backend: Backend | None = None
+        self._tb = None
+
+    # ------------------------------------------------------------------ run
+    def train(self, generations: int | None = None) -> list[GenerationStats]:
+        """Run until ``config.generations`` (or ``generations`` more); returns this call's stats."""
+        target = self.config.generations if generations is None else self.generation + generations
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+        stats_this_call: list[GenerationStats] = []
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=target, initial=self.generation, unit="gen")
+        try:
+            while self.generation < target:
+                stats = self.step()
+                stats_this_call.append(stats)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(mean=f"{stats.fitness_mean:.2f}", best=f"{stats.best_so_far:.2f}")
+                last = self.generation >= target
+                if self.out_dir is not None and (self.generation % self.config.checkpoint_every == 0 or last):
+                    self.save()
+                if any(cb(stats, self) is False for cb in self.callbacks):
+                    if self.out_dir is not None:
+                        self.save()
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            self.close()
+        return stats_this_call
+
+    def step(self) -> GenerationStats:
+        """One generation: ask, evaluate every candidate, tell."""
+        start = time.perf_counter()
+        candidates = self.es.ask()
+        asked = time.perf_counter()
+        result = self.backend.evaluate(candidates, self.config.seed, self.generation)
+        evaluated = time.perf_counter()
+        sigma, lr = float(self.es.sigma), float(self.es.lr)
+        self.es.tell(result.fitness)
+        told = time.perf_counter()
+        finite = np.where(np.isfinite(result.fitness), result.fitness, -np.inf)
+        top = int(np.argmax(finite))
+        if finite[top] > self.best_fitness:
+            self.best_fitness = float(finite[top])
+            self.best_params = candidates[top].copy()
+        self.generation += 1
+        self.env_steps += int(result.env_steps)
+        self.wall_time += told - start
+        valid = result.fitness[np.isfinite(result.fitness)]
+        stats = GenerationStats(
+            generation=self.generation,
+            fitness_min=float(valid.min()) if valid.size else float("nan"),
+            fitness_mean=float(valid.mean()) if valid.size else float("nan"),
+            fitness_max=float(valid.max()) if valid.size else float("nan"),
+            best_so_far=self.best_fitness,
+            sigma=sigma,
+            lr=lr,
+            env_steps=self.env_steps,
+            wall_time=self.wall_time,
+            eval_time=evaluated - asked,
+            es_time=(asked - start) + (told - evaluated),
+        )
+        self.history.append(stats)
+        self._log(stats)
+        return stats
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            extra = {"address": self.config.ray_address} if self.config.backend == "ray" else {}
+            self._backend = make_backend(self.config.backend, self.spec, workers=self.config.workers, **extra)
+        return self._backend
+
+    def close(self) -> None:
+        """Stop workers and flush logs."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    # ------------------------------------------------------------------ logging
+    def _log(self, stats: GenerationStats) -> None:
+        if self.out_dir is None:
+            return
+        path = self.out_dir / "progress.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(CSV_COLUMNS)
+            writer.writerow([getattr(stats, c) for c in CSV_COLUMNS])
+        if self.config.tensorboard:
+            if self._tb is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tb"))
+            for name in ("fitness_min", "fitness_mean", "fitness_max", "best_so_far", "sigma", "lr"):
+                self._tb.add_scalar(f"es/{name}", getattr(stats, name), stats.generation)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        """Write ``checkpoint.npz`` (optimiser state), ``policy.npz`` (centre) and ``best.npz``."""
+        if self.out_dir is None:
+            raise ValueError("this trainer has no out_dir to save to")
+        arrays, es_scalars = _split_state(self.es.state_dict())
+        if self.best_params is not None:
+            arrays["best_params"] = self.best_params
+        meta = {
+            "kind": "es_trainer",
+            "config": asdict(self.config),
+            "generation": self.generation,
+            "env_steps": self.env_steps,
+            "wall_time": self.wall_time,
+            "best_fitness": self.best_fitness if np.isfinite(self.best_fitness) else None,
+            "es_state": es_scalars,
+        }
+        save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
+        run_info = {"env_id": self.config.env_id, "seed": self.config.seed, "generation": self.generation}
+        self.policy.set_params(self.es.mean)
+        self.policy.save(self.out_dir / "policy.npz", extra=run_info)
+        if self.best_params is not None:
+            self.policy.set_params(self.best_params)
+            self.policy.save(self.out_dir / "best.npz", extra={**run_info, "fitness": self.best_fitness})
+
+    @classmethod
+    def resume(
+        cls, out_dir: str | Path, callbacks: Sequence[Callback] = (), progress: bool = False, **overrides: Any
+    ) -> ESTrainer:
+        """Continue the run saved in ``out_dir`` exactly where its last checkpoint left it.
+
+        ``overrides`` may change fields that do not alter the search (``generations``, ``backend``,
+        ``workers``, ``ray_address``, ``checkpoint_every``, ``tensorboard``).
+        """
+        out_dir = Path(out_dir)
+        path = out_dir / "checkpoint.npz"
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
+        arrays, meta = load_checkpoint(path)
+        if meta.get("kind") != "es_trainer":
+            raise ValueError(f"{path} is not an ES trainer checkpoint (kind={meta.get('kind')!r})")
+        allowed = {"generations", "backend", "workers", "ray_address", "checkpoint_every", "tensorboard"}
+        changed = sorted(set(overrides) - allowed)
+        if changed:
+            raise ValueError(
+                f"cannot change {changed} when resuming; changeable: {', '.join(sorted(allowed))}"
+            )
+        config = TrainConfig.from_dict({**meta["config"], **overrides})
+        trainer = cls(config, out_dir=out_dir, callbacks=callbacks, progress=progress)
+        state = dict(meta["es_state"])
+        state.update({key[3:]: value for key, value in arrays.items() if key.startswith("es/")})
+        trainer.es.load_state_dict(state)
+        trainer.generation = int(meta["generation"])
+        trainer.env_steps = int(meta["env_steps"])
+        trainer.wall_time = float(meta["wall_time"])
+        best = meta.get("best_fitness")
+        trainer.best_fitness = -np.inf if best is None else float(best)
+        trainer.best_params = arrays.get("best_params")
+        trainer._truncate_log()
+        return trainer
+
+    def _truncate_log(self) -> None:
+        """Drop log rows written after the checkpoint, so the resumed run does not repeat them."""
+        assert self.out_dir is not None
+        path = self.out_dir / "progress.csv"
+        if not path.exists():
+            return
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= self.generation]
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerows(kept)

@@ -1,0 +1,78 @@
+"""The hebb command: train, eval, resume after a kill, and clear errors for bad input."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hebb_agents.cli import main
+
+TRAIN = ["train", "--env", "CartPole-v1", "--hidden", "8", "--popsize", "8", "--max-steps", "50"]
+
+
+def test_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "2", "--backend", "serial", "--out", str(out)]) == 0
+    assert (out / "policy.npz").exists() and (out / "best.npz").exists()
+    assert main(["eval", str(out), "--episodes", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "return" in text and "±" in text and "CartPole-v1" in text
+
+
+def test_eval_reports_distance_on_locomotion(tmp_path, capsys):
+    out = tmp_path / "cheetah"
+    args = ["train", "--env", "HalfCheetah-v5", "--hidden", "8", "--popsize", "4", "--max-steps", "20"]
+    assert main([*args, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    assert main(["eval", str(out / "best.npz"), "--episodes", "2", "--max-steps", "20"]) == 0
+    assert "distance" in capsys.readouterr().out
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "checkpoint.npz").read_bytes() == before  # nothing saved is lost
+
+
+def test_unknown_env_rule_and_option_fail_with_accepted_values(tmp_path, capsys):
+    assert main([*TRAIN, "--env", "Cheetah-v0", "--backend", "serial", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown environment id 'Cheetah-v0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*TRAIN, "--rule", "Oja"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'Oja'" in err and "ABCD_lr" in err
+    with pytest.raises(SystemExit):
+        main([*TRAIN, "--env-kwargs", "{not json"])
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing.npz")]) == 2
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    """SIGKILL a running `hebb train`, then `--resume` finishes the run with one row per generation."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hebb_agents.cli", *TRAIN, "--backend", "process", "--workers", "2"]
+    cmd += ["--generations", "400", "--checkpoint-every", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint.npz").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint.npz").exists()
+    rows = list(csv.DictReader((out / "progress.csv").open()))
+    done = len(rows)
+    assert 0 < done < 400
+    target = done + 3
+    assert (
+        main(["train", "--resume", "--out", str(out), "--generations", str(target), "--backend", "serial"])
+        == 0
+    )
+    generations = [int(r["generation"]) for r in csv.DictReader((out / "progress.csv").open())]
+    assert generations == list(range(1, target + 1))
