@@ -27,7 +27,7 @@ def _json_dict(text: str) -> dict[str, Any]:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="evolve a Hebbian (or static) policy with OpenAI-ES")
     p.add_argument(
-        "--env", default="CartPole-v1", help="Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0"
+        "--env", default="HalfCheetah-v5", help="Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0"
     )
     p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON object passed to gym.make")
     p.add_argument("--policy", choices=("hebbian", "static"), default="hebbian")
@@ -41,10 +41,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--generations", type=int, default=50)
+    p.add_argument("--generations", type=int, default=40)
     p.add_argument("--episodes", type=int, default=1, help="episodes per evaluation")
-    p.add_argument("--max-steps", type=int, default=None, help="cap on episode length")
-    p.add_argument("--fitness", default="return", help="return, distance, or an info key summed per episode")
+    p.add_argument("--max-steps", type=int, default=300, help="cap on episode length (0: the env's own)")
+    p.add_argument(
+        "--fitness", default="distance", help="return, distance, or an info key summed per episode"
+    )
     p.add_argument("--early-stop", choices=EARLY_STOPS, default="none")
     p.add_argument("--backend", choices=("serial", "process", "ray"), default="process")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
@@ -90,7 +92,7 @@ def _train(args: argparse.Namespace) -> int:
             optimizer=args.optimizer,
             weight_decay=args.weight_decay,
             episodes=args.episodes,
-            max_steps=args.max_steps,
+            max_steps=args.max_steps or None,
             fitness=args.fitness,
             early_stop=args.early_stop,
             backend=args.backend,
@@ -120,7 +122,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
     p.add_argument("--env-kwargs", type=_json_dict, default=None, help="JSON object passed to gym.make")
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="default: the training run's")
     p.add_argument("--seed", type=int, default=1000)
     p.set_defaults(func=_eval)
 
@@ -137,12 +139,14 @@ def _eval(args: argparse.Namespace) -> int:
     if env_id is None:
         print(f"error: {path} does not name its environment; pass --env", file=sys.stderr)
         return 2
+    # Without overrides, evaluate under the training run's settings (its config.json beside the file).
+    config_file = path.parent / "config.json"
+    run_config = json.loads(config_file.read_text()) if config_file.exists() else {}
     env_kwargs = args.env_kwargs
     if env_kwargs is None:
-        config_file = path.parent / "config.json"
-        same_env = config_file.exists() and args.env is None
-        env_kwargs = json.loads(config_file.read_text()).get("env_kwargs", {}) if same_env else {}
-    stats = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs, args.max_steps).summary()
+        env_kwargs = run_config.get("env_kwargs", {}) if args.env is None else {}
+    max_steps = args.max_steps if args.max_steps is not None else run_config.get("max_steps")
+    stats = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs, max_steps).summary()
     print(
         f"{path} on {env_id}, {args.episodes} episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"
     )

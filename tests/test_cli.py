@@ -11,7 +11,19 @@ import pytest
 
 from hebb_agents.cli import main
 
-TRAIN = ["train", "--env", "CartPole-v1", "--hidden", "8", "--popsize", "8", "--max-steps", "50"]
+TRAIN = [
+    "train",
+    "--env",
+    "CartPole-v1",
+    "--fitness",
+    "return",
+    "--hidden",
+    "8",
+    "--popsize",
+    "8",
+    "--max-steps",
+    "50",
+]
 
 
 def test_train_then_eval(tmp_path, capsys):
