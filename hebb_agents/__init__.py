@@ -8,3 +8,23 @@ from __future__ import annotations
 import hebb_envs  # noqa: F401  (registers the hebb/ environment ids)
 
 __version__ = "0.1.0"
+
+from hebb_agents.es import OpenES  # noqa: E402
+from hebb_agents.network import HebbianNetwork, StaticNetwork  # noqa: E402
+from hebb_agents.policy import EvolvablePolicy, HebbianPolicy, StaticPolicy  # noqa: E402
+from hebb_agents.rules import RULES, get_rule  # noqa: E402
+from hebb_agents.trainer import ESTrainer, TrainConfig  # noqa: E402
+
+__all__ = [
+    "RULES",
+    "ESTrainer",
+    "EvolvablePolicy",
+    "HebbianNetwork",
+    "HebbianPolicy",
+    "OpenES",
+    "StaticNetwork",
+    "StaticPolicy",
+    "TrainConfig",
+    "__version__",
+    "get_rule",
+]

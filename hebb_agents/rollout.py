@@ -16,10 +16,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 
 from hebb_agents.policy import EvolvablePolicy, make_policy, member_rng
 
 EARLY_STOPS = ("none", "locomotion", "negative_reward")
+# Wrappers gym.make adds that only count, check or order calls; the rollout steps beneath them.
+_BOOKKEEPING_WRAPPERS = (TimeLimit, OrderEnforcing, PassiveEnvChecker)
 
 
 @dataclass
@@ -37,6 +40,9 @@ class RolloutSpec:
     :param early_stop: ``none``; ``locomotion`` (the reference's rule: after step 200, stop once
         30 consecutive steps made negative forward progress); ``negative_reward`` (stop after 20
         consecutive negative rewards, the reference's CarRacing rule).
+    :param paired_seeds: members ``2j`` and ``2j + 1`` (an antithetic pair ``mean +- sigma*eps``)
+        share environment seeds and initial weights, so their fitness difference measures ``eps``
+        and not the luck of the draw (common random numbers).
     """
 
     env_id: str
@@ -47,6 +53,7 @@ class RolloutSpec:
     max_steps: int | None = None
     fitness: str = "return"
     early_stop: str = "none"
+    paired_seeds: bool = True
 
     def __post_init__(self) -> None:
         if self.early_stop not in EARLY_STOPS:
@@ -100,12 +107,34 @@ def build_policy(spec: RolloutSpec, env: gym.Env) -> EvolvablePolicy:
     return make_policy(spec.policy, env.observation_space, env.action_space, **spec.policy_config)
 
 
+def fast_step(env: gym.Env) -> tuple[Callable[[Any], tuple], int | None]:
+    """The step function beneath gymnasium's bookkeeping wrappers, and the time limit they enforced.
+
+    ``gym.make`` wraps every environment in ``TimeLimit``, ``OrderEnforcing`` and
+    ``PassiveEnvChecker``; together they cost ~10 us per step, a tenth of a HalfCheetah physics
+    step. The rollout steps the environment beneath them and applies the ``TimeLimit`` itself
+    (``truncated`` once the episode reaches ``max_episode_steps``), so episodes, rewards and
+    ``info`` are unchanged. Any other wrapper stays in the path. Resets still go through the full
+    stack, which re-arms the wrappers' counters and checks.
+    """
+    limit = None
+    inner = env
+    while isinstance(inner, _BOOKKEEPING_WRAPPERS):
+        if isinstance(inner, TimeLimit):
+            limit = int(inner._max_episode_steps)
+        inner = inner.env
+    return inner.step, limit
+
+
 class LockstepEvaluator:
     """Evaluates populations on environment copies it keeps between calls."""
 
     def __init__(self, spec: RolloutSpec) -> None:
         self.spec = spec
-        self.envs: list[gym.Env] = [make_env(spec.env_id, **spec.env_kwargs)]
+        self.envs: list[gym.Env] = []
+        self._steps: list[Callable[[Any], tuple]] = []  # per env: step beneath the bookkeeping wrappers
+        self._limits: list[int | None] = []  # per env: step limit (TimeLimit and spec.max_steps)
+        self._ensure_envs(1)
         self.policy = build_policy(spec, self.envs[0])
 
     @property
@@ -114,7 +143,13 @@ class LockstepEvaluator:
 
     def _ensure_envs(self, n: int) -> None:
         while len(self.envs) < n:
-            self.envs.append(make_env(self.spec.env_id, **self.spec.env_kwargs))
+            env = make_env(self.spec.env_id, **self.spec.env_kwargs)
+            step, limit = fast_step(env)
+            if self.spec.max_steps is not None:
+                limit = self.spec.max_steps if limit is None else min(limit, self.spec.max_steps)
+            self.envs.append(env)
+            self._steps.append(step)
+            self._limits.append(limit)
 
     def evaluate(self, params: np.ndarray, member_ids: np.ndarray, seed: int, generation: int) -> EvalResult:
         """Fitness of ``params`` ``(P, num_params)``; ``member_ids`` are the members' global indices."""
@@ -147,38 +182,44 @@ class LockstepEvaluator:
         ]
         policy.reset(weight_seeds)
         obs = []
-        x_start = np.zeros(population)
-        x_last = np.zeros(population)
+        x_start = [0.0] * population
+        x_last = [0.0] * population
         for p, m in enumerate(member_ids):
             env_seed = int(member_rng(seed, generation, m, episode, 0).integers(2**31 - 1))
             o, info = self.envs[p].reset(seed=env_seed)
             obs.append(o)
             x_start[p] = x_last[p] = info.get("x_position", 0.0)
-        obs_batch = np.stack(obs)
-        returns = np.zeros(population)
-        score = np.zeros(population)  # summed info key, when fitness names one
-        lengths = np.zeros(population, dtype=np.int64)
-        bad_streak = np.zeros(population, dtype=np.int64)
-        diverged = np.zeros(population, dtype=bool)
-        running = np.ones(population, dtype=bool)
-        members = np.arange(population)  # member held by each row of the policy's arrays
+        # Per-member state lives in Python lists: the loop below touches it once per member-step,
+        # where numpy scalar indexing would cost more than the arithmetic.
+        obs_rows = np.stack(obs)  # (rows, obs_dim): observation of the member held by each policy row
+        returns = [0.0] * population
+        score = [0.0] * population  # summed info key, when fitness names one
+        lengths = [0] * population
+        bad_streak = [0] * population
+        diverged = [False] * population
+        running = [True] * population
+        members = list(range(population))  # member held by each row of the policy's arrays
         steps = 0
         sum_key = spec.fitness not in ("return", "distance")
-        while running.any():
-            actions = policy.act(obs_batch[members])
-            finite = np.isfinite(policy.last_output).all(axis=1)
+        early_stop = spec.early_stop != "none"
+        step_fns, limits = self._steps, self._limits
+        active = population
+        while active:
+            actions = policy.act(obs_rows)  # (rows, act_dim)
+            finite = np.isfinite(policy.last_output).all(axis=1).tolist()
             for row, p in enumerate(members):
                 if not running[p]:
                     continue
                 if not finite[row]:
                     diverged[p] = True
                     running[p] = False
+                    active -= 1
                     continue
-                o, r, terminated, truncated, info = self.envs[p].step(actions[row])
+                o, r, terminated, truncated, info = step_fns[p](actions[row])
                 steps += 1
-                lengths[p] += 1
+                length = lengths[p] = lengths[p] + 1
                 returns[p] += r
-                obs_batch[p] = o
+                obs_rows[row] = o
                 if sum_key:
                     if spec.fitness not in info:
                         raise ValueError(
@@ -188,27 +229,28 @@ class LockstepEvaluator:
                     score[p] += info[spec.fitness]
                 if "x_position" in info:
                     x_last[p] = info["x_position"]
-                done = terminated or truncated
-                if spec.max_steps is not None and lengths[p] >= spec.max_steps:
-                    done = True
-                if not done and spec.early_stop != "none":
-                    done = self._early_stop(p, r, info, lengths[p], bad_streak)
-                running[p] = not done
+                done = terminated or truncated or (limits[p] is not None and length >= limits[p])
+                if not done and early_stop:
+                    done = self._early_stop(p, r, info, length, bad_streak)
+                if done:
+                    running[p] = False
+                    active -= 1
             # Drop finished members once half the rows are idle, so they cost nothing further.
-            keep = running[members]
-            if keep.any() and keep.sum() <= len(members) // 2 and policy.encoder is None:
+            if active and active <= len(members) // 2 and policy.encoder is None:
+                keep = np.array([running[p] for p in members])
                 policy.select(np.flatnonzero(keep))
-                members = members[keep]
+                obs_rows = obs_rows[keep]
+                members = [p for p in members if running[p]]
         if spec.fitness == "return":
-            fitness = returns.copy()
+            fitness = np.array(returns, dtype=np.float64)
         elif spec.fitness == "distance":
-            fitness = x_last - x_start
+            fitness = np.array(x_last, dtype=np.float64) - np.array(x_start, dtype=np.float64)
         else:
-            fitness = score
-        fitness[diverged] = np.nan
-        return fitness, returns, lengths, steps
+            fitness = np.array(score, dtype=np.float64)
+        fitness[np.array(diverged, dtype=bool)] = np.nan
+        return fitness, np.array(returns), np.array(lengths, dtype=np.int64), steps
 
-    def _early_stop(self, p: int, reward: float, info: dict, t: int, bad_streak: np.ndarray) -> bool:
+    def _early_stop(self, p: int, reward: float, info: dict, t: int, bad_streak: list[int]) -> bool:
         if self.spec.early_stop == "locomotion":
             progress = info.get("x_velocity", info.get("reward_forward", reward))
             bad_streak[p] = bad_streak[p] + 1 if progress < 0 else 0

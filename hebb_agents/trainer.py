@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from hebb_agents.backends import BACKENDS, Backend, make_backend
-from hebb_agents.checkpoint import load_checkpoint, save_checkpoint
+from hebb_agents.checkpoint import load_checkpoint, save_checkpoint, split_state
 from hebb_agents.es import OpenES
 from hebb_agents.rollout import LockstepEvaluator, RolloutSpec
 
@@ -145,17 +145,6 @@ class GenerationStats:
 
 
 Callback = Callable[[GenerationStats, "ESTrainer"], bool | None]
-
-
-def _split_state(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Separate an optimiser state into arrays (stored as arrays) and JSON values."""
-    arrays, scalars = {}, {}
-    for key, value in state.items():
-        if isinstance(value, np.ndarray) and value.ndim > 0:
-            arrays[f"es/{key}"] = value
-        else:
-            scalars[key] = value.item() if isinstance(value, np.generic | np.ndarray) else value
-    return arrays, scalars
 
 
 class ESTrainer:
@@ -318,7 +307,8 @@ class ESTrainer:
         """Write ``checkpoint.npz`` (optimiser state), ``policy.npz`` (centre) and ``best.npz``."""
         if self.out_dir is None:
             raise ValueError("this trainer has no out_dir to save to")
-        arrays, es_scalars = _split_state(self.es.state_dict())
+        es_arrays, es_scalars = split_state(self.es.state_dict())
+        arrays = {f"es/{key}": value for key, value in es_arrays.items()}
         if self.best_params is not None:
             arrays["best_params"] = self.best_params
         meta = {
