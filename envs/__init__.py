@@ -3,8 +3,76 @@
 Importing this package registers every environment id under the ``hebb/`` namespace, so
 ``gym.make("hebb_envs:hebb/<Id>")`` works with no prior import. This package never imports
 ``hebb_agents``.
+
+=============================  ===================  ===========================================
+id                             max_episode_steps    what
+=============================  ===================  ===========================================
+``hebb/AntDamage-v0``          1000                 Ant-v5 with a damaged body (``damage=``)
+``hebb/HalfCheetahDamage-v0``  1000                 HalfCheetah-v5 with a damaged body
+``hebb/Memory-v0``             none (ends itself)   recall a cue after a delay, Discrete(K)
+``hebb/MemoryContinuous-v0``   none (ends itself)   same, Box(-1, 1, (K,)) answered by argmax
+=============================  ===================  ===========================================
+
+Keyword arguments pass through ``gym.make``:
+
+- damage envs: ``damage`` (catalogue name, ``DamageSpec``, tuple of specs, split name such as
+  ``"seen"``/``"unseen"``/``"all"``, or a list to draw from per episode; see
+  :mod:`hebb_envs.locomotion`), any argument of Gymnasium's env; the Ant adds ``use_contact_forces``
+  (default False: 27-dim observation), ``healthy_z_range`` (default (0.2, 3.0)),
+  ``terminate_when_unhealthy`` (True) and ``termination_grace_steps`` (0);
+- memory tasks: ``n_symbols`` (K, 4), ``delay`` (64), ``cue_steps`` (1), ``distractor`` ("symbols"),
+  ``correct_reward`` (1.0), ``wrong_reward`` (0.0); see :mod:`hebb_envs.memory`.
+
+Damage in the middle of an episode: :class:`hebb_envs.wrappers.MidEpisodeDamage`.
+
+Registration is idempotent: importing the package again (or reloading it) never registers an id twice.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from typing import Any
+
+import gymnasium as gym
+
+from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
+from hebb_envs.memory import MemoryTask
+from hebb_envs.morphology import CATALOGUE, SPLITS, DamageSpec, build_model
+from hebb_envs.wrappers import MidEpisodeDamage, ObservationHistory
+
+# id -> (entry point, max_episode_steps, default kwargs)
+ENV_IDS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
+    "hebb/AntDamage-v0": ("hebb_envs.locomotion:AntDamageEnv", 1000, {}),
+    "hebb/HalfCheetahDamage-v0": ("hebb_envs.locomotion:HalfCheetahDamageEnv", 1000, {}),
+    # The memory task terminates after cue_steps + delay + 1 steps whatever the delay, so a time limit
+    # would only risk truncating long delays.
+    "hebb/Memory-v0": ("hebb_envs.memory:MemoryTask", None, {"continuous": False}),
+    "hebb/MemoryContinuous-v0": ("hebb_envs.memory:MemoryTask", None, {"continuous": True}),
+}
+
+
+def register_envs() -> list[str]:
+    """Register every ``hebb/`` id that is not registered yet; returns the ids newly registered."""
+    added = []
+    for env_id, (entry_point, max_steps, kwargs) in ENV_IDS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps, kwargs=dict(kwargs))
+        added.append(env_id)
+    return added
+
+
+register_envs()
+
+__all__ = [
+    "CATALOGUE",
+    "ENV_IDS",
+    "SPLITS",
+    "AntDamageEnv",
+    "DamageSpec",
+    "HalfCheetahDamageEnv",
+    "MemoryTask",
+    "MidEpisodeDamage",
+    "ObservationHistory",
+    "build_model",
+    "register_envs",
+]

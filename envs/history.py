@@ -1,0 +1,96 @@
+"""Observation history: the agent sees its last ``L`` observations as one array.
+
+:class:`ObservationHistory` keeps a ring buffer of twice the window so that the window is always
+one contiguous (or evenly strided) slice of it: a step writes the new observation twice (two
+rows) and returns a view, instead of shifting or copying the whole ``(L, *obs_shape)`` window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+FILLS = ("zeros", "first")
+
+
+class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Replace each observation by the window of the last ``length`` observations, oldest first.
+
+    ===========  =====  ========  ===========================================================
+    parameter    type   default   meaning
+    ===========  =====  ========  ===========================================================
+    length       int    required  L, observations in the window (>= 1); row L-1 is the newest
+    stride       int    1         keep every ``stride``-th observation: row L-1-i is the one
+                                  from ``i * stride`` steps ago, so the window spans
+                                  ``(L - 1) * stride + 1`` steps
+    fill         str    "zeros"   what stands for the steps before the episode began: "zeros"
+                                  (needs 0 inside the observation bounds) or "first" (the
+                                  reset observation repeated)
+    copy         bool   False     return an independent array each step; by default a
+                                  read-only view into the ring buffer is returned, valid until
+                                  the next ``step``/``reset`` (vector envs and Stable-Baselines3
+                                  copy observations into their own buffers, so the view is safe
+                                  there; set ``copy=True`` if you keep observations yourself)
+    ===========  =====  ========  ===========================================================
+
+    The observation space is a ``Box`` of shape ``(L, *obs_shape)`` with the wrapped bounds
+    repeated along the first axis. Works for ``Box`` observation spaces only.
+    """
+
+    def __init__(
+        self, env: gym.Env, length: int, stride: int = 1, fill: str = "zeros", copy: bool = False
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, length=length, stride=stride, fill=fill, copy=copy)
+        gym.ObservationWrapper.__init__(self, env)
+        space = env.observation_space
+        if not isinstance(space, spaces.Box):
+            raise ValueError(f"ObservationHistory needs a Box observation space, got {space!r}")
+        if int(length) != length or length < 1:
+            raise ValueError(f"length must be an integer >= 1, got {length!r}")
+        if int(stride) != stride or stride < 1:
+            raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+        if fill not in FILLS:
+            raise ValueError(f"unknown fill {fill!r}; accepted: {', '.join(FILLS)}")
+        if fill == "zeros" and not (np.all(space.low <= 0) and np.all(space.high >= 0)):
+            raise ValueError('fill="zeros" needs 0 inside the observation bounds; use fill="first"')
+        self.length = int(length)
+        self.stride = int(stride)
+        self.fill = fill
+        self.copy = bool(copy)
+        self.observation_space = spaces.Box(
+            low=np.repeat(space.low[None], self.length, axis=0),
+            high=np.repeat(space.high[None], self.length, axis=0),
+            dtype=space.dtype,
+        )
+        # span raw steps are needed; each is stored at rows p and p + span of the buffer, so the
+        # last span steps are always buffer[p + 1 : p + 1 + span] with the newest at the end.
+        self.span = (self.length - 1) * self.stride + 1
+        self._buffer = np.zeros((2 * self.span, *space.shape), dtype=space.dtype)  # (2 * span, *obs)
+        self._pos = self.span - 1
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if self.fill == "zeros":
+            self._buffer[:] = 0
+        else:
+            self._buffer[:] = np.asarray(obs, dtype=self._buffer.dtype)
+        self._pos = self.span - 1
+        return self.observation(obs), info
+
+    def observation(self, observation: Any) -> np.ndarray:
+        """Push ``observation`` and return the window ``(L, *obs_shape)``."""
+        self._pos = (self._pos + 1) % self.span
+        self._buffer[self._pos] = observation
+        self._buffer[self._pos + self.span] = observation
+        window = self._buffer[self._pos + 1 : self._pos + 1 + self.span : self.stride]
+        if self.copy:
+            return window.copy()
+        window = window.view()
+        window.flags.writeable = False
+        return window
+
+
+__all__ = ["FILLS", "ObservationHistory"]

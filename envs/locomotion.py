@@ -1,0 +1,250 @@
+"""Damaged Ant and HalfCheetah: Gymnasium's v5 MuJoCo environments with a swappable body.
+
+Each environment is Gymnasium's own ``AntEnv`` / ``HalfCheetahEnv`` (same observation, reward terms, reset
+noise and stepping code); only ``self.model`` is swapped for a damaged model built by
+:mod:`hebb_envs.morphology`. Stepping runs Gymnasium's code unchanged on the swapped model, so a damaged
+env steps as fast as the stock one. The intact body is the model Gymnasium itself loads.
+
+Damage changes values, never the model's structure (MuJoCo's ``signature`` is checked), so one
+``MjData`` serves every body: switching the body keeps the physical state as it is, and an env costs no
+more memory with 17 possible bodies than with one (an Ant ``MjData`` holds a 14 MiB arena). Damaged
+models come from the process-wide cache of :func:`hebb_envs.morphology.build_model` and are shared by
+every env using that body: treat ``env.unwrapped.model`` of a damaged env as read-only (runtime edits
+would reach every env with that body).
+
+``damage=`` accepts:
+
+- ``None`` or ``"intact"``: the stock body;
+- a catalogue name (``"front_left_short"``), a :class:`DamageSpec`, or a *tuple* of ``DamageSpec``
+  (combined into one morphology): that body every episode;
+- a split name (``"seen"``, ``"unseen"``, ``"all"``, Ant also ``"paper_seen"`` / ``"paper_unseen"``) or a
+  *list* whose items are any of the above: one member is drawn uniformly per episode from the env's
+  generator, so ``reset(seed=s)`` fixes the draw as well as the initial state.
+
+``reset(options={"damage": ...})`` overrides the body for that one episode; :meth:`set_damage` changes
+it immediately, keeping the physical state (used by :class:`hebb_envs.wrappers.MidEpisodeDamage`).
+
+``info`` keeps Gymnasium's terms (``x_position``, ``x_velocity``, ``reward_forward``, ...) and adds
+``damage`` (the morphology's name) and ``x_progress`` (metres along +x since reset), so agents can be
+judged on distance rather than on the Ant's +1 per step healthy bonus.
+
+Observation and action sizes never depend on the damage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import utils
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+from hebb_envs.morphology import (
+    DamageLike,
+    Morphology,
+    build_model,
+    resolve_damage,
+    resolve_pool,
+    stock_xml_path,
+)
+
+
+class _DamageMixin:
+    """The body-swapping part shared by the damaged envs; mixed in before Gymnasium's env class."""
+
+    robot: str
+    model: mujoco.MjModel
+    data: mujoco.MjData
+
+    def _init_damage(self, damage: Any, termination_grace_steps: int) -> None:
+        if int(termination_grace_steps) != termination_grace_steps or termination_grace_steps < 0:
+            raise ValueError(
+                f"termination_grace_steps must be an integer >= 0, got {termination_grace_steps!r}"
+            )
+        self._grace_steps = int(termination_grace_steps)
+        # morphology -> model; the stock body is the one Gymnasium built, damaged ones come from the cache
+        self._bodies: dict[Morphology, mujoco.MjModel] = {(): self.model}
+        self._pool = resolve_pool(self.robot, damage)  # [(name, specs), ...]
+        self._damage_name, self._damage_specs = "intact", ()
+        self._elapsed = 0
+        self._x_start = 0.0
+        self._use_body(*self._pool[0], forward=False)  # the first reset computes everything
+
+    @property
+    def damage(self) -> str:
+        """Name of the body in use (catalogue name, ``intact``, or ``limb:kind:scale+...``)."""
+        return self._damage_name
+
+    @property
+    def damage_specs(self) -> Morphology:
+        """The damages of the body in use (empty tuple = intact)."""
+        return self._damage_specs
+
+    @property
+    def damage_pool(self) -> tuple[str, ...]:
+        """Names of the morphologies an episode is drawn from."""
+        return tuple(name for name, _ in self._pool)
+
+    def _body(self, specs: Morphology) -> mujoco.MjModel:
+        model = self._bodies.get(specs)
+        if model is None:
+            model = build_model(self.robot, specs)
+            stock = self._bodies[()]
+            # Damage edits values, never structure, so the env's one MjData fits every body.
+            if model.signature != stock.signature:
+                raise RuntimeError(f"damaged {self.robot} model differs in structure from the stock model")
+            # offscreen buffer at least as large as this env renders (only ever grows, like Gymnasium's)
+            model.vis.global_.offwidth = max(model.vis.global_.offwidth, stock.vis.global_.offwidth)
+            model.vis.global_.offheight = max(model.vis.global_.offheight, stock.vis.global_.offheight)
+            self._bodies[specs] = model
+        return model
+
+    def _use_body(self, name: str, specs: Morphology, forward: bool = True) -> None:
+        model = self._body(specs)
+        if model is not self.model:
+            self.model = model
+            if forward:
+                # positions of the new geometry and contact forces for the next observation; qpos, qvel,
+                # act, ctrl, time and the warm start stay exactly as they were
+                mujoco.mj_forward(model, self.data)
+                mujoco.mj_rnePostConstraint(model, self.data)
+            renderer = self.mujoco_renderer
+            renderer.model = model
+            for viewer in renderer._viewers.values():
+                viewer.model = model
+        self._damage_name, self._damage_specs = name, specs
+
+    def set_damage(self, damage: DamageLike, name: str | None = None) -> str:
+        """Switch body now; time, qpos, qvel, act and ctrl carry over unchanged.
+
+        ``name`` overrides the name reported in ``info["damage"]``. Returns the name in use.
+        """
+        resolved_name, specs = resolve_damage(self.robot, damage)
+        self._use_body(resolved_name if name is None else name, specs)
+        return self._damage_name
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Draw this episode's body (from the seeded generator), then reset as Gymnasium does."""
+        gym.Env.reset(self, seed=seed)  # seed first: the body draw comes from the same generator
+        if options and options.get("damage", None) is not None:
+            name, specs = resolve_damage(self.robot, options["damage"])
+        elif len(self._pool) > 1:
+            name, specs = self._pool[int(self.np_random.integers(len(self._pool)))]
+        else:
+            name, specs = self._pool[0]
+        if specs != self._damage_specs or name != self._damage_name:
+            self._use_body(name, specs, forward=False)  # the reset below recomputes everything
+        # Gymnasium's reset on the chosen body (seed=None: seeded above)
+        obs, info = super().reset(seed=None, options=options)
+        self._elapsed = 0
+        self._x_start = float(self.data.qpos[0])
+        info["damage"] = self._damage_name
+        info["x_progress"] = 0.0
+        return obs, info
+
+    def _state_is_finite(self) -> bool:
+        return bool(np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all())
+
+    def step(self, action):
+        """Gymnasium's step, with the termination grace period and ``damage`` / ``x_progress`` in ``info``."""
+        obs, reward, terminated, truncated, info = super().step(action)
+        self._elapsed += 1
+        if terminated and self._elapsed <= self._grace_steps and self._state_is_finite():
+            terminated = False  # the grace period forgives the height test, never a blown-up state
+        info["damage"] = self._damage_name
+        info["x_progress"] = info["x_position"] - self._x_start  # both envs report qpos[0] there
+        return obs, reward, terminated, truncated, info
+
+
+class AntDamageEnv(_DamageMixin, AntEnv):
+    """Gymnasium's Ant-v5 with a damaged body. Limbs and damages: :mod:`hebb_envs.morphology`.
+
+    ========================  ==============  ==========  ==================================================
+    parameter                 type            default     meaning
+    ========================  ==============  ==========  ==================================================
+    damage                    see module doc  None        body, or set of bodies drawn per episode
+    use_contact_forces        bool            False       append the 78 contact-force values (Ant-v5's
+                                                          default obs, 105) instead of qpos/qvel only (27)
+    healthy_z_range           (float, float)  (0.2, 3.0)  torso heights counted healthy; Ant-v5 uses
+                                                          (0.2, 1.0)
+    terminate_when_unhealthy  bool            True        end the episode when unhealthy (as Ant-v5)
+    termination_grace_steps   int             0           steps after reset during which a torso out of
+                                                          the healthy range does not terminate (a
+                                                          non-finite state still does)
+    \\*\\*kwargs                                            any other ``AntEnv`` argument (reward weights,
+                                                          ``reset_noise_scale``, ``render_mode``, ...)
+    ========================  ==============  ==========  ==================================================
+
+    Why the wider healthy range: with saturated actions, as random or untrained plastic networks produce,
+    the Ant hops and its torso passes 1.0 m within a few dozen steps (measured: 20 episodes of random
+    bang-bang actions on Ant-v5 ended after 11-89 steps, every one by exceeding z = 1.0), so Ant-v5's
+    episodes end before a controller can learn anything. Observed hops stay below ~2.3 m, so (0.2, 3.0)
+    leaves termination for non-finite states (and a torso below the floor) only.
+    ``healthy_z_range=(0.2, 1.0)`` restores Ant-v5 exactly; ``termination_grace_steps`` keeps a chosen
+    range but ignores start-up transients.
+    """
+
+    robot = "ant"
+
+    def __init__(
+        self,
+        damage: Any = None,
+        use_contact_forces: bool = False,
+        healthy_z_range: tuple[float, float] = (0.2, 3.0),
+        terminate_when_unhealthy: bool = True,
+        termination_grace_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        for taken in ("xml_file", "include_cfrc_ext_in_observation"):
+            if taken in kwargs:
+                raise ValueError(
+                    f"{taken} is set by AntDamageEnv (the body comes from `damage`, contact forces from "
+                    f"`use_contact_forces`); remove it"
+                )
+        AntEnv.__init__(
+            self,
+            xml_file=stock_xml_path("ant"),
+            healthy_z_range=healthy_z_range,
+            terminate_when_unhealthy=terminate_when_unhealthy,
+            include_cfrc_ext_in_observation=use_contact_forces,
+            **kwargs,
+        )
+        # Pickle through this class's own arguments (AntEnv registered its own).
+        utils.EzPickle.__init__(
+            self,
+            damage=damage,
+            use_contact_forces=use_contact_forces,
+            healthy_z_range=healthy_z_range,
+            terminate_when_unhealthy=terminate_when_unhealthy,
+            termination_grace_steps=termination_grace_steps,
+            **kwargs,
+        )
+        self._init_damage(damage, termination_grace_steps)
+
+
+class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
+    """Gymnasium's HalfCheetah-v5 with a damaged body. Limbs and damages: :mod:`hebb_envs.morphology`.
+
+    ==========  ==============  =======  ==========================================================
+    parameter   type            default  meaning
+    ==========  ==============  =======  ==========================================================
+    damage      see module doc  None     body, or set of bodies drawn per episode
+    \\*\\*kwargs                           any other ``HalfCheetahEnv`` argument
+    ==========  ==============  =======  ==========================================================
+
+    HalfCheetah never terminates, so there is no healthy range or grace period.
+    """
+
+    robot = "half_cheetah"
+
+    def __init__(self, damage: Any = None, **kwargs: Any) -> None:
+        if "xml_file" in kwargs:
+            raise ValueError(
+                "xml_file is set by HalfCheetahDamageEnv (the body comes from `damage`); remove it"
+            )
+        HalfCheetahEnv.__init__(self, xml_file=stock_xml_path("half_cheetah"), **kwargs)
+        utils.EzPickle.__init__(self, damage=damage, **kwargs)
+        self._init_damage(damage, 0)

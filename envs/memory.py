@@ -1,0 +1,170 @@
+"""Long-horizon recall task for history encoders.
+
+An episode has three phases, and the observation says which one is running:
+
+1. **cue** (``cue_steps`` steps): one of ``n_symbols`` symbols is shown one-hot;
+2. **delay** (``delay`` steps): distractors fill the symbol channels; actions are ignored and pay 0;
+3. **query** (one step): the symbol channels are blank and the query flag is up; the action taken on
+   this observation is scored (+1 if it names the cue, 0 otherwise) and the episode terminates.
+
+An episode therefore lasts exactly ``cue_steps + delay + 1`` steps and always terminates by itself
+(never truncates). A policy that sees only the current observation cannot know the cue at the query
+step and scores 1/K on average; one that remembers the cue scores 1.
+
+Observation layout, float32 in [0, 1], shape ``(n_symbols + 2,)``::
+
+    [symbol channels (n_symbols) | cue flag | query flag]
+
+Distractors (``distractor=``):
+
+- ``"symbols"`` (default): a random one-hot symbol every delay step, drawn from the same alphabet as the
+  cue, so only the cue flag tells the cue apart from a distractor (the hard case);
+- ``"uniform"``: independent U(0, 1) noise in every symbol channel;
+- ``"zeros"``: blank symbol channels (pure delay, no distraction).
+
+Two action variants: ``Discrete(n_symbols)`` (the action is the answer) and, with ``continuous=True``,
+``Box(-1, 1, (n_symbols,))`` where the answer is ``argmax(action)`` (first index on ties).
+
+The whole episode's observations are drawn at ``reset`` (one vectorised numpy call), so a step is an
+array lookup; a 4,096-step delay costs a few microseconds per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+DISTRACTORS = ("symbols", "uniform", "zeros")
+
+
+class MemoryTask(gym.Env):
+    """Recall a cue shown at the start of the episode after a long, noisy delay.
+
+    ================  =====  ==========  =========================================================
+    parameter         type   default     meaning
+    ================  =====  ==========  =========================================================
+    n_symbols         int    4           K, number of cue symbols (>= 2); chance score is 1/K
+    delay             int    64          steps between the end of the cue and the query (>= 0)
+    cue_steps         int    1           steps during which the cue is visible (>= 1)
+    distractor        str    "symbols"   what fills the delay: "symbols", "uniform" or "zeros"
+    continuous        bool   False       Box(-1, 1, (K,)) actions answered by argmax instead of
+                                         Discrete(K)
+    correct_reward    float  1.0         reward for the right answer at the query step
+    wrong_reward      float  0.0         reward for a wrong answer at the query step
+    render_mode       str    None        only None is supported (the task has nothing to draw)
+    ================  =====  ==========  =========================================================
+
+    ``info`` carries ``phase`` ("cue", "delay", "query" for the observation just returned), ``cue``
+    (the symbol to recall), ``step`` and, on the final step, ``answer`` and ``correct``.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        n_symbols: int = 4,
+        delay: int = 64,
+        cue_steps: int = 1,
+        distractor: str = "symbols",
+        continuous: bool = False,
+        correct_reward: float = 1.0,
+        wrong_reward: float = 0.0,
+        render_mode: str | None = None,
+    ) -> None:
+        if int(n_symbols) != n_symbols or n_symbols < 2:
+            raise ValueError(f"n_symbols must be an integer >= 2, got {n_symbols!r}")
+        if int(delay) != delay or delay < 0:
+            raise ValueError(f"delay must be an integer >= 0, got {delay!r}")
+        if int(cue_steps) != cue_steps or cue_steps < 1:
+            raise ValueError(f"cue_steps must be an integer >= 1, got {cue_steps!r}")
+        if distractor not in DISTRACTORS:
+            raise ValueError(f"unknown distractor {distractor!r}; accepted: {', '.join(DISTRACTORS)}")
+        if render_mode is not None:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: None")
+        self.n_symbols = int(n_symbols)
+        self.delay = int(delay)
+        self.cue_steps = int(cue_steps)
+        self.distractor = distractor
+        self.continuous = bool(continuous)
+        self.correct_reward = float(correct_reward)
+        self.wrong_reward = float(wrong_reward)
+        self.render_mode = render_mode
+
+        self.episode_length = self.cue_steps + self.delay + 1
+        self.observation_space = spaces.Box(0.0, 1.0, (self.n_symbols + 2,), dtype=np.float32)
+        if self.continuous:
+            self.action_space = spaces.Box(-1.0, 1.0, (self.n_symbols,), dtype=np.float32)
+        else:
+            self.action_space = spaces.Discrete(self.n_symbols)
+
+        self._cue_flag = self.n_symbols
+        self._query_flag = self.n_symbols + 1
+        self._observations: np.ndarray | None = None  # (episode_length, K + 2)
+        self._cue = 0
+        self._t = 0
+
+    def _phase(self, t: int) -> str:
+        if t < self.cue_steps:
+            return "cue"
+        if t < self.cue_steps + self.delay:
+            return "delay"
+        return "query"
+
+    def _draw_episode(self) -> np.ndarray:
+        """All observations of one episode, row t is what the agent sees before its t-th action."""
+        k, rng = self.n_symbols, self.np_random
+        obs = np.zeros((self.episode_length, k + 2), dtype=np.float32)  # (T, K + 2)
+        obs[: self.cue_steps, self._cue] = 1.0
+        obs[: self.cue_steps, self._cue_flag] = 1.0
+        delay_rows = slice(self.cue_steps, self.cue_steps + self.delay)
+        if self.delay and self.distractor == "symbols":
+            symbols = rng.integers(0, k, size=self.delay)  # (delay,)
+            obs[delay_rows][np.arange(self.delay), symbols] = 1.0
+        elif self.delay and self.distractor == "uniform":
+            obs[delay_rows, :k] = rng.random((self.delay, k), dtype=np.float32)
+        obs[-1, self._query_flag] = 1.0
+        return obs
+
+    def _info(self) -> dict[str, Any]:
+        return {"phase": self._phase(self._t), "cue": self._cue, "step": self._t}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode with a new cue (drawn from the env's seeded generator)."""
+        super().reset(seed=seed)
+        self._cue = int(self.np_random.integers(0, self.n_symbols))
+        self._observations = self._draw_episode()
+        self._t = 0
+        return self._observations[0].copy(), self._info()
+
+    def _answer(self, action: Any) -> int:
+        if self.continuous:
+            a = np.asarray(action, dtype=np.float32).reshape(-1)
+            if a.shape != (self.n_symbols,):
+                raise ValueError(f"action must have shape ({self.n_symbols},), got {np.shape(action)}")
+            return int(np.argmax(a))
+        answer = int(action)
+        if not 0 <= answer < self.n_symbols:
+            raise ValueError(f"action {action!r} outside Discrete({self.n_symbols})")
+        return answer
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Advance one step; only the action taken on the query observation is scored."""
+        if self._observations is None:
+            raise RuntimeError("call reset() before step()")
+        if self._t >= self.episode_length:
+            raise RuntimeError("episode has terminated; call reset()")
+        at_query = self._t == self.episode_length - 1
+        self._t += 1
+        if not at_query:
+            return self._observations[self._t].copy(), 0.0, False, False, self._info()
+        answer = self._answer(action)
+        correct = answer == self._cue
+        reward = self.correct_reward if correct else self.wrong_reward
+        info = {"phase": "done", "cue": self._cue, "step": self._t, "answer": answer, "correct": correct}
+        # The final observation is the query row again: there is no next phase to show.
+        return self._observations[-1].copy(), reward, True, False, info

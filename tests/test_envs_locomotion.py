@@ -1,0 +1,254 @@
+"""Damaged Ant / HalfCheetah environments: stock equivalence, seeding, sampling, info, gait, rendering."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import hebb_envs  # noqa: F401  (registers the ids)
+from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
+from hebb_envs.morphology import CATALOGUE, SPLITS, DamageSpec, build_model
+
+ANT, CHEETAH = "hebb/AntDamage-v0", "hebb/HalfCheetahDamage-v0"
+
+# Open-loop gaits: fixed sinusoidal torques, no feedback.
+# Ant trot: action order is (front_right hip, ankle, front_left hip, ankle, back_left ..., back_right ...);
+# the hip sign swings each leg backward, the ankle sign pushes each foot down, diagonal pairs in anti-phase.
+_ANT_BACK = np.array([-1, 1, 1, -1])
+_ANT_DOWN = np.array([1, 1, -1, -1])
+_ANT_PHASE = np.array([np.pi, 0, np.pi, 0])
+# HalfCheetah: one sinusoid per joint (bthigh, bshin, bfoot, fthigh, fshin, ffoot), period 12 steps.
+_CHEETAH_PHASE = np.array([0, 0, np.pi, np.pi / 2, np.pi / 2, 3 * np.pi / 2])
+
+
+def ant_gait(t: int) -> np.ndarray:
+    a = np.empty(8)
+    wave = np.sin(2 * np.pi * t / 20 + _ANT_PHASE)
+    a[0::2] = 0.5 * _ANT_BACK * wave
+    a[1::2] = 0.5 * _ANT_DOWN * wave
+    return a
+
+
+def cheetah_gait(t: int) -> np.ndarray:
+    return np.sin(2 * np.pi * t / 12 + _CHEETAH_PHASE)
+
+
+def distance(env_id: str, damage, gait, seed: int, steps: int = 300) -> float:
+    env = gym.make(env_id, damage=damage)
+    env.reset(seed=seed)
+    for t in range(steps):
+        _, _, terminated, truncated, info = env.step(gait(t))
+        if terminated or truncated:
+            break
+    return info["x_progress"]
+
+
+def rollout(env: gym.Env, seed: int, steps: int, actions_seed: int = 0):
+    rng = np.random.default_rng(actions_seed)
+    obs, info = env.reset(seed=seed)
+    observations, rewards, names = [obs], [], [info.get("damage")]
+    for _ in range(steps):
+        obs, r, terminated, truncated, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        observations.append(obs)
+        rewards.append(r)
+        if terminated or truncated:
+            break
+    return np.array(observations), np.array(rewards), names
+
+
+@pytest.mark.parametrize(
+    ("stock_id", "damage_id", "kwargs"),
+    [
+        ("Ant-v5", ANT, {"healthy_z_range": (0.2, 1.0), "use_contact_forces": True}),
+        ("HalfCheetah-v5", CHEETAH, {}),
+    ],
+)
+def test_intact_is_gymnasiums_env_bit_for_bit(stock_id, damage_id, kwargs):
+    stock = gym.make(stock_id)
+    ours = gym.make(damage_id, **kwargs)
+    assert ours.observation_space == stock.observation_space and ours.action_space == stock.action_space
+    a = rollout(stock, seed=5, steps=60)
+    b = rollout(ours, seed=5, steps=60)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_observation_and_action_sizes_never_change():
+    for env_id, robot in ((ANT, "ant"), (CHEETAH, "half_cheetah")):
+        intact = gym.make(env_id)
+        for name in CATALOGUE[robot]:
+            env = gym.make(env_id, damage=name)
+            obs, _ = env.reset(seed=0)
+            assert env.observation_space == intact.observation_space
+            assert obs.shape == intact.observation_space.shape
+            assert env.action_space == intact.action_space
+    assert gym.make(ANT).observation_space.shape == (27,)
+    assert gym.make(ANT, use_contact_forces=True).observation_space.shape == (105,)
+
+
+@pytest.mark.parametrize(("env_id", "damage"), [(ANT, "front_left_short"), (CHEETAH, "seen"), (ANT, "all")])
+def test_same_seed_same_trajectory(env_id, damage):
+    runs = [rollout(gym.make(env_id, damage=damage), seed=9, steps=80) for _ in range(2)]
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+    assert runs[0][2] == runs[1][2]
+    other = rollout(gym.make(env_id, damage=damage), seed=10, steps=80)
+    assert not np.array_equal(runs[0][0], other[0])
+
+
+def test_damage_changes_the_dynamics():
+    intact = rollout(gym.make(ANT), seed=1, steps=40)[0]
+    short = rollout(gym.make(ANT, damage="front_left_short"), seed=1, steps=40)[0]
+    assert np.array_equal(intact[0], short[0])  # same initial state draw
+    assert not np.allclose(intact[-1], short[-1])
+
+
+def test_sampling_draws_from_the_split_per_episode_and_is_seeded():
+    env = gym.make(ANT, damage="seen")
+    assert env.unwrapped.damage_pool == SPLITS["ant"]["seen"]
+    names = [env.reset(seed=s)[1]["damage"] for s in range(40)]
+    assert set(names) == set(SPLITS["ant"]["seen"])
+    again = gym.make(ANT, damage="seen")
+    assert names == [again.reset(seed=s)[1]["damage"] for s in range(40)]
+    unseeded = [env.reset()[1]["damage"] for _ in range(40)]  # continues the generator
+    assert set(unseeded) <= set(SPLITS["ant"]["seen"]) and len(set(unseeded)) > 1
+
+    pool = gym.make(CHEETAH, damage=["intact", DamageSpec("front_foot", "weaken", 0.2)])
+    drawn = {pool.reset(seed=s)[1]["damage"] for s in range(20)}
+    assert drawn == {"intact", "front_foot:weaken:0.2"}
+
+
+def test_reset_option_overrides_the_body_for_one_episode():
+    env = gym.make(ANT, damage="front_left_short")
+    _, info = env.reset(seed=0, options={"damage": "back_right_locked"})
+    assert info["damage"] == "back_right_locked"
+    assert env.unwrapped.model.dof_armature.max() > 100
+    _, info = env.reset(seed=0)
+    assert info["damage"] == "front_left_short"
+
+
+def test_info_reports_progress_and_damage():
+    env = gym.make(CHEETAH, damage=(DamageSpec("back_thigh", "paralyse"), DamageSpec("front_shin", "lock")))
+    _, info = env.reset(seed=2)
+    start = info["x_position"]
+    assert info["damage"] == "back_thigh:paralyse:0+front_shin:lock:0" and info["x_progress"] == 0.0
+    for t in range(30):
+        _, _, _, _, info = env.step(cheetah_gait(t))
+    for key in ("x_position", "x_velocity", "reward_forward", "reward_ctrl", "damage", "x_progress"):
+        assert key in info
+    assert np.isclose(info["x_progress"], info["x_position"] - start)
+    assert np.isclose(info["reward_forward"], info["x_velocity"])
+
+
+def test_ant_termination_options():
+    saturated = np.ones(8)
+
+    def episode_length(**kwargs) -> int:
+        env = gym.make(ANT, max_episode_steps=300, **kwargs)
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        for t in range(300):
+            _, _, terminated, truncated, _ = env.step(np.sign(rng.standard_normal(8)) * saturated)
+            if terminated or truncated:
+                return t + 1
+        return 300
+
+    stock = episode_length(healthy_z_range=(0.2, 1.0))
+    assert stock < 100  # Ant-v5's range ends bang-bang episodes early (the documented problem)
+    assert episode_length() == 300  # our default range does not
+    assert episode_length(healthy_z_range=(0.2, 1.0), termination_grace_steps=stock + 20) >= stock + 20
+    assert episode_length(healthy_z_range=(0.2, 1.0), terminate_when_unhealthy=False) == 300
+
+
+def test_open_loop_gait_covers_less_distance_with_a_paralysed_leg():
+    # HalfCheetah: every seed shows it, and the mean gap is large
+    seeds = range(3)
+    intact = np.array([distance(CHEETAH, None, cheetah_gait, s) for s in seeds])
+    assert intact.min() > 8.0
+    for leg in ("back_thigh_paralysed", "front_thigh_paralysed"):
+        damaged = np.array([distance(CHEETAH, leg, cheetah_gait, s) for s in seeds])
+        assert np.all(damaged < intact) and damaged.mean() < intact.mean() - 3.0, leg
+    # Ant: open-loop torques on a quadruped are chaotic, so compare means over seeds
+    seeds = range(5)
+    intact = np.mean([distance(ANT, None, ant_gait, s) for s in seeds])
+    assert intact > 2.0
+    for leg in ("front_left", "front_right", "back_left", "back_right"):
+        damaged = np.mean([distance(ANT, f"{leg}_paralysed", ant_gait, s) for s in seeds])
+        assert damaged < intact - 1.0, leg
+
+
+def test_bodies_share_one_mjdata_and_the_cached_models_stay_untouched():
+    env = gym.make(ANT, damage="all").unwrapped
+    data = env.data
+    models = set()
+    for seed in range(30):
+        env.reset(seed=seed)
+        for t in range(5):
+            env.step(ant_gait(t))
+        assert env.data is data  # one MjData for every body: no memory per body
+        models.add(id(env.model))
+    assert len(models) > 5
+    # the env never writes into the shared, cached models
+    for name, specs in CATALOGUE["ant"].items():
+        if specs:
+            fresh = build_model.__wrapped__("ant", specs)
+            cached = build_model("ant", specs)
+            for field in ("actuator_gear", "geom_size", "body_mass", "jnt_range", "geom_rgba"):
+                assert np.array_equal(getattr(fresh, field), getattr(cached, field)), (name, field)
+
+
+def test_pickle_and_copy_rebuild_the_same_env():
+    env = AntDamageEnv(damage="paper_seen", termination_grace_steps=3)
+    clone = pickle.loads(pickle.dumps(env))
+    assert clone.damage_pool == ("intact", "front_left_short") and clone._grace_steps == 3
+    cheetah = copy.deepcopy(HalfCheetahDamageEnv(damage="front_shin_short"))
+    assert cheetah.damage == "front_shin_short"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"damage": "front_left_gone"}, "accepted: intact, front_left_short"),
+        ({"damage": DamageSpec("back_shin", "paralyse")}, "not a ant limb"),
+        ({"xml_file": "ant.xml"}, "xml_file is set by AntDamageEnv"),
+        ({"include_cfrc_ext_in_observation": True}, "use_contact_forces"),
+        ({"termination_grace_steps": -1}, "termination_grace_steps"),
+        ({"damage": []}, "empty"),
+    ],
+)
+def test_bad_arguments_name_what_is_accepted(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AntDamageEnv(**kwargs)
+
+
+def test_rgb_render_headless_shows_the_damaged_limb_in_red():
+    # A fresh interpreter, so MUJOCO_GL is read before any GL context exists.
+    script = """
+import json, gymnasium as gym, hebb_envs
+def red(img):
+    return int(((img[..., 0] > 180) & (img[..., 1] < 60) & (img[..., 2] < 60)).sum())
+env = gym.make("hebb/AntDamage-v0", render_mode="rgb_array", width=160, height=120)
+env.reset(seed=0)
+intact = env.render()
+env.unwrapped.set_damage("front_right_short")
+damaged = env.render()
+env.close()
+print(json.dumps({"shape": intact.shape, "intact": red(intact), "damaged": red(damaged)}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MUJOCO_GL": "egl"},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["shape"] == [120, 160, 3]
+    assert result["intact"] == 0 and result["damaged"] > 20

@@ -1,0 +1,181 @@
+"""The long-memory task: phases, scoring, chance and perfect scores, seeding, speed."""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from hebb_envs.memory import MemoryTask
+
+IDS = ["hebb/Memory-v0", "hebb/MemoryContinuous-v0"]
+
+
+def _answer(env: MemoryTask, symbol: int):
+    """The action that names ``symbol`` in either action variant."""
+    if env.continuous:
+        a = -np.ones(env.n_symbols, dtype=np.float32)
+        a[symbol] = 1.0
+        return a
+    return symbol
+
+
+def _run_episode(env: MemoryTask, policy, seed: int) -> tuple[float, int]:
+    obs, _ = env.reset(seed=seed)
+    total, steps, done = 0.0, 0, False
+    while not done:
+        obs, r, terminated, truncated, _ = env.step(policy(obs))
+        total += r
+        steps += 1
+        done = terminated or truncated
+    return total, steps
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_checkers_pass(env_id):
+    env = gym.make(f"hebb_envs:{env_id}", delay=8)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(env_id, delay=8), warn=True)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_phases_and_episode_length(continuous):
+    env = MemoryTask(n_symbols=5, delay=7, cue_steps=3, continuous=continuous)
+    obs, info = env.reset(seed=0)
+    cue = info["cue"]
+    seen = [(obs, info["phase"])]
+    done = False
+    while not done:
+        obs, r, terminated, truncated, info = env.step(env.action_space.sample())
+        done = terminated or truncated
+        if not done:
+            seen.append((obs, info["phase"]))
+            assert r == 0.0
+    assert len(seen) == 3 + 7 + 1
+    for t, (o, phase) in enumerate(seen):
+        assert o.shape == (7,) and o.dtype == np.float32
+        if t < 3:
+            assert phase == "cue" and o[5] == 1.0 and o[6] == 0.0
+            assert np.argmax(o[:5]) == cue and o[:5].sum() == 1.0
+        elif t < 10:
+            # distractor symbols are one-hot too, only the flag marks the cue
+            assert phase == "delay" and o[5] == 0.0 and o[6] == 0.0 and o[:5].sum() == 1.0
+        else:
+            assert phase == "query" and o[6] == 1.0 and o[5] == 0.0 and not o[:5].any()
+    assert terminated and not truncated
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(env.action_space.sample())
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_oracle_scores_one_and_memoryless_scores_chance(continuous):
+    k, n_episodes = 4, 2000
+    env = MemoryTask(n_symbols=k, delay=32, continuous=continuous)
+    memory = {}
+
+    def oracle(obs):
+        if obs[k] == 1.0:  # cue flag: remember the symbol
+            memory["cue"] = int(np.argmax(obs[:k]))
+        return _answer(env, memory.get("cue", 0))
+
+    oracle_returns = [_run_episode(env, oracle, seed)[0] for seed in range(200)]
+    assert np.mean(oracle_returns) == 1.0
+
+    # A memoryless policy: a deterministic function of the current observation only.
+    def memoryless(obs):
+        return _answer(env, int(np.argmax(obs[:k])))
+
+    returns = np.array([_run_episode(env, memoryless, 10_000 + s)[0] for s in range(n_episodes)])
+    # 1/K = 0.25 with binomial std sqrt(0.25*0.75/2000) ~ 0.0097: a 4-sigma band
+    assert abs(returns.mean() - 1 / k) < 0.04
+
+    rng = np.random.default_rng(1)
+
+    def random_policy(obs):
+        return _answer(env, int(rng.integers(k)))
+
+    returns = np.array([_run_episode(env, random_policy, 20_000 + s)[0] for s in range(n_episodes)])
+    assert abs(returns.mean() - 1 / k) < 0.04
+
+
+def test_last_query_action_only_is_scored():
+    env = MemoryTask(n_symbols=3, delay=4)
+    _, info = env.reset(seed=3)
+    wrong = (info["cue"] + 1) % 3
+    for _ in range(5):  # cue + delay: answers here never count
+        _, r, terminated, _, _ = env.step(info["cue"])
+        assert r == 0.0 and not terminated
+    _, r, terminated, _, final = env.step(wrong)
+    assert r == 0.0 and terminated and final["correct"] is False and final["answer"] == wrong
+
+
+def test_same_seed_same_episode_and_seeds_differ():
+    def trace(seed):
+        env = MemoryTask(n_symbols=6, delay=50, distractor="uniform")
+        obs, info = env.reset(seed=seed)
+        rows = [obs]
+        for _ in range(50):
+            rows.append(env.step(0)[0])
+        return info["cue"], np.stack(rows)
+
+    cue_a, rows_a = trace(11)
+    cue_b, rows_b = trace(11)
+    assert cue_a == cue_b and np.array_equal(rows_a, rows_b)
+    _, rows_c = trace(12)
+    assert not np.array_equal(rows_a, rows_c)
+    cues = {MemoryTask(n_symbols=6).reset(seed=s)[1]["cue"] for s in range(60)}
+    assert cues == set(range(6))
+
+
+def test_distractor_options():
+    env = MemoryTask(n_symbols=4, delay=20, distractor="zeros")
+    env.reset(seed=0)
+    for _ in range(20):
+        obs = env.step(0)[0]
+        assert not obs[:4].any() or obs[5] == 1.0
+    env = MemoryTask(n_symbols=4, delay=200, distractor="uniform")
+    env.reset(seed=0)
+    rows = np.stack([env.step(0)[0] for _ in range(200)])
+    assert 0.4 < rows[:-1, :4].mean() < 0.6
+
+
+def test_long_delay_is_fast():
+    env = gym.make("hebb/Memory-v0", delay=4096, n_symbols=8)
+    env.reset(seed=0)
+    start = time.perf_counter()
+    steps, done = 0, False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(0)
+        steps += 1
+        done = terminated or truncated
+    elapsed = time.perf_counter() - start
+    assert steps == 4096 + 2 and terminated and not truncated
+    # through gym.make's checker wrappers; the bare env is several times faster
+    assert elapsed / steps < 100e-6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_symbols": 1}, "n_symbols"),
+        ({"delay": -1}, "delay"),
+        ({"cue_steps": 0}, "cue_steps"),
+        ({"distractor": "pink"}, "symbols, uniform, zeros"),
+        ({"render_mode": "rgb_array"}, "accepted: None"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MemoryTask(**kwargs)
+
+
+def test_bad_actions_are_rejected():
+    env = MemoryTask(n_symbols=3, delay=0)
+    env.reset(seed=0)
+    env.step(0)
+    with pytest.raises(ValueError, match="Discrete"):
+        env.step(7)
