@@ -5,6 +5,15 @@ Every backend splits a population into contiguous slices, hands each slice to a 
 keeps its environments between generations, and concatenates the results. Results depend
 only on ``(seed, generation, member index)``, never on the split, so all backends agree.
 A worker that dies mid-generation is restarted and its slice re-run; the generation is not lost.
+
+Two ways to say what to evaluate:
+
+- :meth:`Backend.evaluate` ``(params (P, n), seed, generation)``: ships each worker its rows of the
+  candidate matrix (``P * n`` floats per generation, 88 MB at 200 x 110,720);
+- :meth:`Backend.evaluate_candidates` ``(Candidates, seed, generation)``: ships only the ES centre,
+  sigma and the generation's noise seed (``n`` floats plus three numbers); each worker rebuilds
+  its own candidates as :func:`hebb_agents.es.candidate` does, bit-identical to ``OpenES.ask()``,
+  so the noise of a generation is drawn in parallel and never crosses a pipe.
 """
 
 from __future__ import annotations
@@ -13,20 +22,79 @@ import abc
 import logging
 import multiprocessing as mp
 import os
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
+from hebb_agents.es import candidate_noise_index, noise_row
 from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec
 
 BACKENDS = ("serial", "process", "ray")
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 logger = logging.getLogger(__name__)
 
 
 def split_population(popsize: int, parts: int) -> list[np.ndarray]:
     """Member indices of each of ``parts`` contiguous, near-equal slices (empty slices dropped)."""
     return [s for s in np.array_split(np.arange(popsize), max(1, parts)) if s.size]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One ES generation's population, described by what changed instead of by its vectors.
+
+    Candidate ``i`` is ``mean +- sigma * eps`` with ``eps`` drawn from ``noise_seed`` (see
+    :func:`hebb_agents.es.candidate`); :meth:`rows` rebuilds any of them bit for bit as
+    ``OpenES.ask()`` made them.
+
+    :param mean: the ES centre ``(num_params,)``, in the ES dtype.
+    :param sigma: the generation's noise scale.
+    :param noise_seed: the generation's noise seed (``OpenES.generation_seed``).
+    :param popsize: number of candidates.
+    :param antithetic: candidates ``2j`` and ``2j + 1`` share noise row ``j`` with opposite signs.
+    """
+
+    mean: np.ndarray
+    sigma: float
+    noise_seed: int
+    popsize: int
+    antithetic: bool = True
+
+    def __post_init__(self) -> None:
+        if np.ndim(self.mean) != 1:
+            raise ValueError(f"mean must be a vector (num_params,), got shape {np.shape(self.mean)}")
+        if self.popsize < 1:
+            raise ValueError(f"popsize must be >= 1, got {self.popsize}")
+
+    @classmethod
+    def from_es(cls, es: Any) -> Candidates:
+        """The current generation of an :class:`hebb_agents.es.OpenES`."""
+        return cls(es.mean, float(es.sigma), int(es.generation_seed), int(es.popsize), bool(es.antithetic))
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """Candidates ``indices`` as a matrix ``(len(indices), num_params)``.
+
+        Computed as :func:`hebb_agents.es.candidate` does (``mean +- sigma * eps``), drawing each
+        noise row once for the two members of an antithetic pair.
+        """
+        mean = np.asarray(self.mean)
+        out = np.empty((len(indices), mean.shape[0]), mean.dtype)  # (len(indices), num_params)
+        drawn, scaled = -1, mean  # noise row held in `scaled` (sigma * eps), none yet
+        for row, index in enumerate(indices):
+            if not 0 <= index < self.popsize:
+                raise ValueError(f"candidate index must be in [0, {self.popsize}), got {index}")
+            noise, sign = candidate_noise_index(int(index), self.antithetic)
+            if noise != drawn:
+                eps = noise_row(self.noise_seed, noise, mean.shape[0], mean.dtype)  # (num_params,)
+                scaled = np.asarray(self.sigma, dtype=mean.dtype) * eps
+                drawn = noise
+            if sign > 0:
+                np.add(mean, scaled, out=out[row])
+            else:
+                np.subtract(mean, scaled, out=out[row])
+        return out
 
 
 class Backend(abc.ABC):
@@ -39,7 +107,15 @@ class Backend(abc.ABC):
     def evaluate(self, params: np.ndarray, seed: int, generation: int) -> EvalResult:
         """Fitness and statistics of every member of ``params``."""
 
-    def close(self) -> None:
+    def evaluate_candidates(self, candidates: Candidates, seed: int, generation: int) -> EvalResult:
+        """Fitness of every candidate of an ES generation; equals ``evaluate(es.ask(), ...)``.
+
+        This default builds the matrix here; parallel backends override it so that workers
+        rebuild their own rows from the seed.
+        """
+        return self.evaluate(candidates.rows(np.arange(candidates.popsize)), seed, generation)
+
+    def close(self) -> None:  # noqa: B027 (an optional hook: the serial backend holds nothing)
         """Release workers."""
 
     def __enter__(self) -> Backend:
@@ -62,15 +138,16 @@ class SerialBackend(Backend):
 
 def _worker_main(spec: RolloutSpec, conn: Connection) -> None:
     """Worker loop: build environments once, then evaluate slices until told to stop."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     evaluator = LockstepEvaluator(spec)
     conn.send(("ready", os.getpid()))
     while True:
         message = conn.recv()
         if message is None:
             break
-        params, member_ids, seed, generation = message
+        kind, payload, member_ids, seed, generation = message
         try:
+            # "candidates": rebuild this slice's vectors from (mean, sigma, noise seed) here.
+            params = payload.rows(member_ids) if kind == "candidates" else payload
             conn.send(("ok", evaluator.evaluate(params, member_ids, seed, generation)))
         except Exception as err:  # reported to the parent, which raises it
             conn.send(("error", f"{type(err).__name__}: {err}"))
@@ -97,7 +174,19 @@ class ProcessBackend(Backend):
     def _start(self, index: int) -> None:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=_worker_main, args=(self.spec, child), daemon=True)
-        process.start()
+        # A worker is one core: its BLAS must not start a thread per CPU. The pool size is read
+        # when the child imports numpy, so it has to be in the environment the child starts with.
+        saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+        for name in _THREAD_VARIABLES:
+            os.environ.setdefault(name, "1")
+        try:
+            process.start()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         child.close()
         status, _ = parent.recv()
         if status != "ready":
@@ -121,13 +210,23 @@ class ProcessBackend(Backend):
         self._start(index)
 
     def evaluate(self, params: np.ndarray, seed: int, generation: int) -> EvalResult:
-        slices = split_population(params.shape[0], self.num_workers)
+        params = np.asarray(params)
+        return self._run(params.shape[0], lambda s: ("params", params[s], s, seed, generation), generation)
+
+    def evaluate_candidates(self, candidates: Candidates, seed: int, generation: int) -> EvalResult:
+        return self._run(
+            candidates.popsize, lambda s: ("candidates", candidates, s, seed, generation), generation
+        )
+
+    def _run(self, popsize: int, message: Any, generation: int) -> EvalResult:
+        """Send every worker its slice's ``message(slice)``, collect, re-run the slices of dead workers."""
+        slices = split_population(popsize, self.num_workers)
         results: dict[int, EvalResult] = {}
         retries = 0
         pending = list(range(len(slices)))
         while pending:
             for index in pending:
-                self._send(index, (params[slices[index]], slices[index], seed, generation))
+                self._send(index, message(slices[index]))
             failed = []
             for index in pending:
                 outcome = self._receive(index)

@@ -64,7 +64,12 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.resume:
         trainer = ESTrainer.resume(
-            args.out, progress=True, generations=args.generations, backend=args.backend, workers=args.workers
+            args.out,
+            progress=True,
+            generations=args.generations,
+            backend=args.backend,
+            workers=args.workers,
+            ray_address=args.address,
         )
         print(f"resuming {args.out} at generation {trainer.generation}")
     else:

@@ -4,8 +4,11 @@ Each step makes one batched policy call for every member still running (plastici
 included) and one ``env.step`` per running member. Finished members are dropped from the
 network's arrays once half of them are done, so early stopping saves compute as well as
 simulation. Every random draw of member ``m`` in episode ``e`` of generation ``g`` comes from
-``member_rng(seed, g, m, e, ...)``: results do not depend on how a population is split over
-workers.
+``member_rng(seed, g, key, e, ...)`` with ``key = m`` (or ``m // 2``, its antithetic pair, with
+``paired_seeds``): results do not depend on how a population is split over workers.
+
+Per member-step the loop makes one call into the environment beneath gymnasium's bookkeeping
+wrappers (see :func:`fast_step`) and touches plain Python lists, not numpy scalars.
 """
 
 from __future__ import annotations
@@ -177,15 +180,17 @@ class LockstepEvaluator:
         self._ensure_envs(population)
         policy = self.policy
         policy.set_params(params)
+        # An antithetic pair (2j, 2j + 1) draws from one stream key when paired_seeds is on.
+        keys = [int(m) // 2 if spec.paired_seeds else int(m) for m in member_ids]
         weight_seeds = [
-            int(member_rng(seed, generation, m, episode, 1).integers(2**63 - 1)) for m in member_ids
+            int(member_rng(seed, generation, key, episode, 1).integers(2**63 - 1)) for key in keys
         ]
         policy.reset(weight_seeds)
         obs = []
         x_start = [0.0] * population
         x_last = [0.0] * population
-        for p, m in enumerate(member_ids):
-            env_seed = int(member_rng(seed, generation, m, episode, 0).integers(2**31 - 1))
+        for p, key in enumerate(keys):
+            env_seed = int(member_rng(seed, generation, key, episode, 0).integers(2**31 - 1))
             o, info = self.envs[p].reset(seed=env_seed)
             obs.append(o)
             x_start[p] = x_last[p] = info.get("x_position", 0.0)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hebb_agents.backends import BACKENDS, Backend, make_backend
+from hebb_agents.backends import BACKENDS, Backend, Candidates, make_backend
 from hebb_agents.checkpoint import load_checkpoint, save_checkpoint, split_state
 from hebb_agents.es import OpenES
 from hebb_agents.rollout import LockstepEvaluator, RolloutSpec
@@ -234,18 +234,19 @@ class ESTrainer:
     def step(self) -> GenerationStats:
         """One generation: ask, evaluate every candidate, tell."""
         start = time.perf_counter()
-        candidates = self.es.ask()
+        # Workers rebuild their candidates from (mean, sigma, noise seed): no (P, n) matrix is shipped.
+        candidates = Candidates.from_es(self.es)
         asked = time.perf_counter()
-        result = self.backend.evaluate(candidates, self.config.seed, self.generation)
+        result = self.backend.evaluate_candidates(candidates, self.config.seed, self.generation)
         evaluated = time.perf_counter()
         sigma, lr = float(self.es.sigma), float(self.es.lr)
-        self.es.tell(result.fitness)
-        told = time.perf_counter()
         finite = np.where(np.isfinite(result.fitness), result.fitness, -np.inf)
         top = int(np.argmax(finite))
         if finite[top] > self.best_fitness:
             self.best_fitness = float(finite[top])
-            self.best_params = candidates[top].copy()
+            self.best_params = self.es.candidate(top)  # before tell(): it moves the mean
+        self.es.tell(result.fitness)
+        told = time.perf_counter()
         self.generation += 1
         self.env_steps += int(result.env_steps)
         self.wall_time += told - start

@@ -1,0 +1,189 @@
+"""Ray backend: the population's slices run on Ray actors, on one machine or a cluster.
+
+Each actor holds one :class:`~hebb_agents.rollout.LockstepEvaluator` (its environments and
+policy persist across generations) and steps its slice of the population in lockstep, exactly
+as a :class:`~hebb_agents.backends.ProcessBackend` worker does, so for the same seed the result
+equals the process and serial backends'. With :meth:`RayBackend.evaluate_candidates` the ES
+centre goes into Ray's object store once per generation (one copy per node) and every actor
+rebuilds its own candidates from the generation's noise seed.
+
+An actor that dies mid-generation (its process killed, its node lost) is replaced by a new
+actor and only its slice is re-run; when the cluster has no free CPU for a replacement, the
+slice is queued on a surviving actor instead, which then serves both slices.
+
+Install with ``pip install 'hebb-agents[ray]'``; ``hebb train --backend ray --address auto``
+(or ``ray://head:10001``) runs on a cluster, ``--address`` left out starts a local Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from hebb_agents.backends import Backend, Candidates, split_population
+from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec
+
+logger = logging.getLogger(__name__)
+
+# Environment variables an actor copies from the driver, so workers everywhere pick the same kernel.
+FORWARDED_ENV = ("HEBB_KERNEL",)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(
+            "the ray backend needs Ray: pip install 'hebb-agents[ray]' (or use backend 'process')"
+        ) from None
+    return ray
+
+
+class EvaluatorActor:
+    """What runs inside one Ray actor: a persistent lockstep evaluator."""
+
+    def __init__(self, spec: RolloutSpec, env_vars: dict[str, str]) -> None:
+        os.environ.update(env_vars)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        self.evaluator = LockstepEvaluator(spec)
+
+    def pid(self) -> int:
+        """Process id (for monitoring and for tests)."""
+        return os.getpid()
+
+    def evaluate(
+        self, payload: np.ndarray | Candidates, member_ids: np.ndarray, seed: int, generation: int
+    ) -> EvalResult:
+        """Evaluate members ``member_ids``: given their rows ``(len, n)`` or the generation's candidates."""
+        params = payload.rows(member_ids) if isinstance(payload, Candidates) else payload
+        return self.evaluator.evaluate(params, member_ids, seed, generation)
+
+
+class RayBackend(Backend):
+    """Ray actors, each stepping a contiguous slice of the population in lockstep.
+
+    :param spec: what every actor evaluates.
+    :param workers: number of actors (default: the cluster's CPUs).
+    :param address: Ray address to connect to (``auto``, ``ray://host:10001``, ...); ``None``
+        connects to the Ray this process already initialised, or starts a local one.
+    :param max_retries: how many times one slice may be re-run after losing its actor.
+    :param actor_options: extra ``ray.remote`` options for the actors (e.g. ``{"num_cpus": 2}``).
+    """
+
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        workers: int | None = None,
+        address: str | None = None,
+        max_retries: int = 3,
+        actor_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(spec)
+        if workers is not None and int(workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.max_retries = int(max_retries)
+        ray = _import_ray()
+        self._ray = ray
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        elif address is not None:
+            logger.warning("Ray is already initialised in this process; ignoring address=%r", address)
+        count = int(workers) if workers else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        options = {"num_cpus": 1, "max_restarts": 0, **(actor_options or {})}
+        self._actor_class = ray.remote(**options)(EvaluatorActor)
+        self._env_vars = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+        self.actors = [self._new_actor() for _ in range(count)]
+        try:
+            # Fail here, with the actor's own error, if the spec cannot be built (bad env id, options).
+            ray.get([actor.pid.remote() for actor in self.actors])
+        except Exception:
+            self.close()
+            raise
+
+    def _new_actor(self) -> Any:
+        return self._actor_class.remote(self.spec, self._env_vars)
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.actors)
+
+    def evaluate(self, params: np.ndarray, seed: int, generation: int) -> EvalResult:
+        params = np.asarray(params)
+        return self._run(params.shape[0], lambda s: params[s], seed, generation)
+
+    def evaluate_candidates(self, candidates: Candidates, seed: int, generation: int) -> EvalResult:
+        shared = self._ray.put(candidates)  # one object-store copy, read by every actor of a node
+        return self._run(candidates.popsize, lambda s: shared, seed, generation)
+
+    def _run(self, popsize: int, payload: Any, seed: int, generation: int) -> EvalResult:
+        """Submit one slice per actor; a slice whose actor dies is re-run, not the generation."""
+        ray = self._ray
+        lost = (
+            ray.exceptions.RayActorError,
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.ObjectLostError,
+        )
+        slices = split_population(popsize, len(self.actors))
+        owner = list(range(len(slices)))  # actor index running each slice
+
+        def submit(index: int) -> Any:
+            part = slices[index]
+            return self.actors[owner[index]].evaluate.remote(payload(part), part, seed, generation)
+
+        pending = {submit(index): index for index in range(len(slices))}
+        results: dict[int, EvalResult] = {}
+        attempts = [0] * len(slices)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ready[0])
+            try:
+                results[index] = ray.get(ready[0])
+            except lost as err:
+                attempts[index] += 1
+                if attempts[index] > self.max_retries:
+                    raise RuntimeError(
+                        f"slice {index} lost its actor {attempts[index]} times in generation {generation}"
+                    ) from err
+                owner[index] = self._replace(owner[index], generation)
+                pending[submit(index)] = index
+        return EvalResult.concatenate([results[i] for i in range(len(slices))])
+
+    def _replace(self, dead: int, generation: int) -> int:
+        """Index of the actor that takes over from actor ``dead``: a new one, or a survivor."""
+        ray = self._ray
+        if ray.available_resources().get("CPU", 0) >= 1:
+            logger.warning(
+                "actor %d lost in generation %d; re-running its slice on a new actor", dead, generation
+            )
+            self.actors[dead] = self._new_actor()
+            return dead
+        survivor = next((i for i in range(len(self.actors)) if i != dead), None)
+        if survivor is None:
+            raise RuntimeError(f"the only actor was lost in generation {generation} and no CPU is free")
+        logger.warning(
+            "actor %d lost in generation %d and no CPU is free; its slice waits for actor %d",
+            dead,
+            generation,
+            survivor,
+        )
+        self.actors[dead] = self.actors[survivor]  # the survivor serves both slices from now on
+        return survivor
+
+    def close(self) -> None:
+        """Kill the actors; shut Ray down if this backend started it."""
+        ray = self._ray
+        for actor in {id(a): a for a in self.actors}.values():
+            try:
+                ray.kill(actor)
+            except Exception:  # already dead: nothing to release
+                pass
+        self.actors = []
+        if self._owns_ray:
+            ray.shutdown()
+            self._owns_ray = False

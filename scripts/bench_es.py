@@ -1,0 +1,294 @@
+"""Environment steps per second of full ES generations, against the physics engine's own rate.
+
+Issue 6's benchmark. For each environment (``hebb/HalfCheetahDamage-v0``, ``hebb/AntDamage-v0``;
+stock ``HalfCheetah-v5`` / ``Ant-v5`` if the hebb ids are not registered) and every measurement
+in this run:
+
+- raw physics: ``mujoco.mj_step(model, data, nstep=frame_skip)`` on the same model, one core;
+- gymnasium: one environment's ``env.step`` with random actions (the env's own Python per step);
+- ES: full generations (candidates from seeds -> lockstep rollouts on persistent workers ->
+  ``OpenES.tell``) with 1 and 2 worker processes, per kernel; env-steps/s, the ES bookkeeping's
+  share of the generation, and the speed-up from 1 to 2 workers;
+- reference-style loop, written here only as a baseline: one individual at a time, a new
+  environment per evaluation, a torch forward pass and a per-synapse update loop (compiled with
+  numba when it is installed, as the 2020 reference code did; plain Python otherwise). It is
+  timed on ``--ref-steps`` steps and a few environment creations and *extrapolated* to the ES
+  run's episode lengths;
+- memory: resident set size (driver + workers) after each of ``--memory-generations`` small
+  generations.
+
+Rates are given twice: per wall-clock second, and per CPU-second (process CPU time of the driver
+and its workers, from ``/proc``). On a machine shared with other jobs the wall-clock figures
+swing with the load; the CPU-time figures measure the code, so the ratios "x raw per core" are
+taken from CPU time (raw physics is timed in CPU time too).
+
+    python scripts/bench_es.py                                   # popsize 200, 1000-step episodes
+    python scripts/bench_es.py --popsize 40 --episode-steps 200 --generations 2   # shortened
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+
+from hebb_agents.backends import Candidates, ProcessBackend
+from hebb_agents.es import OpenES
+from hebb_agents.rollout import LockstepEvaluator, RolloutSpec, make_env
+
+ENVS = {"cheetah": ("hebb/HalfCheetahDamage-v0", "HalfCheetah-v5"), "ant": ("hebb/AntDamage-v0", "Ant-v5")}
+
+
+def resolve_env(name: str) -> str:
+    """The hebb id when the environments package registers it, else the stock id."""
+    import hebb_envs  # noqa: F401  (registers the hebb/ ids)
+
+    hebb_id, stock_id = ENVS[name]
+    return hebb_id if hebb_id in gym.registry else stock_id
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) consumed so far by the given processes (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def raw_physics_rate(env_id: str, steps: int) -> float:
+    """Physics steps per CPU-second: ``mj_step(nstep=frame_skip)`` on the env's model, no env around it."""
+    env = make_env(env_id)
+    env.reset(seed=0)
+    model, data, skip = env.unwrapped.model, env.unwrapped.data, env.unwrapped.frame_skip
+    rng = np.random.default_rng(0)
+    best = float("inf")
+    for _ in range(3):
+        mujoco.mj_resetData(model, data)
+        data.ctrl[:] = rng.uniform(-1, 1, model.nu)
+        start = time.process_time()
+        for _ in range(steps):
+            mujoco.mj_step(model, data, nstep=skip)
+        best = min(best, time.process_time() - start)
+    env.close()
+    return steps / best
+
+
+def gym_step_rate(env_id: str, steps: int) -> float:
+    """env-steps per CPU-second of one gymnasium environment with random actions (resets included)."""
+    env = make_env(env_id)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    start = time.process_time()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    rate = steps / (time.process_time() - start)
+    env.close()
+    return rate
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of the given processes, MiB (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def es_run(env_id: str, workers: int, kernel: str, args: argparse.Namespace, policy: str = "hebbian") -> dict:
+    """Run warm-up + timed ES generations; env-steps/s, ES share, mean episode length."""
+    os.environ["HEBB_KERNEL"] = kernel  # spawned workers read it when they build their network
+    spec = RolloutSpec(env_id=env_id, max_steps=args.episode_steps, policy=policy)
+    probe = LockstepEvaluator(spec)
+    init = probe.policy.initial_params(np.random.default_rng(0))
+    es = OpenES(probe.num_params, popsize=args.popsize, seed=0, init=init)
+    steps = lengths = 0.0
+    eval_time = es_time = cpu_time = 0.0
+    with ProcessBackend(spec, workers=workers) as backend:
+        pids = [os.getpid(), *backend.pids]
+        for generation in range(args.generations + 1):  # generation 0 warms up (env creation, compile)
+            cpu_start = cpu_seconds(pids)
+            start = time.perf_counter()
+            candidates = Candidates.from_es(es)
+            asked = time.perf_counter()
+            result = backend.evaluate_candidates(candidates, seed=0, generation=generation)
+            evaluated = time.perf_counter()
+            es.tell(result.fitness)
+            told = time.perf_counter()
+            if generation == 0:
+                continue
+            cpu_time += cpu_seconds(pids) - cpu_start
+            steps += result.env_steps
+            lengths += float(result.lengths.mean())
+            eval_time += evaluated - asked
+            es_time += (asked - start) + (told - evaluated)
+    return {
+        "rate": steps / (eval_time + es_time),
+        "cpu_rate": steps / cpu_time,
+        "es_share": es_time / (eval_time + es_time),
+        "mean_length": lengths / args.generations,
+        "num_params": probe.num_params,
+    }
+
+
+def memory_run(env_id: str, args: argparse.Namespace) -> list[float]:
+    """RSS (driver + workers, MiB) after each of many small generations."""
+    spec = RolloutSpec(env_id=env_id, max_steps=args.memory_steps)
+    probe = LockstepEvaluator(spec)
+    es = OpenES(probe.num_params, popsize=args.memory_popsize, seed=0)
+    trace = []
+    with ProcessBackend(spec, workers=2) as backend:
+        for generation in range(args.memory_generations):
+            result = backend.evaluate_candidates(Candidates.from_es(es), seed=0, generation=generation)
+            es.tell(result.fitness)
+            trace.append(rss_mb([os.getpid(), *backend.pids]))
+    return trace
+
+
+def _reference_update(w: np.ndarray, coeffs: np.ndarray, pre: np.ndarray, post: np.ndarray) -> None:
+    """The reference's ABCD_lr update, one synapse at a time (coeffs columns A, B, C, eta, D)."""
+    n_in, n_out = w.shape
+    for i in range(n_in):
+        for j in range(n_out):
+            a, b, c, eta, d = coeffs[i * n_out + j]
+            w[i, j] += eta * (a * pre[i] * post[j] + b * pre[i] + c * post[j] + d)
+
+
+def reference_style_costs(env_id: str, ref_steps: int, creations: int) -> tuple[float, float, str]:
+    """(seconds per step, seconds per new environment + reset) of the reference-style loop."""
+    update = _reference_update
+    how = "plain Python"
+    if importlib.util.find_spec("numba"):
+        import numba
+
+        update = numba.njit(_reference_update)  # the reference compiled its per-synapse loops so
+        how = "numba-compiled"
+    start = time.process_time()
+    for index in range(creations):
+        env = make_env(env_id)
+        env.reset(seed=index)
+        env.close()
+    per_env = (time.process_time() - start) / creations
+
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=0)
+    sizes = [int(np.prod(env.observation_space.shape)), 128, 64, int(np.prod(env.action_space.shape))]
+    rng = np.random.default_rng(0)
+    weights = [
+        rng.uniform(-0.1, 0.1, (n_in, n_out)).astype(np.float32) for n_in, n_out in zip(sizes, sizes[1:])
+    ]
+    coeffs = [rng.normal(0, 0.1, (w.size, 5)).astype(np.float32) for w in weights]
+    torch.set_num_threads(1)
+
+    def one_step(obs: np.ndarray) -> np.ndarray:
+        acts = [np.asarray(obs, np.float32)]
+        with torch.no_grad():
+            x = torch.from_numpy(acts[0])
+            for w in weights:  # torch forward on the current (numpy-held) weights
+                x = torch.tanh(x @ torch.from_numpy(w))
+                acts.append(x.numpy().copy())
+        for layer, w in enumerate(weights):
+            update(w, coeffs[layer], acts[layer], acts[layer + 1])
+        return acts[-1]
+
+    one_step(obs)  # compile / warm up
+    start = time.process_time()
+    for _ in range(ref_steps):
+        obs, _, terminated, truncated, _ = env.step(one_step(obs))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    per_step = (time.process_time() - start) / ref_steps
+    env.close()
+    return per_step, per_env, how
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--envs", default="cheetah,ant", help="comma list of: cheetah, ant")
+    parser.add_argument("--popsize", type=int, default=200)
+    parser.add_argument("--episode-steps", type=int, default=1000)
+    parser.add_argument("--generations", type=int, default=2, help="timed generations (after one warm-up)")
+    parser.add_argument("--workers", default="1,2", help="comma list of worker counts")
+    parser.add_argument("--kernels", default="numpy,numba", help="comma list of: numpy, numba")
+    parser.add_argument("--static", action="store_true", help="also time static-weight policies (numpy)")
+    parser.add_argument("--ref-steps", type=int, default=300, help="steps timed for the reference-style loop")
+    parser.add_argument("--memory-generations", type=int, default=100)
+    parser.add_argument("--memory-popsize", type=int, default=20)
+    parser.add_argument("--memory-steps", type=int, default=50)
+    args = parser.parse_args()
+    kernels = [k for k in args.kernels.split(",") if k != "numba" or importlib.util.find_spec("numba")]
+    workers = [int(w) for w in args.workers.split(",")]
+    print(
+        f"popsize {args.popsize}, episodes capped at {args.episode_steps} steps, {args.generations} timed "
+        f"generations after one warm-up; {os.cpu_count()} CPUs visible\n"
+    )
+    for name in args.envs.split(","):
+        env_id = resolve_env(name)
+        physics = raw_physics_rate(env_id, 2000)
+        gym_rate = gym_step_rate(env_id, 2000)
+        print(f"== {env_id}   (rates per CPU-second unless marked wall)")
+        print(f"raw mj_step x frame_skip, 1 core : {physics:7.0f} steps/s  1.00x")
+        print(f"gymnasium env.step, random acts : {gym_rate:7.0f} steps/s  {gym_rate / physics:.2f}x raw")
+        runs: dict[tuple[str, int], dict] = {}
+        rows = [(kernel, "hebbian") for kernel in kernels] + ([("numpy", "static")] if args.static else [])
+        for kernel, policy in rows:
+            for count in workers:
+                run = es_run(env_id, count, kernel, args, policy)
+                runs[(f"{policy}/{kernel}", count)] = run
+                speedup = ""
+                first = runs.get((f"{policy}/{kernel}", workers[0]))
+                if count != workers[0] and first is not None:
+                    speedup = f"; wall {run['rate'] / first['rate']:.2f}x vs {workers[0]} worker(s)"
+                print(
+                    f"ES {policy:<7} {kernel:<5} {count:>2} worker(s): {run['cpu_rate']:7.0f} steps/s  "
+                    f"{run['cpu_rate'] / physics:.2f}x raw per core "
+                    f"(wall {run['rate']:.0f} steps/s{speedup}; "
+                    f"ES bookkeeping {run['es_share']:.2%}, mean episode {run['mean_length']:.0f} steps)",
+                    flush=True,
+                )
+        any_run = next(iter(runs.values()))
+        per_step, per_env, how = reference_style_costs(env_id, args.ref_steps, 5)
+        mean_len = any_run["mean_length"]
+        ref_rate = mean_len / (mean_len * per_step + per_env)
+        print(
+            f"reference-style loop            : {ref_rate:7.0f} steps/s  {ref_rate / physics:.2f}x raw  "
+            f"({how} per-synapse update, torch forward, a new env per evaluation: "
+            f"{per_step * 1e6:.0f} us/step and {per_env * 1e3:.1f} ms/new env timed on "
+            f"{args.ref_steps} steps and 5 creations, "
+            f"extrapolated to {mean_len:.0f}-step episodes)"
+        )
+        best = max(run["cpu_rate"] for (label, count), run in runs.items() if count == workers[0])
+        print(f"best {workers[0]}-worker ES vs reference-style loop: {best / ref_rate:.1f}x\n", flush=True)
+
+    if args.memory_generations:
+        env_id = resolve_env(args.envs.split(",")[0])
+        trace = memory_run(env_id, args)
+        last = len(trace) - 1
+        marks = sorted({0, *range(9, last, 10), last})
+        print(
+            f"memory, {env_id}, {args.memory_generations} generations of popsize {args.memory_popsize} x "
+            f"{args.memory_steps} steps, 2 workers, RSS driver + workers:"
+        )
+        print("  " + ", ".join(f"gen {g + 1}: {trace[g]:.1f} MiB" for g in marks))
+        print(
+            f"  growth from generation {min(9, last) + 1} to the last: "
+            f"{trace[-1] - trace[min(9, last)]:+.1f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Fast paths must not change results: seed-shipped candidates, the numba kernel, the wrapper bypass."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from hebb_agents.backends import Candidates, ProcessBackend, SerialBackend
+from hebb_agents.es import OpenES
+from hebb_agents.network import HebbianNetwork
+from hebb_agents.policy import member_rng
+from hebb_agents.rollout import LockstepEvaluator, RolloutSpec, build_policy, fast_step
+
+SPEC = RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, max_steps=100)
+
+
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_candidates_rebuilt_from_seeds_equal_ask_bit_for_bit(antithetic):
+    es = OpenES(300, popsize=8, sigma=0.3, seed=5, init=0.5, antithetic=antithetic)
+    es.tell(np.arange(8.0))  # a generation later, so mean, sigma and seed all moved
+    asked = es.ask()
+    cands = Candidates.from_es(es)
+    np.testing.assert_array_equal(cands.rows(np.arange(8)), asked)
+    np.testing.assert_array_equal(cands.rows(np.array([6, 1])), asked[[6, 1]])
+    with pytest.raises(ValueError, match=r"in \[0, 8\), got 8"):
+        cands.rows(np.array([8]))
+
+
+def test_process_workers_rebuilding_candidates_match_serial_on_shipped_params():
+    es = OpenES(LockstepEvaluator(SPEC).num_params, popsize=10, sigma=0.5, seed=1, init=0.3)
+    expected = SerialBackend(SPEC).evaluate(es.ask(), seed=7, generation=3)
+    with ProcessBackend(SPEC, workers=2) as backend:
+        by_seed = backend.evaluate_candidates(Candidates.from_es(es), seed=7, generation=3)
+        by_params = backend.evaluate(es.ask(), seed=7, generation=3)  # the old call still works
+    np.testing.assert_array_equal(by_seed.fitness, expected.fitness)
+    np.testing.assert_array_equal(by_params.fitness, expected.fitness)
+    assert by_seed.env_steps == expected.env_steps
+    assert len(set(expected.fitness.tolist())) > 2
+
+
+def test_serial_backend_evaluate_candidates_is_evaluate_of_ask():
+    es = OpenES(LockstepEvaluator(SPEC).num_params, popsize=6, sigma=0.5, seed=2, init=0.3)
+    backend = SerialBackend(SPEC)
+    a = backend.evaluate_candidates(Candidates.from_es(es), seed=0, generation=0)
+    b = backend.evaluate(es.ask(), seed=0, generation=0)
+    np.testing.assert_array_equal(a.fitness, b.fitness)
+
+
+@pytest.mark.parametrize(
+    "rule, normalisation, bias, sharing",
+    [
+        ("ABCD_lr", "max_abs", False, "per_synapse"),
+        ("ABCD_lr", "none", True, "per_synapse"),
+        ("A", "standardise", False, "per_post"),
+        ("ABCD_lr_D_in_and_out", "max_abs", True, "per_pre"),
+        ("AD_lr", "max_abs", False, "per_layer"),
+    ],
+)
+def test_numba_kernel_gives_bit_identical_weights_to_numpy(rule, normalisation, bias, sharing):
+    pytest.importorskip("numba")
+    sizes = (7, 16, 9, 3)
+    nets = [
+        HebbianNetwork(sizes, rule=rule, normalisation=normalisation, bias=bias, sharing=sharing, kernel=k)
+        for k in ("numpy", "numba")
+    ]
+    params = np.random.default_rng(0).normal(0, 0.5, (5, nets[0].num_params))
+    inputs = np.random.default_rng(1).normal(size=(40, 5, 7))
+    outputs = []
+    for net in nets:
+        net.set_params(params)
+        net.reset([np.random.default_rng(i) for i in range(5)])
+        initial = [w[[0, 2, 4]].copy() for w in net.weights]
+        out = []
+        with np.errstate(all="ignore"):
+            for t, x in enumerate(inputs):
+                if t == 20:
+                    net.select(np.array([0, 2, 4]))  # dropping members mid-episode keeps rows aligned
+                out.append(net.step(x[: net.population]))
+        outputs.append((out, [w.copy() for w in net.weights]))
+    (out_np, w_np), (out_nb, w_nb) = outputs
+    for a, b in zip(out_np, out_nb):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(w_np, w_nb):
+        np.testing.assert_array_equal(a, b)
+    assert not any(np.array_equal(a, b) for a, b in zip(initial, w_np))  # the weights really moved
+
+
+def test_unknown_kernel_names_the_accepted_ones(monkeypatch):
+    with pytest.raises(ValueError, match="accepted: numpy, numba"):
+        HebbianNetwork((2, 2), kernel="cuda")
+    monkeypatch.setenv("HEBB_KERNEL", "fortran")
+    with pytest.raises(ValueError, match="unknown kernel 'fortran'"):
+        HebbianNetwork((2, 2))
+
+
+def _plain_gymnasium_rollout(spec, params, seed, generation):
+    """One member at a time through the full wrapper stack: what the lockstep loop must equal."""
+    returns, lengths = [], []
+    for m, row in enumerate(params):
+        env = gym.make(spec.env_id, **spec.env_kwargs)
+        policy = build_policy(spec, env)
+        policy.set_params(row[None])
+        key = m // 2 if spec.paired_seeds else m
+        policy.reset([int(member_rng(seed, generation, key, 0, 1).integers(2**63 - 1))])
+        obs, _ = env.reset(seed=int(member_rng(seed, generation, key, 0, 0).integers(2**31 - 1)))
+        total, n, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs[None])[0])
+            total, n, done = total + reward, n + 1, terminated or truncated
+        returns.append(total)
+        lengths.append(n)
+    return np.array(returns), np.array(lengths)
+
+
+def test_stepping_beneath_the_wrappers_keeps_gymnasium_semantics():
+    # max_episode_steps=40 makes gym.make's TimeLimit (which the fast loop bypasses) truncate episodes.
+    spec = RolloutSpec(
+        env_id="CartPole-v1", env_kwargs={"max_episode_steps": 40}, policy_config={"hidden": [8]}
+    )
+    evaluator = LockstepEvaluator(spec)
+    step, limit = fast_step(evaluator.envs[0])
+    assert limit == 40 and step.__self__ is evaluator.envs[0].unwrapped
+    params = np.random.default_rng(3).normal(0, 1.0, (10, evaluator.num_params)).astype(np.float32)
+    result = evaluator.evaluate(params, np.arange(10), seed=2, generation=1)
+    returns, lengths = _plain_gymnasium_rollout(spec, params, seed=2, generation=1)
+    np.testing.assert_array_equal(result.lengths, lengths)
+    np.testing.assert_array_equal(result.returns, returns)
+    assert (lengths == 40).any() and (lengths < 40).any()  # both truncation and termination happened
