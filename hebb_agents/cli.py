@@ -41,7 +41,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--generations", type=int, default=40)
+    p.add_argument("--generations", type=int, default=100)
     p.add_argument("--episodes", type=int, default=1, help="episodes per evaluation")
     p.add_argument("--max-steps", type=int, default=300, help="cap on episode length (0: the env's own)")
     p.add_argument(

@@ -183,7 +183,7 @@ class EvolvablePolicy(abc.ABC):
             rngs = [np.random.default_rng(int(s)) for s in seed]
         self.network.reset(rngs, members=index if members is not None else None)
         if self.encoder is not None:
-            self.encoder.reset(self.population)
+            self.encoder.reset(self.population, members=None if members is None else index)
 
     def features(self, obs: np.ndarray) -> np.ndarray:
         """Network inputs ``(P, obs_dim)`` for a batch of observations."""

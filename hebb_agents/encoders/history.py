@@ -1,0 +1,272 @@
+"""Observation-history encoders: a window of past observations -> one feature vector.
+
+- :class:`HistoryEncoder`: ``(B, L, obs_dim) -> (B, out_dim)``; a linear embedding plus a
+  sinusoidal embedding of each token's age (steps before the newest), a reversible stack of
+  LSH self-attention + chunked feed-forward blocks, then pooling.
+- :class:`LSHHistoryExtractor`: the same as a Stable-Baselines3 ``BaseFeaturesExtractor`` for
+  ``Box`` observations of shape ``(L, *obs_shape)`` (as produced by
+  :class:`hebb_envs.history.ObservationHistory`).
+- :class:`LSHPolicyEncoder`: the same as a Hebbian-policy front end; it keeps each member's
+  last ``L`` observations itself and runs the encoder on them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import Tensor, nn
+
+from hebb_agents.encoders.base import TorchPolicyEncoder
+from hebb_agents.encoders.reversible import reformer_stack
+
+POOLINGS = ("last", "mean", "attention")
+POSITIONS = ("sinusoidal", "learned", "none")
+
+
+def sinusoidal_embedding(positions: Tensor, dim: int) -> Tensor:
+    """``(L,)`` positions -> ``(L, dim)`` sin/cos features at geometrically spaced frequencies."""
+    half = (dim + 1) // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angles = positions.float()[:, None] * freqs[None]  # (L, half)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :dim]
+
+
+class HistoryEncoder(nn.Module):
+    """Encode an observation history ``(B, L, obs_dim)`` (oldest first) into ``(B, out_dim)``.
+
+    Args:
+        obs_dim: width of one observation.
+        d_model: token width inside the encoder.
+        depth: number of reversible (attention, feed-forward) blocks.
+        heads: attention heads.
+        bucket_size: LSH chunk length.
+        n_hashes: LSH rounds.
+        causal: tokens attend only to older tokens (the newest sees the whole window).
+        ff_mult: feed-forward hidden width as a multiple of ``d_model``.
+        ff_chunks: sequence chunks for the feed-forward (memory, same result).
+        attn_dropout, ff_dropout: dropout probabilities.
+        reversible: train with activation recomputation (memory flat in depth).
+        pooling: "last" (the newest token's state: with causal attention it has seen the whole
+            window through LSH attention), "mean" (over unmasked tokens) or "attention" (a
+            learned query attending to every token with full softmax, ``O(L)``).
+        position: "sinusoidal" (of the age, so windows of any length share one meaning of
+            "k steps ago"), "learned" (needs ``max_len``) or "none".
+        max_len: longest window for learned position embeddings.
+        out_dim: feature width (default ``d_model``); features pass through ``tanh``.
+        lsh_seed: fix the LSH rotations (same hashes every call) or None to redraw them.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        d_model: int = 32,
+        depth: int = 1,
+        heads: int = 2,
+        bucket_size: int = 32,
+        n_hashes: int = 2,
+        causal: bool = True,
+        ff_mult: int = 2,
+        ff_chunks: int = 1,
+        attn_dropout: float = 0.0,
+        ff_dropout: float = 0.0,
+        reversible: bool = True,
+        pooling: str = "last",
+        position: str = "sinusoidal",
+        max_len: int | None = None,
+        out_dim: int | None = None,
+        lsh_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; accepted: {', '.join(POOLINGS)}")
+        if position not in POSITIONS:
+            raise ValueError(f"unknown position {position!r}; accepted: {', '.join(POSITIONS)}")
+        if position == "learned" and not max_len:
+            raise ValueError('position="learned" needs max_len (the longest window)')
+        self.obs_dim = int(obs_dim)
+        self.d_model = int(d_model)
+        self.out_dim = int(out_dim or d_model)
+        self.pooling = pooling
+        self.position = position
+        self.max_len = max_len
+        self.embed = nn.Linear(self.obs_dim, self.d_model)
+        if position == "learned":
+            self.age_embedding = nn.Embedding(int(max_len), self.d_model)  # type: ignore[arg-type]
+        self.stack = reformer_stack(
+            self.d_model,
+            depth,
+            ff_mult=ff_mult,
+            ff_chunks=ff_chunks,
+            ff_dropout=ff_dropout,
+            reversible=reversible,
+            heads=heads,
+            bucket_size=bucket_size,
+            n_hashes=n_hashes,
+            causal=causal,
+            attn_dropout=attn_dropout,
+            seed=lsh_seed,
+        )
+        self.norm = nn.LayerNorm(self.d_model)
+        if pooling == "attention":
+            self.pool_query = nn.Parameter(torch.randn(self.d_model) / math.sqrt(self.d_model))
+        self.head = nn.Linear(self.d_model, self.out_dim)
+
+    def forward(self, history: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """``history`` ``(B, L, obs_dim)`` (newest last); mask ``(B, L)`` True = no observation."""
+        if history.dim() != 3 or history.shape[-1] != self.obs_dim:
+            raise ValueError(f"expected history (B, L, {self.obs_dim}), got {tuple(history.shape)}")
+        length = history.shape[1]
+        x = self.embed(history)  # (B, L, d)
+        ages = torch.arange(length - 1, -1, -1, device=history.device)
+        if self.position == "sinusoidal":
+            x = x + sinusoidal_embedding(ages, self.d_model).to(x)
+        elif self.position == "learned":
+            if length > self.age_embedding.num_embeddings:
+                raise ValueError(f"window of {length} is longer than max_len={self.max_len}")
+            x = x + self.age_embedding(ages)
+        h = self.stack(torch.cat([x, x], dim=-1), key_padding_mask=key_padding_mask)
+        h1, h2 = h.chunk(2, dim=-1)
+        h = self.norm((h1 + h2) / 2)  # (B, L, d)
+        if self.pooling == "last":
+            pooled = h[:, -1]
+        elif self.pooling == "mean":
+            keep = (
+                torch.ones_like(h[..., 0])
+                if key_padding_mask is None
+                else (~key_padding_mask).to(h.dtype)  # (B, L)
+            )
+            pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1.0)
+        else:
+            scores = h @ self.pool_query / math.sqrt(self.d_model)  # (B, L)
+            if key_padding_mask is not None:
+                scores = scores.masked_fill(key_padding_mask, -1e9)
+            pooled = (torch.softmax(scores, dim=-1)[..., None] * h).sum(1)
+        return torch.tanh(self.head(pooled))
+
+
+class LSHHistoryExtractor(BaseFeaturesExtractor):
+    """Stable-Baselines3 features extractor over an observation history.
+
+    Use ``policy_kwargs=dict(features_extractor_class=LSHHistoryExtractor,
+    features_extractor_kwargs=dict(features_dim=64, d_model=32, ...))`` with an environment
+    wrapped in ``ObservationHistory``. The observation space must be a ``Box`` of shape
+    ``(L, *obs_shape)``; trailing axes are flattened into ``obs_dim``. Other keyword arguments go
+    to :class:`HistoryEncoder`.
+    """
+
+    def __init__(self, observation_space: gym.Space, features_dim: int = 64, **encoder_kwargs: Any) -> None:
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) < 2:
+            raise ValueError(
+                "LSHHistoryExtractor needs a Box observation of shape (L, *obs_shape), "
+                f"got {observation_space}"
+            )
+        super().__init__(observation_space, features_dim)
+        self.window = int(observation_space.shape[0])
+        obs_dim = int(np.prod(observation_space.shape[1:]))
+        self.encoder = HistoryEncoder(obs_dim, out_dim=features_dim, **encoder_kwargs)
+
+    def forward(self, observations: Tensor) -> Tensor:
+        history = observations.reshape(observations.shape[0], self.window, -1).float()
+        return self.encoder(history)
+
+
+class _MaskedHistory(nn.Module):
+    """Adapter: the policy encoder's single tensor input ``(N, L, obs_dim + 1)``.
+
+    The last channel flags steps before the episode began; it becomes the padding mask, so one
+    tensor carries both and ``TorchPolicyEncoder`` can vmap it.
+    """
+
+    def __init__(self, encoder: HistoryEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, packed: Tensor) -> Tensor:
+        return self.encoder(packed[..., :-1], key_padding_mask=packed[..., -1] > 0.5)
+
+
+class LSHPolicyEncoder(TorchPolicyEncoder):
+    """Hebbian-policy front end: each member's last ``window`` observations through a HistoryEncoder.
+
+    Args:
+        observation_space: the environment's ``Box`` observation space (one observation).
+        window: L, observations kept per member (the current one included).
+        evolvable: co-evolve the encoder weights (flat, ``named_parameters`` order, C order) or
+            keep fixed random ones.
+        seed: seed of the random weights and of the (fixed) LSH rotations.
+        feature_dim: width of the features fed to the Hebbian layers.
+        encoder_kwargs: more :class:`HistoryEncoder` arguments (d_model, depth, heads, ...).
+
+    Histories live in a ring buffer ``(P, 2 * window, obs_dim)``: a step writes two rows per
+    member and reads a contiguous window, no shifting. Steps before the episode began are
+    masked out of attention.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        window: int = 64,
+        evolvable: bool = False,
+        seed: int = 0,
+        feature_dim: int = 32,
+        **encoder_kwargs: Any,
+    ) -> None:
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise ValueError(f"LSHPolicyEncoder needs a Box observation space, got {observation_space}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window!r}")
+        self.obs_shape = tuple(observation_space.shape)
+        self.obs_dim = int(np.prod(self.obs_shape))
+        self.window = int(window)
+        encoder_kwargs.setdefault("lsh_seed", seed)
+        with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG stream untouched
+            torch.manual_seed(seed)
+            net = _MaskedHistory(HistoryEncoder(self.obs_dim, out_dim=feature_dim, **encoder_kwargs))
+        super().__init__(net, feature_dim, evolvable=evolvable)
+        self._buffer = np.zeros((0, 2 * self.window, self.obs_dim + 1), dtype=np.float32)
+        self._pos = self.window - 1
+
+    def reset(self, population: int, members: np.ndarray | None = None) -> None:
+        """Clear every member's history, or only ``members``' (their episodes restart alone)."""
+        if members is not None and population == self.population:
+            self._buffer[members] = 0.0
+            self._buffer[members, :, -1] = 1.0
+            return
+        super().reset(population)
+        # Last channel = 1 marks "no observation yet" (masked in attention).
+        self._buffer = np.zeros((population, 2 * self.window, self.obs_dim + 1), dtype=np.float32)
+        self._buffer[..., -1] = 1.0
+        self._pos = self.window - 1
+
+    def encode(self, obs: np.ndarray, params: np.ndarray | None) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.shape[0] != self.population or obs.shape[1:] != self.obs_shape:
+            raise ValueError(
+                f"expected observations (P, *obs_shape) = {(self.population, *self.obs_shape)} "
+                f"(call reset(P) first), got {obs.shape}"
+            )
+        self._pos = (self._pos + 1) % self.window
+        row = np.concatenate(
+            [obs.reshape(self.population, -1), np.zeros((self.population, 1), np.float32)], 1
+        )
+        self._buffer[:, self._pos] = row
+        self._buffer[:, self._pos + self.window] = row
+        packed = torch.from_numpy(self._buffer[:, self._pos + 1 : self._pos + 1 + self.window])
+        with torch.no_grad():
+            features = self.run(packed, params)
+        return features.numpy().astype(np.float32, copy=False)
+
+
+__all__ = [
+    "POOLINGS",
+    "POSITIONS",
+    "HistoryEncoder",
+    "LSHHistoryExtractor",
+    "LSHPolicyEncoder",
+    "sinusoidal_embedding",
+]

@@ -1,0 +1,604 @@
+"""Reformer-style locality-sensitive-hashing (LSH) attention.
+
+Kitaev, Kaiser & Levskaya, "Reformer: The Efficient Transformer", ICLR 2020,
+https://arxiv.org/abs/2001.04451
+
+Each of ``n_hashes`` rounds hashes the shared query/key vectors with an angular LSH (a random
+rotation ``R``; bucket = argmax of ``[xR ; -xR]``), sorts the tokens by (bucket, position), cuts
+the sorted sequence into chunks of ``bucket_size`` and lets every chunk attend to itself and to
+the previous chunk (the first chunk looks back to the last one). Rounds are combined with the
+softmax over rounds of each round's log-sum-exp, which is the softmax over every (key, round)
+pair a query saw; with de-duplication each pair seen in several rounds counts once.
+
+Memory is ``O(L * bucket_size)`` per round for the scores, and nothing of size ``L^2`` or
+``L * n_hashes * L`` is ever built: rounds run one after another in a loop, so inference never
+holds more than one round's scores; training keeps one ``(L, 2 * bucket_size)`` probability
+tensor per round for a hand-written backward (:class:`_ChunkedAttention`); hashing runs over
+blocks of tokens so that the ``L * n_buckets / 2`` rotation products never exist at once; the
+sorts are undone by inverse permutations (gathers both ways, no ``index_add``).
+
+Conventions: ``qk`` is ``(B, L, d)``, ``v`` is ``(B, L, dv)``; ``key_padding_mask`` is ``(B, L)``
+bool with ``True`` where a token must not be attended to (PyTorch's convention). Masked tokens
+are also left out of the hashing (they sort behind every real token, like internal padding), so
+neither their content nor their presence changes any other token's output; the outputs at
+masked positions themselves are not meaningful.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Masked scores use large finite constants rather than -inf so that a row with every key
+# masked still has a finite softmax. A token's own key gets SELF_SCORE: lower than any real
+# score, higher than a masked one, so a token attends to itself only when nothing else is
+# attendable (Reformer, section 2).
+MASK_SCORE = -1e9
+SELF_SCORE = -1e5
+# fp16 cannot hold -1e9; the same ordering with representable values.
+_HALF_SCORES = (-6.0e4, -5.0e4)
+
+# Hashing computes L x (n_buckets / 2) rotation products; they are produced in blocks of at
+# most this many elements, which keeps hashing memory O(L) instead of O(L^2 / bucket_size).
+_HASH_BLOCK_ELEMENTS = 1 << 22
+
+
+def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
+    return _HALF_SCORES if dtype == torch.float16 else (MASK_SCORE, SELF_SCORE)
+
+
+def full_shared_qk_attention(
+    qk: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None = None,
+    causal: bool = False,
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Materialised shared-QK attention over the whole sequence (the exact reference).
+
+    Keys are the L2-normalised ``qk``; scores are scaled by ``d ** -0.5``; a token's own key is
+    masked with ``SELF_SCORE``, padded keys and (when ``causal``) later positions with
+    ``MASK_SCORE``. Memory is ``O(L^2)``: a test and benchmark baseline, not a layer to train.
+    """
+    b, length, d = qk.shape
+    mask_value, self_value = _mask_scores(qk.dtype)
+    keys = F.normalize(qk, dim=-1)
+    scores = torch.einsum("bid,bjd->bij", qk * d**-0.5, keys)  # (B, L, L)
+    eye = torch.eye(length, dtype=torch.bool, device=qk.device)
+    scores = scores.masked_fill(eye, self_value)
+    if causal:
+        later = torch.ones(length, length, dtype=torch.bool, device=qk.device).triu_(1)
+        scores = scores.masked_fill(later, mask_value)
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, :], mask_value)
+    out = torch.einsum("bij,bjd->bid", torch.softmax(scores, dim=-1), v)
+    if return_lse:
+        return out, torch.logsumexp(scores, dim=-1)
+    return out
+
+
+def _signed_argmax(rotated: Tensor) -> Tensor:
+    """Index of the largest entry of ``[x ; -x]`` along the last axis of ``rotated`` ``(N, K)``.
+
+    CPU ``argmax``/``max`` with indices are several times slower than ``amax``; for wide rows
+    the winner is found in two steps: the best group of ``g`` columns from ``amax``/``amin``
+    (fast reductions), then the best column inside that group only.
+    """
+    n, k = rotated.shape
+    group = next((g for g in (32, 16, 8, 4) if k % g == 0), None) if k > 64 else None
+    if group is None:
+        top, arg_top = rotated.max(dim=-1)
+        bottom, arg_bottom = rotated.min(dim=-1)
+        return torch.where(top >= -bottom, arg_top, arg_bottom + k)
+    grouped = rotated.view(n, k // group, group)
+    best = torch.maximum(grouped.amax(dim=-1), grouped.amin(dim=-1).neg_())  # (N, K/g)
+    which = best.argmax(dim=-1)  # (N,)
+    inside = grouped.gather(1, which[:, None, None].expand(n, 1, group)).squeeze(1)  # (N, g)
+    col = inside.abs().argmax(dim=-1)
+    value = inside.gather(1, col[:, None]).squeeze(1)
+    index = which * group + col
+    return torch.where(value >= 0, index, index + k)
+
+
+def hash_buckets(vectors: Tensor, rotations: Tensor) -> Tensor:
+    """Angular LSH buckets of ``vectors`` ``(B, L, d)`` for every round of ``rotations``.
+
+    ``rotations`` is ``(d, n_hashes, n_buckets // 2)``; returns ``(B, n_hashes, L)`` int64 bucket
+    ids in ``[0, n_buckets)``: the argmax over ``[xR ; -xR]``, computed without building the
+    concatenation and over blocks of tokens so that memory stays ``O(L)``.
+    """
+    b, length, d = vectors.shape
+    _, n_hashes, half = rotations.shape
+    # Blocks 16x larger on accelerators, where many small matmuls would cost launch overhead.
+    budget = _HASH_BLOCK_ELEMENTS * (16 if vectors.device.type != "cpu" else 1)
+    block = max(1, budget // max(1, half))
+    rotations = rotations.to(vectors.dtype)
+    rounds = []
+    # Lists and cat rather than writes into a preallocated tensor: works under torch.vmap.
+    with torch.no_grad():
+        for h in range(n_hashes):
+            parts = []
+            for start in range(0, length, block):
+                stop = min(length, start + block)
+                rotated = vectors[:, start:stop] @ rotations[:, h]  # (B, T, half)
+                parts.append(_signed_argmax(rotated.reshape(-1, half)).view(b, stop - start))
+            rounds.append(torch.cat(parts, dim=1))
+    return torch.stack(rounds, dim=1)
+
+
+class LSHAttention(nn.Module):
+    """LSH attention on already-projected shared query/key vectors and values.
+
+    Args:
+        bucket_size: chunk length of the sorted sequence (each query sees at most
+            ``2 * bucket_size`` keys per round); also sets ``n_buckets = L_padded / bucket_size``
+            (rounded up to an even number, at least 2) unless ``n_buckets`` is given.
+        n_hashes: number of hash rounds (>= 1); more rounds, closer to full attention.
+        n_buckets: fixed even number of buckets, or None to follow the sequence length.
+        causal: a token attends only to tokens at the same or earlier original positions.
+        dropout: attention-weight dropout probability in [0, 1).
+        allow_duplicate_attention: if False, a (query, key) pair that several rounds put
+            together counts once (its score gets ``-log(count)`` in each round).
+        seed: if given, every forward uses the same rotations, drawn from this seed;
+            if None, rotations are re-drawn on every forward from the global CPU RNG.
+
+    ``forward`` takes ``rotations`` (explicit, shape ``(d, n_hashes, n_buckets // 2)``) or a
+    ``generator`` (a CPU ``torch.Generator``) to override the module's choice for one call.
+    Rotations are always drawn on the CPU and moved to the input's device, so a seed gives the
+    same hashes on every device.
+    """
+
+    def __init__(
+        self,
+        bucket_size: int = 64,
+        n_hashes: int = 4,
+        n_buckets: int | None = None,
+        causal: bool = False,
+        dropout: float = 0.0,
+        allow_duplicate_attention: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(bucket_size, int) or bucket_size < 1:
+            raise ValueError(f"bucket_size must be a positive int, got {bucket_size!r}")
+        if not isinstance(n_hashes, int) or n_hashes < 1:
+            raise ValueError(f"n_hashes must be a positive int, got {n_hashes!r}")
+        if n_buckets is not None and (n_buckets < 2 or n_buckets % 2):
+            raise ValueError(f"n_buckets must be an even int >= 2 or None, got {n_buckets!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.bucket_size = bucket_size
+        self.n_hashes = n_hashes
+        self.fixed_n_buckets = n_buckets
+        self.causal = causal
+        self.dropout = dropout
+        self.allow_duplicate_attention = allow_duplicate_attention
+        self.seed = seed
+
+    def extra_repr(self) -> str:
+        return (
+            f"bucket_size={self.bucket_size}, n_hashes={self.n_hashes}, causal={self.causal}, "
+            f"dropout={self.dropout}, allow_duplicate_attention={self.allow_duplicate_attention}, "
+            f"seed={self.seed}"
+        )
+
+    def num_buckets(self, length: int) -> int:
+        """Number of hash buckets used for a sequence of ``length`` tokens."""
+        if self.fixed_n_buckets is not None:
+            return self.fixed_n_buckets
+        n_chunks = -(-length // self.bucket_size)
+        return max(2, n_chunks + n_chunks % 2)
+
+    def draw_rotations(self, dim: int, length: int, generator: torch.Generator | None = None) -> Tensor:
+        """Random rotations ``(dim, n_hashes, n_buckets // 2)`` for a sequence of ``length``.
+
+        Drawn on the CPU from ``generator``, else from the module's seed, else from the global
+        RNG (so a reversible block that saves the CPU RNG state replays them).
+        """
+        if generator is None and self.seed is not None:
+            generator = torch.Generator().manual_seed(self.seed)
+        shape = (dim, self.n_hashes, self.num_buckets(length) // 2)
+        return torch.randn(shape, generator=generator)
+
+    def forward(
+        self,
+        qk: Tensor,
+        v: Tensor,
+        key_padding_mask: Tensor | None = None,
+        rotations: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Attend ``qk`` ``(B, L, d)`` over itself; returns ``(B, L, dv)``."""
+        if qk.dim() != 3 or v.dim() != 3 or qk.shape[:2] != v.shape[:2]:
+            raise ValueError(
+                f"expected qk (B, L, d) and v (B, L, dv), got {tuple(qk.shape)} and {tuple(v.shape)}"
+            )
+        b, length, d = qk.shape
+        if key_padding_mask is not None and key_padding_mask.shape != (b, length):
+            raise ValueError(
+                f"key_padding_mask must be (B, L) = {(b, length)}, got {tuple(key_padding_mask.shape)}"
+            )
+        if rotations is None:
+            rotations = self.draw_rotations(d, length, generator)
+        expected = (d, self.n_hashes, self.num_buckets(length) // 2)
+        if tuple(rotations.shape) != expected:
+            raise ValueError(f"rotations must have shape {expected}, got {tuple(rotations.shape)}")
+        out, _ = lsh_attention(
+            qk,
+            v,
+            rotations.to(qk.device),
+            bucket_size=self.bucket_size,
+            causal=self.causal,
+            key_padding_mask=key_padding_mask,
+            dropout=self.dropout if self.training else 0.0,
+            allow_duplicate_attention=self.allow_duplicate_attention,
+        )
+        return out
+
+
+def lsh_attention(
+    qk: Tensor,
+    v: Tensor,
+    rotations: Tensor,
+    bucket_size: int,
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    dropout: float = 0.0,
+    allow_duplicate_attention: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Functional LSH attention; returns the output ``(B, L, dv)`` and its log-sum-exp ``(B, L)``.
+
+    ``rotations`` ``(d, n_hashes, n_buckets // 2)`` fixes the hashes (see :class:`LSHAttention`).
+    """
+    b, length, d = qk.shape
+    dv = v.shape[-1]
+    n_hashes = rotations.shape[1]
+    c = bucket_size
+    n_chunks = -(-length // c)
+    padded = n_chunks * c
+    n_buckets = 2 * rotations.shape[2]
+    device = qk.device
+
+    # Pad to whole chunks; padded tokens get bucket id n_buckets so that they sort behind every
+    # real token, and are masked as keys; their outputs are cut off at the end.
+    pad = padded - length
+    if pad:
+        qk = F.pad(qk, (0, 0, 0, pad))
+        v = F.pad(v, (0, 0, 0, pad))
+    key_masked = None  # (B, Lp) True: padded or masked token
+    if key_padding_mask is not None or pad:
+        if key_padding_mask is None:
+            key_padding_mask = torch.zeros(b, length, dtype=torch.bool, device=device)
+        key_masked = F.pad(key_padding_mask, (0, pad), value=True)
+
+    # Out-of-place construction throughout: the function also runs under torch.vmap.
+    buckets = hash_buckets(qk[:, :length].detach(), rotations)  # (B, H, L)
+    if pad:
+        buckets = F.pad(buckets, (0, pad), value=n_buckets)
+    if key_masked is not None:
+        # Masked tokens leave the hashing too, so their content cannot move any other token
+        # to another chunk: their outputs are meaningless, everyone else's are untouched.
+        buckets = buckets.masked_fill(key_masked[:, None, :], n_buckets)
+    positions = torch.arange(padded, device=device)
+    # Sorting by bucket * padded + position sorts by (bucket, position) in one pass.
+    order = torch.sort(buckets * padded + positions).indices  # (B, H, Lp): token at each slot
+    del buckets
+    slot_of = order.argsort(dim=-1)  # (B, H, Lp) inverse permutation: slot of each token
+    chunk_of = None
+    if not allow_duplicate_attention and n_hashes > 1 and n_chunks > 2:
+        chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
+
+    keys = F.normalize(qk, dim=-1)
+    queries = qk * d**-0.5
+    batch_offset = (torch.arange(b, device=device) * padded)[:, None, None]  # (B, 1, 1)
+    flat_q = queries.reshape(b * padded, d)
+    flat_k = keys.reshape(b * padded, d)
+    flat_v = v.reshape(b * padded, dv)
+    needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
+
+    out_acc: Tensor | None = None
+    lse_acc: Tensor | None = None
+    for h in range(n_hashes):
+        q_pos = order[:, h].view(b, n_chunks, c)  # token index of each sorted slot
+        q_idx = (q_pos + batch_offset).reshape(-1)  # row of each slot
+        back = (slot_of[:, h] + batch_offset[:, :, 0]).reshape(-1)  # slot of each row
+        sq = _permute_rows(flat_q, q_idx, back).view(b, n_chunks, c, d)
+        sk = _permute_rows(flat_k, q_idx, back).view(b, n_chunks, c, d)
+        sv = _permute_rows(flat_v, q_idx, back).view(b, n_chunks, c, dv)
+        k_pos = _look_back(q_pos)  # (B, n, K): token index of each key slot
+        k_masked = None
+        if key_masked is not None:
+            k_masked = key_masked.gather(1, k_pos.reshape(b, -1)).view(b, n_chunks, 1, -1)
+        log_count = None
+        if not allow_duplicate_attention and n_hashes > 1:
+            if chunk_of is not None:
+                log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks)
+            else:  # every round's window is the whole sequence
+                log_count = torch.full((), math.log(n_hashes), device=device)
+        mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
+        if needs_grad:
+            sorted_out, lse = _ChunkedAttention.apply(sq, sk, sv, mask, dropout)
+        else:
+            sorted_out, lse, _, _ = _chunked_attention_forward(sq, sk, sv, mask, dropout)
+        # Undo the sort: token t of this round sits at slot slot_of[t].
+        out_h = _permute_rows(sorted_out.reshape(-1, dv), back, q_idx).view(b, padded, dv)
+        lse_h = _permute_rows(lse.reshape(-1, 1), back, q_idx).view(b, padded)
+        if out_acc is None or lse_acc is None:
+            out_acc, lse_acc = out_h, lse_h
+        else:
+            # Running softmax over rounds of their log-sum-exp.
+            lse_new = torch.logaddexp(lse_acc, lse_h)
+            out_acc = (
+                out_acc * torch.exp(lse_acc - lse_new)[..., None]
+                + out_h * torch.exp(lse_h - lse_new)[..., None]
+            )
+            lse_acc = lse_new
+    assert out_acc is not None and lse_acc is not None
+    return out_acc[:, :length], lse_acc[:, :length]
+
+
+class _PermuteRows(torch.autograd.Function):
+    """``x[index]`` for a permutation ``index`` whose inverse is known.
+
+    Autograd's backward of ``index_select`` accumulates with ``index_add``, several times slower
+    on CPU than the gather it undoes; the gradient of a permutation is the inverse permutation.
+    """
+
+    @staticmethod
+    def forward(ctx, x, index, inverse):  # type: ignore[override]
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def _permute_rows(x: Tensor, index: Tensor, inverse: Tensor) -> Tensor:
+    """Rows of ``x`` ``(N, ...)`` in the order ``index`` (a permutation with inverse ``inverse``)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _PermuteRows.apply(x, index, inverse)
+    return x.index_select(0, index)
+
+
+def _look_back(x: Tensor) -> Tensor:
+    """Keys of each chunk: the chunk itself, then the previous one (the first sees the last).
+
+    ``(B, n, c, ...)`` -> ``(B, n, 2c, ...)``; a single chunk sees only itself.
+    """
+    return torch.cat([x, x.roll(1, dims=1)], dim=2) if x.shape[1] > 1 else x
+
+
+def _fold_back(grad: Tensor, c: int) -> Tensor:
+    """Gradient of :func:`_look_back`: ``(B, n, 2c, ...)`` -> ``(B, n, c, ...)``."""
+    return grad[:, :, :c] + grad[:, :, c:].roll(-1, dims=1) if grad.shape[2] > c else grad
+
+
+class _ChunkMask:
+    """What decides one round's score masks: slot token indices and the static masks."""
+
+    def __init__(
+        self,
+        q_pos: Tensor,  # (B, n, c) token index of each query slot
+        k_pos: Tensor,  # (B, n, K) token index of each key slot
+        k_masked: Tensor | None,  # (B, n, 1, K) padded / masked keys
+        causal: bool,
+        log_count: Tensor | None,  # (B, n, c, K) or scalar: log of rounds sharing each pair
+    ) -> None:
+        self.q_pos, self.k_pos, self.k_masked = q_pos, k_pos, k_masked
+        self.causal, self.log_count = causal, log_count
+
+    def forbidden(self) -> Tensor | None:
+        """(B, n, c, K) bool of keys a query may not attend to, or None."""
+        bad = None
+        if self.causal:
+            bad = self.k_pos[:, :, None, :] > self.q_pos[:, :, :, None]
+        if self.k_masked is not None:
+            bad = self.k_masked if bad is None else bad | self.k_masked
+        return bad
+
+    def scores(self, sq: Tensor, sk: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Masked scores ``(B, n, c, K)`` and the forbidden-key mask used."""
+        mask_value, self_value = _mask_scores(sq.dtype)
+        scores = sq @ sk.transpose(-1, -2)
+        c = sq.shape[2]
+        diag = torch.arange(c, device=sq.device)
+        # A token's own key sits on the diagonal of the current-chunk block.
+        scores[:, :, diag, diag] = self_value
+        bad = self.forbidden()
+        if bad is not None:
+            scores.masked_fill_(bad, mask_value)
+        if self.log_count is not None:
+            scores -= self.log_count
+        return scores, bad
+
+
+def _chunked_attention_forward(
+    sq: Tensor, sk: Tensor, sv: Tensor, mask: _ChunkMask, dropout: float, keep_probs: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Softmax attention of each chunk's queries over its keys; in-place, no autograd.
+
+    ``sk`` and ``sv`` hold each chunk's own keys ``(B, n, c, ...)``; the look-back is added here.
+    Returns the output ``(B, n, c, dv)``, the log-sum-exp ``(B, n, c)``, the dropout keep
+    mask (or None) and, with ``keep_probs``, the attention probabilities before dropout.
+    """
+    sk, sv = _look_back(sk), _look_back(sv)
+    scores, _ = mask.scores(sq, sk)
+    # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
+    # the large negative mask scores (several times slower here). The log-sum-exp follows from
+    # the largest probability: p_max = exp(top - lse), so lse = top - log(p_max), p_max >= 1/K.
+    top = scores.amax(dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    del scores
+    lse = top - probs.amax(dim=-1).log()
+    keep = None
+    used = probs
+    if dropout > 0.0:
+        keep = torch.rand_like(probs) >= dropout
+        used = probs * keep if keep_probs else probs.mul_(keep)
+        used.mul_(1.0 / (1.0 - dropout))
+    return used @ sv, lse, keep, (probs if keep_probs else None)
+
+
+class _ChunkedAttention(torch.autograd.Function):
+    """Chunked attention with a hand-written backward.
+
+    Saves the gathered inputs (without the look-back copies), the output and one
+    ``(B, n, c, K)`` probability tensor per round (``O(L * bucket_size)``, the algorithm's own
+    bound) instead of autograd's several intermediates of that size (scores, masks, softmax,
+    dropout); the look-back keys and the boolean masks are rebuilt in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, sq, sk, sv, mask, dropout):  # type: ignore[override]
+        out, lse, keep, probs = _chunked_attention_forward(sq, sk, sv, mask, dropout, keep_probs=True)
+        ctx.save_for_backward(sq, sk, sv, out, keep, probs)
+        ctx.mask, ctx.dropout = mask, dropout
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, d_out, d_lse):  # type: ignore[override]
+        sq, sk, sv, out, keep, probs = ctx.saved_tensors
+        mask, dropout = ctx.mask, ctx.dropout
+        c = sq.shape[2]
+        sk, sv = _look_back(sk), _look_back(sv)
+        bad = mask.forbidden()
+        d_probs = d_out @ sv.transpose(-1, -2)
+        if keep is not None:
+            scale = 1.0 / (1.0 - dropout)
+            used = probs * keep * scale
+            d_probs.mul_(keep).mul_(scale)
+        else:
+            used = probs
+        d_v = used.transpose(-1, -2) @ d_out
+        # d softmax: P * (dP - sum_j P_j dP_j); that sum equals d_out . out per query.
+        row = (d_out * out).sum(dim=-1) - d_lse  # (B, n, c)
+        d_scores = d_probs.sub_(row[..., None]).mul_(probs)
+        # Entries replaced by constants carry no gradient.
+        diag = torch.arange(c, device=sq.device)
+        d_scores[:, :, diag, diag] = 0.0
+        if bad is not None:
+            d_scores.masked_fill_(bad, 0.0)
+        d_q = d_scores @ sk
+        d_k = d_scores.transpose(-1, -2) @ sq
+        return d_q, _fold_back(d_k, c), _fold_back(d_v, c), None, None
+
+
+def _log_shared_rounds(chunk_of: Tensor, q_pos: Tensor, k_pos: Tensor, n_chunks: int) -> Tensor:
+    """``log`` of the number of rounds whose window holds each (query, key) pair of this round.
+
+    ``chunk_of`` ``(B, H, Lp)``; ``q_pos`` ``(B, n, c)`` and ``k_pos`` ``(B, n, K)`` are token
+    indices; returns ``(B, n, c, K)``. A key is in a query's window in round h when it sits in
+    the query's chunk or the one before it (cyclically).
+    """
+    b, n_hashes, _ = chunk_of.shape
+    count = None  # (B, n, c, K)
+    for h in range(n_hashes):
+        q_chunk = chunk_of[:, h].gather(1, q_pos.reshape(b, -1)).view(q_pos.shape)[..., None]
+        k_chunk = chunk_of[:, h].gather(1, k_pos.reshape(b, -1)).view(k_pos.shape)[:, :, None, :]
+        together = ((k_chunk == q_chunk) | (k_chunk == (q_chunk - 1) % n_chunks)).float()
+        count = together if count is None else count + together
+    assert count is not None
+    # Each pair lies in this round's own window, so count >= 1.
+    return count.clamp(min=1.0).log()
+
+
+class LSHSelfAttention(nn.Module):
+    """Multi-head LSH self-attention: shared query/key and value projections, output projection.
+
+    Args:
+        dim: model width of the input and output.
+        heads: number of attention heads (folded into the batch for the LSH core).
+        dim_head: width per head (default ``dim // heads``).
+        bucket_size, n_hashes, n_buckets, causal, allow_duplicate_attention, seed: see
+            :class:`LSHAttention`.
+        attn_dropout: dropout on attention weights; ``dropout``: dropout on the output.
+
+    The rotations are shared by all heads of one forward (as in the paper's default).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 4,
+        dim_head: int | None = None,
+        bucket_size: int = 64,
+        n_hashes: int = 4,
+        n_buckets: int | None = None,
+        causal: bool = False,
+        attn_dropout: float = 0.0,
+        dropout: float = 0.0,
+        allow_duplicate_attention: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads!r}")
+        dim_head = dim_head if dim_head is not None else dim // heads
+        if dim_head < 1:
+            raise ValueError(f"dim_head must be >= 1 (dim={dim}, heads={heads}), got {dim_head!r}")
+        self.heads = heads
+        self.dim_head = dim_head
+        inner = heads * dim_head
+        self.to_qk = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, dim)
+        self.out_dropout = nn.Dropout(dropout)
+        self.attn = LSHAttention(
+            bucket_size=bucket_size,
+            n_hashes=n_hashes,
+            n_buckets=n_buckets,
+            causal=causal,
+            dropout=attn_dropout,
+            allow_duplicate_attention=allow_duplicate_attention,
+            seed=seed,
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        key_padding_mask: Tensor | None = None,
+        rotations: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``x`` ``(B, L, dim)`` -> ``(B, L, dim)``."""
+        b, length, _ = x.shape
+        h, dh = self.heads, self.dim_head
+
+        def split(t: Tensor) -> Tensor:  # (B, L, h*dh) -> (B*h, L, dh)
+            return t.view(b, length, h, dh).transpose(1, 2).reshape(b * h, length, dh)
+
+        qk, v = split(self.to_qk(x)), split(self.to_v(x))
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.repeat_interleave(h, dim=0)
+        out = self.attn(qk, v, key_padding_mask=key_padding_mask, rotations=rotations, generator=generator)
+        out = out.view(b, h, length, dh).transpose(1, 2).reshape(b, length, h * dh)
+        return self.out_dropout(self.to_out(out))
+
+
+def shared_qk_sdpa(qk: Tensor, v: Tensor, causal: bool = False) -> Tensor:
+    """Shared-QK attention through ``torch.nn.functional.scaled_dot_product_attention``.
+
+    The benchmark's honest competitor: same keys (normalised ``qk``) and scale, but the
+    self-key is not masked (SDPA takes no such mask without materialising ``L x L``).
+    """
+    keys = F.normalize(qk, dim=-1)
+    # (B, 1, L, d): the 4-D head layout lets SDPA pick its fused (flash) CPU/GPU kernels.
+    out = F.scaled_dot_product_attention(qk[:, None], keys[:, None], v[:, None], is_causal=causal)
+    return out[:, 0]
+
+
+__all__ = [
+    "MASK_SCORE",
+    "SELF_SCORE",
+    "LSHAttention",
+    "LSHSelfAttention",
+    "full_shared_qk_attention",
+    "hash_buckets",
+    "lsh_attention",
+    "shared_qk_sdpa",
+]

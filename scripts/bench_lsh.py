@@ -1,0 +1,315 @@
+"""LSH attention against full attention, torch SDPA and the public reformer-pytorch package.
+
+Issue 4's benchmark. Shared-QK attention, batch 1, dim 64, bucket 64, non-causal, for
+L = 1,024 ... 65,536 (and 262,144 on CUDA) and 1/2/4/8 hash rounds; forward (inference, no
+autograd) and forward+backward (sum of outputs). Methods:
+
+- ``ours``: :class:`hebb_agents.encoders.lsh.LSHAttention`;
+- ``full``: materialised ``L x L`` shared-QK attention (skipped where it would need > ~8 GiB);
+- ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` with the same keys
+  (fp32; on CUDA also ``sdpa_bf16``);
+- ``reformer``: ``reformer_pytorch.LSHAttention`` at equal settings (bucket 64, same rounds,
+  duplicates allowed), when the package is installed.
+
+Memory: every (method, L, rounds, mode) runs once in a fresh Python process, so that its memory
+is its own: on CPU, the growth of the process's peak resident set size (``ru_maxrss``) over its
+resident size just before the call (inputs already allocated); on CUDA,
+``torch.cuda.max_memory_allocated`` over the allocation before the call. Time: all methods of
+one (L, mode) share one process and are timed in turns (ours, sdpa, ..., ours, sdpa, ...), so
+that a shared machine's disturbances hit them alike; each time is the minimum over the turns,
+after one warm-up. Ratios are printed against ours, measured in the same run: ``x faster`` =
+their time / our time, ``mem x`` = our memory / theirs.
+
+    python scripts/bench_lsh.py --quick          # L = 1K, 4K, 16K; 1 and 4 rounds
+    python scripts/bench_lsh.py                  # the full table
+    python scripts/bench_lsh.py --out results.json
+    python scripts/bench_lsh.py --threads 1      # one thread each: steadier on a busy machine
+    python scripts/bench_lsh.py --table-from a.json b.json   # one table from several runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DIM = 64
+BUCKET = 64
+FULL_LIMIT_BYTES = 8 * 2**30
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _make_call(spec: dict):
+    """A no-argument function running one forward (or forward+backward) of ``spec``."""
+    import torch
+
+    from hebb_agents.encoders.lsh import LSHAttention, full_shared_qk_attention, shared_qk_sdpa
+
+    device = torch.device(spec["device"])
+    length, hashes, method, mode = spec["length"], spec["hashes"], spec["method"], spec["mode"]
+    dtype = torch.bfloat16 if method == "sdpa_bf16" else torch.float32
+    torch.manual_seed(0)
+    qk = torch.randn(1, length, DIM, device=device, dtype=dtype)
+    v = torch.randn(1, length, DIM, device=device, dtype=dtype)
+    backward = mode == "fwd+bwd"
+    if backward:
+        qk.requires_grad_(True)
+        v.requires_grad_(True)
+
+    if method == "ours":
+        layer = LSHAttention(bucket_size=BUCKET, n_hashes=hashes)
+
+        def attend():
+            return layer(qk, v)
+    elif method == "reformer":
+        from reformer_pytorch.reformer_pytorch import LSHAttention as PublicLSH
+
+        public = PublicLSH(bucket_size=BUCKET, n_hashes=hashes, causal=False)
+
+        def attend():
+            return public(qk, v)[0]
+    elif method == "full":
+
+        def attend():
+            return full_shared_qk_attention(qk, v)
+    elif method in ("sdpa", "sdpa_bf16"):
+
+        def attend():
+            return shared_qk_sdpa(qk, v)
+    else:
+        raise ValueError(f"unknown method {method!r}; accepted: ours, reformer, full, sdpa, sdpa_bf16")
+
+    def call() -> None:
+        if backward:
+            attend().float().sum().backward()
+            qk.grad = v.grad = None
+        else:
+            with torch.no_grad():
+                attend()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return call
+
+
+def measure_memory(spec: dict) -> dict:
+    """Peak memory of the first call of one configuration, in this fresh process."""
+    import torch
+
+    call = _make_call(spec)
+    if spec["device"].startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        call()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = _rss_bytes()
+        call()
+        peak = max(0, _peak_rss_bytes() - base)
+    return {**spec, "peak_bytes": int(peak)}
+
+
+def measure_times(specs: list[dict], repeats: int, budget_s: float) -> list[dict]:
+    """Seconds per call of several configurations, timed in turns (ABCABC...).
+
+    Taking turns exposes every method to the same disturbances of a shared machine; each
+    configuration's time is its minimum over at least ``repeats`` runs, with more turns while
+    ``budget_s`` lasts (at most 25).
+    """
+    calls = [_make_call(spec) for spec in specs]
+    for call in calls:
+        call()  # warm-up
+    times: list[list[float]] = [[] for _ in specs]
+    deadline = time.perf_counter() + budget_s
+    turns = 0
+    while turns < repeats or (time.perf_counter() < deadline and turns < 25):
+        for call, record in zip(calls, times):
+            start = time.perf_counter()
+            call()
+            record.append(time.perf_counter() - start)
+        turns += 1
+    return [{**spec, "seconds": min(record), "runs": len(record)} for spec, record in zip(specs, times)]
+
+
+def child(job: dict) -> list[dict]:
+    """Run one job (memory of one configuration, or times of a group) in this process."""
+    import torch
+
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+    if job["kind"] == "memory":
+        return [measure_memory(job["spec"])]
+    return measure_times(job["specs"], job["repeats"], job["budget_s"])
+
+
+def run_child(job: dict, timeout: float) -> list[dict]:
+    """One job in a fresh subprocess; an empty list if it failed or ran out of time."""
+    cmd = [sys.executable, __file__, "--child", json.dumps(job)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        print(f"  timeout: {job}", file=sys.stderr)
+        return []
+    if done.returncode != 0:
+        print(f"  failed: {job}\n{done.stderr[-800:]}", file=sys.stderr)
+        return []
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def has_reformer() -> bool:
+    try:
+        import reformer_pytorch  # noqa: F401
+    except Exception:  # the package or one of its dependencies is missing
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="L = 1K, 4K, 16K; 1 and 4 rounds")
+    parser.add_argument("--lengths", type=int, nargs="*", help="override the sequence lengths")
+    parser.add_argument("--hashes", type=int, nargs="*", help="override the numbers of rounds")
+    parser.add_argument("--modes", nargs="*", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="least timed runs per configuration (min taken)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=20.0, help="seconds of extra timed turns per (mode, L) group"
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a subprocess is dropped")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads per configuration (0: torch's default)"
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--no-reformer", action="store_true", help="skip reformer-pytorch even if installed")
+    parser.add_argument("--methods", nargs="*", help="only these methods (ours, sdpa, full, reformer, ...)")
+    parser.add_argument("--out", type=Path, help="write all measurements as JSON")
+    parser.add_argument("--table-from", nargs="*", help="print the table of earlier --out files and exit")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.table_from:
+        merged = [r for path in args.table_from for r in json.loads(Path(path).read_text())]
+        order = ["ours", "sdpa", "full", "sdpa_bf16", "reformer"]
+        present = [m for m in order if any(r["method"] == m for r in merged)]
+        print_table(merged, present, sorted({r["hashes"] for r in merged if r["method"] == "ours"}))
+        return
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.quick:
+        lengths, hashes = [1024, 4096, 16384], [1, 4]
+    else:
+        lengths = [1024, 2048, 4096, 8192, 16384, 32768, 65536] + ([262144] if device == "cuda" else [])
+        hashes = [1, 2, 4, 8]
+    lengths, hashes = args.lengths or lengths, args.hashes or hashes
+    methods = ["ours", "sdpa", "full"] + (["sdpa_bf16"] if device == "cuda" else [])
+    if not args.no_reformer and has_reformer():
+        methods.append("reformer")
+    if args.methods:
+        unknown = set(args.methods) - set(methods)
+        if unknown:
+            raise ValueError(
+                f"unknown or unavailable methods {sorted(unknown)}; accepted: {', '.join(methods)}"
+            )
+        methods = [m for m in methods if m in args.methods]
+    threads = args.threads or torch.get_num_threads()
+    print(f"device {device}, torch {torch.__version__}, CPU threads {threads}, methods {methods}")
+    if "reformer" not in methods:
+        print("reformer-pytorch not installed: its columns stay empty")
+
+    results: list[dict] = []
+    for mode in args.modes:
+        for length in lengths:
+            plan = []
+            for method in methods:
+                rounds = hashes if method in ("ours", "reformer") else [0]
+                for h in rounds:
+                    # full attention holds ~3 L x L fp32 matrices with the backward pass
+                    if (
+                        method == "full"
+                        and (3 if mode == "fwd+bwd" else 2) * 4 * length**2 > FULL_LIMIT_BYTES
+                    ):
+                        continue
+                    plan.append(dict(device=device, length=length, hashes=h, method=method, mode=mode))
+            memory = {}
+            for spec in plan:
+                for r in run_child(dict(kind="memory", spec=spec, threads=args.threads), args.timeout):
+                    memory[(r["method"], r["hashes"])] = r["peak_bytes"]
+            timed = run_child(
+                dict(
+                    kind="times", specs=plan, repeats=args.repeats, budget_s=args.budget, threads=args.threads
+                ),
+                args.timeout,
+            )
+            for r in timed:
+                r["peak_bytes"] = memory.get((r["method"], r["hashes"]), -1)
+                results.append(r)
+                print(
+                    f"  {mode:8s} L={length:6d} {r['method']:9s} h={r['hashes']}: "
+                    f"{1e3 * r['seconds']:9.1f} ms {r['peak_bytes'] / 2**20:8.1f} MiB ({r['runs']} runs)",
+                    flush=True,
+                )
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+    print_table(results, methods, hashes)
+
+
+def print_table(results: list[dict], methods: list[str], hashes: list[int]) -> None:
+    """Markdown table: ours per (mode, L, rounds) and the ratios against every other method."""
+    index = {(r["mode"], r["length"], r["method"], r["hashes"]): r for r in results}
+    others = [m for m in methods if m != "ours"]
+    head = ["mode", "L", "h", "ours ms", "ours MiB"]
+    for m in others:
+        head += [f"{m} ms", f"{m} MiB", f"vs {m}: x faster", "mem x"]
+    print("\n| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for mode in ("fwd", "fwd+bwd"):
+        for length in sorted({r["length"] for r in results}):
+            for h in hashes:
+                ours = index.get((mode, length, "ours", h))
+                if ours is None:
+                    continue
+                row = [
+                    mode,
+                    f"{length:,}",
+                    str(h),
+                    f"{1e3 * ours['seconds']:.1f}",
+                    f"{ours['peak_bytes'] / 2**20:.0f}",
+                ]
+                for m in others:
+                    other = index.get((mode, length, m, h if m == "reformer" else 0))
+                    if other is None:
+                        row += ["-", "-", "-", "-"]
+                        continue
+                    speed = other["seconds"] / ours["seconds"]
+                    mem = ours["peak_bytes"] / max(other["peak_bytes"], 1)
+                    row += [
+                        f"{1e3 * other['seconds']:.1f}",
+                        f"{other['peak_bytes'] / 2**20:.0f}",
+                        f"{speed:.2f}",
+                        f"{mem:.2f}",
+                    ]
+                print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""HebbianPolicy with encoder front ends: the LSH history encoder (fixed and co-evolved) and the
+reference's CarRacing CNN end to end."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from hebb_agents.encoders.conv import ConvEncoder
+from hebb_agents.encoders.history import LSHPolicyEncoder
+from hebb_agents.policy import HebbianPolicy
+from hebb_envs.memory import MemoryTask
+
+
+def _memory_policy(evolvable: bool) -> tuple[HebbianPolicy, LSHPolicyEncoder, gym.Env]:
+    env = MemoryTask(delay=10)
+    encoder = LSHPolicyEncoder(
+        env.observation_space, window=16, evolvable=evolvable, seed=0, d_model=16, bucket_size=8
+    )
+    policy = HebbianPolicy(env.observation_space, env.action_space, hidden=(16,), encoder=encoder)
+    return policy, encoder, env
+
+
+def _run_lockstep(policy: HebbianPolicy, population: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One memory-task episode per member, all fed the same observations; outputs per step."""
+    env = MemoryTask(delay=10)
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed=[7] * population)  # identical random weights for every member
+    outputs, actions = [], []
+    done = False
+    while not done:
+        action = policy.act(np.repeat(obs[None], population, axis=0))
+        outputs.append(policy.last_output.copy())
+        actions.append(action)
+        obs, _, done, _, _ = env.step(int(action[0]))
+    return np.stack(outputs), np.stack(actions)  # (T, P, act_dim), (T, P)
+
+
+def test_hebbian_policy_runs_with_a_fixed_lsh_encoder() -> None:
+    policy, encoder, env = _memory_policy(evolvable=False)
+    assert encoder.num_params == 0
+    assert policy.layer_sizes == (encoder.feature_dim, 16, env.action_space.n)
+    assert policy.num_params == policy.num_network_params
+    centre = policy.initial_params(np.random.default_rng(0))
+    policy.set_params(np.repeat(centre[None], 2, axis=0))
+    outputs, actions = _run_lockstep(policy, 2, seed=1)
+    assert outputs.shape == (12, 2, 4) and np.isfinite(outputs).all()
+    assert np.all((actions >= 0) & (actions < 4))
+    np.testing.assert_array_equal(outputs[:, 0], outputs[:, 1])  # same params, same weights
+    again, _ = _run_lockstep(policy, 2, seed=1)
+    np.testing.assert_array_equal(again, outputs)  # reset clears the histories
+
+
+def test_hebbian_policy_co_evolves_the_lsh_encoder() -> None:
+    policy, encoder, _ = _memory_policy(evolvable=True)
+    assert encoder.num_params > 0
+    assert policy.num_params == policy.num_network_params + encoder.num_params
+    centre = policy.initial_params(np.random.default_rng(0))
+    n_net = policy.num_network_params
+    np.testing.assert_array_equal(centre[n_net:], encoder.initial_params())
+    params = np.repeat(centre[None], 3, axis=0)
+    params[2, n_net:] += 0.5 * np.random.default_rng(1).standard_normal(encoder.num_params).astype(np.float32)
+    policy.set_params(params)
+    outputs, _ = _run_lockstep(policy, 3, seed=2)
+    np.testing.assert_allclose(outputs[:, 0], outputs[:, 1], atol=1e-6)
+    # Only member 2's encoder weights differ, and they change what it does.
+    assert np.abs(outputs[:, 2] - outputs[:, 0]).max() > 1e-3
+
+
+def test_conv_encoder_drives_a_hebbian_policy_on_car_racing() -> None:
+    pytest.importorskip("Box2D", reason="CarRacing needs gymnasium[box2d]")
+    env = gym.make("CarRacing-v3")
+    encoder = ConvEncoder(evolvable=True, seed=0)
+    policy = HebbianPolicy(env.observation_space, env.action_space, hidden=(128, 64), encoder=encoder)
+    assert policy.layer_sizes == (648, 128, 64, 3)
+    coefficients = 5 * (648 * 128 + 128 * 64 + 64 * 3)  # ABCD_lr, one rule per synapse
+    assert policy.num_params == coefficients + 1362
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    policy.reset(seed=0)
+    obs, _ = env.reset(seed=0)
+    total = 0.0
+    for _ in range(60):
+        action = policy.act(obs)
+        assert action.shape == (3,) and env.action_space.contains(action)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        if terminated or truncated:
+            break
+    assert np.isfinite(total)
+    env.close()

@@ -1,0 +1,237 @@
+"""LSH attention against exact references (REFERENCE.md section 2, issue 4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hebb_agents.encoders.lsh import (
+    LSHAttention,
+    LSHSelfAttention,
+    full_shared_qk_attention,
+    hash_buckets,
+    lsh_attention,
+)
+
+
+def _inputs(b: int, length: int, d: int, dv: int, seed: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    qk = torch.randn(b, length, d, generator=g, dtype=dtype)
+    v = torch.randn(b, length, dv, generator=g, dtype=dtype)
+    return qk, v
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("length", [1, 2, 7, 64, 65, 100, 128])
+def test_one_round_covering_sequence_equals_full_attention(causal: bool, length: int) -> None:
+    # bucket 64: at most two chunks, each sees itself and the other one = the whole sequence.
+    qk, v = _inputs(2, length, 32, 16, seed=length)
+    qk.requires_grad_(True)
+    v.requires_grad_(True)
+    attn = LSHAttention(bucket_size=64, n_hashes=1, causal=causal)
+    out = attn(qk, v)
+    ref = full_shared_qk_attention(qk, v, causal=causal)
+    assert out.shape == (2, length, 16)
+    assert (out - ref).abs().max().item() <= 1e-5
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (qk, v), grad)
+    want = torch.autograd.grad(ref, (qk, v), grad)
+    for g_got, g_want in zip(got, want):
+        assert (g_got - g_want).abs().max().item() <= 1e-5
+
+
+def _naive_buckets(qk: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """(L, H) bucket ids by the textbook formula argmax([xR ; -xR])."""
+    rotated = torch.einsum("ld,dhr->lhr", qk, rotations)
+    return torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)
+
+
+def _window_counts(buckets: torch.Tensor, masked: torch.Tensor, bucket_size: int) -> torch.Tensor:
+    """C[i, j] = number of rounds in which key j lies in query i's window (i unmasked)."""
+    length, n_hashes = buckets.shape
+    n_chunks = math.ceil(length / bucket_size)
+    counts = torch.zeros(length, length)
+    for h in range(n_hashes):
+        real = sorted((int(buckets[t, h]), t) for t in range(length) if not masked[t])
+        slots = [t for _, t in real] + [t for t in range(length) if masked[t]]
+        slots += [None] * (n_chunks * bucket_size - length)
+        chunks = [slots[i * bucket_size : (i + 1) * bucket_size] for i in range(n_chunks)]
+        for i, chunk in enumerate(chunks):
+            window = list(chunk) if n_chunks == 1 else list(chunk) + list(chunks[i - 1])
+            for q in chunk:
+                if q is None:
+                    continue
+                for k in window:
+                    if k is not None:
+                        counts[q, k] += 1
+    return counts
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_many_rounds_and_chunks_match_an_independent_reference(dedup: bool, causal: bool) -> None:
+    """Several rounds, many chunks, padding and a mask, against a from-scratch construction.
+
+    Without de-duplication the rounds' logsumexp combination is softmax attention over the
+    keys each query saw, each weighted by the number of rounds that showed it; with it, each
+    key that was seen counts once. This pins down sorting, unsorting across rounds, look-back
+    (with its wrap-around), masks and the round combination at once.
+    """
+    length, d, dv, bucket = 45, 8, 5, 4
+    qk, v = _inputs(1, length, d, dv, seed=11, dtype=torch.float64)
+    masked = torch.zeros(length, dtype=torch.bool)
+    masked[[3, 17, 30]] = True
+    n_chunks = math.ceil(length / bucket)
+    n_buckets = n_chunks + n_chunks % 2
+    rotations = torch.randn(
+        d, 3, n_buckets // 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
+    out, lse = lsh_attention(
+        qk,
+        v,
+        rotations,
+        bucket_size=bucket,
+        causal=causal,
+        key_padding_mask=masked[None],
+        allow_duplicate_attention=not dedup,
+    )
+    assert torch.equal(hash_buckets(qk, rotations)[0].T, _naive_buckets(qk[0], rotations))
+    counts = _window_counts(_naive_buckets(qk[0], rotations), masked, bucket)
+    scores = (qk[0] * d**-0.5) @ torch.nn.functional.normalize(qk[0], dim=-1).T
+    scores.fill_diagonal_(-1e5)
+    scores[:, masked] = -1e9
+    if causal:
+        scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), -1e9)
+    weight = (counts > 0).double() if dedup else counts.double()
+    logits = scores + weight.log()  # -inf where a key was never seen
+    want_lse = torch.logsumexp(logits, dim=-1)
+    want = torch.softmax(logits, dim=-1) @ v[0]
+    keep = ~masked
+    assert (counts[keep].sum(1) < length * 3).all(), "windows must not cover everything"
+    assert torch.allclose(out[0, keep], want[keep], atol=1e-10)
+    assert torch.allclose(lse[0, keep], want_lse[keep], atol=1e-8)
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+def test_gradients_through_several_rounds_pass_gradcheck(dedup: bool) -> None:
+    qk, v = _inputs(2, 23, 4, 3, seed=2, dtype=torch.float64)
+    qk.requires_grad_(True)
+    v.requires_grad_(True)
+    mask = torch.zeros(2, 23, dtype=torch.bool)
+    mask[1, 15:] = True
+    attn = LSHAttention(bucket_size=3, n_hashes=3, causal=True, allow_duplicate_attention=not dedup, seed=3)
+    assert torch.autograd.gradcheck(lambda q, w: attn(q, w, key_padding_mask=mask), (qk, v), fast_mode=True)
+
+
+def test_error_against_full_attention_falls_as_hashes_grow() -> None:
+    errors = []
+    for n_hashes in (1, 2, 4, 8):
+        per_seed = []
+        for seed in range(6):
+            qk, v = _inputs(1, 256, 16, 16, seed=100 + seed)
+            ref = full_shared_qk_attention(qk, v)
+            attn = LSHAttention(bucket_size=16, n_hashes=n_hashes, seed=seed)
+            per_seed.append((attn(qk, v) - ref).abs().mean().item())
+        errors.append(sum(per_seed) / len(per_seed))
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.6 * errors[0], errors
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_masked_tokens_do_not_change_other_outputs(causal: bool) -> None:
+    qk, v = _inputs(1, 300, 16, 8, seed=4)
+    mask = torch.zeros(1, 300, dtype=torch.bool)
+    mask[0, [0, 5, 77, 150, 151, 299]] = True
+    attn = LSHAttention(bucket_size=16, n_hashes=4, causal=causal, seed=9)
+    out = attn(qk, v, key_padding_mask=mask)
+    qk2, v2 = qk.clone(), v.clone()
+    qk2[mask] = 50.0 * torch.randn_like(qk2[mask])
+    v2[mask] = 1e3
+    out2 = attn(qk2, v2, key_padding_mask=mask)
+    keep = ~mask[0]
+    assert torch.equal(out[0, keep], out2[0, keep])
+    # Unmasking changes the outputs: the test above could fail.
+    assert not torch.allclose(attn(qk2, v2)[0, keep], out[0, keep])
+
+
+def test_padding_tokens_do_not_change_other_outputs() -> None:
+    # 100 real tokens, then 20 padding tokens masked out: same chunk count (bucket 64), so the
+    # real tokens' outputs must be identical to the unpadded run.
+    qk, v = _inputs(1, 120, 16, 8, seed=6)
+    mask = torch.zeros(1, 120, dtype=torch.bool)
+    mask[0, 100:] = True
+    attn = LSHAttention(bucket_size=64, n_hashes=2, causal=False, n_buckets=4, seed=1)
+    padded = attn(qk, v, key_padding_mask=mask)[0, :100]
+    plain = attn(qk[:, :100], v[:, :100])[0]
+    assert torch.allclose(padded, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 3, 63, 65, 127, 129, 333, 1001])
+def test_odd_lengths_work_forward_and_backward(length: int) -> None:
+    qk, v = _inputs(2, length, 16, 8, seed=length)
+    qk.requires_grad_(True)
+    attn = LSHAttention(bucket_size=64, n_hashes=2, causal=True)
+    out = attn(qk, v)
+    assert out.shape == (2, length, 8)
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert qk.grad is not None and torch.isfinite(qk.grad).all()
+
+
+def test_same_seed_same_output_and_fresh_rotations_by_default() -> None:
+    qk, v = _inputs(1, 512, 16, 8, seed=7)
+    seeded = LSHAttention(bucket_size=16, n_hashes=2, seed=123)
+    assert torch.equal(seeded(qk, v), seeded(qk, v))
+    assert torch.equal(seeded(qk, v), LSHAttention(bucket_size=16, n_hashes=2, seed=123)(qk, v))
+    fresh = LSHAttention(bucket_size=16, n_hashes=2)
+    assert not torch.equal(fresh(qk, v), fresh(qk, v))
+    one = fresh(qk, v, generator=torch.Generator().manual_seed(4))
+    two = fresh(qk, v, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(one, two)
+    torch.manual_seed(8)
+    three = fresh(qk, v)
+    torch.manual_seed(8)
+    assert torch.equal(three, fresh(qk, v))
+
+
+def test_attention_dropout_only_in_training() -> None:
+    qk, v = _inputs(1, 200, 16, 8, seed=3)
+    attn = LSHAttention(bucket_size=16, n_hashes=2, dropout=0.5, seed=1)
+    attn.eval()
+    assert torch.equal(attn(qk, v), attn(qk, v))
+    attn.train()
+    assert not torch.equal(attn(qk, v), attn(qk, v))
+    torch.manual_seed(0)
+    first = attn(qk, v)
+    torch.manual_seed(0)
+    assert torch.equal(first, attn(qk, v))
+
+
+def test_multi_head_self_attention_matches_per_head_full_attention() -> None:
+    torch.manual_seed(0)
+    layer = LSHSelfAttention(dim=24, heads=3, bucket_size=64, n_hashes=1, causal=True)
+    x = torch.randn(2, 90, 24)
+    out = layer(x)
+    qk = layer.to_qk(x).view(2, 90, 3, 8).transpose(1, 2).reshape(6, 90, 8)
+    v = layer.to_v(x).view(2, 90, 3, 8).transpose(1, 2).reshape(6, 90, 8)
+    heads = full_shared_qk_attention(qk, v, causal=True).view(2, 3, 90, 8).transpose(1, 2).reshape(2, 90, 24)
+    assert torch.allclose(out, layer.to_out(heads), atol=1e-5)
+
+
+def test_bad_arguments_are_rejected_with_the_value() -> None:
+    with pytest.raises(ValueError, match="bucket_size"):
+        LSHAttention(bucket_size=0)
+    with pytest.raises(ValueError, match="n_hashes"):
+        LSHAttention(n_hashes=0)
+    with pytest.raises(ValueError, match="n_buckets"):
+        LSHAttention(n_buckets=5)
+    with pytest.raises(ValueError, match="dropout"):
+        LSHAttention(dropout=1.0)
+    attn = LSHAttention(bucket_size=8, n_hashes=2)
+    qk, v = _inputs(1, 20, 4, 4, seed=0)
+    with pytest.raises(ValueError, match="rotations must have shape"):
+        attn(qk, v, rotations=torch.randn(4, 3, 2))
+    with pytest.raises(ValueError, match="key_padding_mask"):
+        attn(qk, v, key_padding_mask=torch.zeros(1, 19, dtype=torch.bool))
