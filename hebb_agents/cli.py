@@ -1,4 +1,4 @@
-"""The ``hebb`` command: ``train`` and ``eval`` (more subcommands register themselves below)."""
+"""The ``hebb`` command: ``train``, ``eval``, ``baseline``, ``compare`` and ``video``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from hebb_agents.rollout import EARLY_STOPS
 from hebb_agents.rules import RULES
 
 
-def _json_dict(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type for a JSON object option (``--env-kwargs '{"damage": "seen"}'``)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
@@ -29,7 +30,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--env", default="HalfCheetah-v5", help="Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0"
     )
-    p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON object passed to gym.make")
+    p.add_argument("--env-kwargs", type=json_object, default={}, help="JSON object passed to gym.make")
     p.add_argument("--policy", choices=("hebbian", "static"), default="hebbian")
     p.add_argument("--rule", choices=tuple(RULES), default="ABCD_lr")
     p.add_argument("--hidden", type=int, nargs="+", default=[128, 64])
@@ -125,7 +126,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a saved policy")
     p.add_argument("checkpoint", type=Path, help="a policy file (policy.npz, best.npz) or a run folder")
     p.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
-    p.add_argument("--env-kwargs", type=_json_dict, default=None, help="JSON object passed to gym.make")
+    p.add_argument("--env-kwargs", type=json_object, default=None, help="JSON object passed to gym.make")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--max-steps", type=int, default=None, help="default: the training run's")
     p.add_argument("--seed", type=int, default=1000)
@@ -168,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    from hebb_agents.baselines import add_baseline_command
+    from hebb_agents.evaluation import add_video_command
+    from hebb_agents.study import add_compare_command
+
+    add_baseline_command(sub)
+    add_compare_command(sub)
+    add_video_command(sub)
     return parser
 
 

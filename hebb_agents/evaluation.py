@@ -1,14 +1,215 @@
-"""Evaluate a saved or in-memory agent: episodes with fixed seeds, returns and forward progress."""
+"""Evaluate agents: fixed-seed episodes, morphology sweeps (seen / unseen), mid-episode damage.
+
+Every agent, evolved or gradient-trained, is seen through one small interface, :class:`Agent`:
+``start(seeds)`` begins one episode per seed and ``act(obs)`` maps a batch of observations
+``(E, obs_dim)`` to actions ``(E, act_dim)``. Episodes of one call run in lockstep (``E``
+environment copies, one batched policy call per step), so a Hebbian agent's plastic update and an
+SB3 network's forward pass are paid once per step rather than once per episode.
+
+Seeds: episode ``e`` of a call with ``seed`` uses ``seed + e`` for the environment reset *and* for
+the agent's own draws (a Hebbian agent's random initial weights). Every agent and every
+morphology sees the same seeds, so differences between rows are not differences of luck.
+
+Mid-episode damage: after ``damage_step`` steps the body is switched with the environment's
+``set_damage`` (position and velocity carry over). The forward velocity ``info["x_velocity"]`` is
+recorded every step; :func:`adaptation_metrics` compares the speed before and after and counts
+the steps until the agent is back to a stated fraction of its pre-damage speed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import abc
+import argparse
+import csv
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hebb_agents.policy import EvolvablePolicy
+from hebb_agents.policy import EvolvablePolicy, HebbianPolicy
 from hebb_agents.rollout import make_env
+
+GROUPS = ("seen", "unseen")
+
+
+# ---------------------------------------------------------------------------------------------- agents
+class Agent(abc.ABC):
+    """What the harness needs from an agent: start episodes with seeds, act on a batch.
+
+    ``predict`` has Stable-Baselines3's signature, so ``evaluate_policy(agent, vec_env)`` works too.
+    """
+
+    name: str = "agent"
+    kind: str = "agent"
+
+    @abc.abstractmethod
+    def start(self, seeds: Sequence[int]) -> None:
+        """Begin ``len(seeds)`` episodes; episode ``e`` draws the agent's own randomness from ``seeds[e]``."""
+
+    @abc.abstractmethod
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions ``(E, *action_shape)`` for observations ``(E, *obs_shape)`` of the running episodes."""
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        """SB3-style call on a batch; restarts the agent when every episode starts."""
+        observation = np.asarray(observation)
+        if episode_start is not None and np.all(episode_start):
+            self.start(list(range(observation.shape[0])))
+        return self.act(observation), state
+
+
+class PolicyAgent(Agent):
+    """An evolved :class:`~hebb_agents.policy.HebbianPolicy` or :class:`StaticPolicy` (its first member)."""
+
+    def __init__(self, policy: EvolvablePolicy, name: str | None = None) -> None:
+        self.policy = policy
+        self.params = policy.get_params()[:1]  # (1, num_params) the agent's one evolved vector
+        self.kind = policy.kind
+        self.name = name or policy.kind
+
+    @classmethod
+    def load(cls, path: str | Path, name: str | None = None) -> PolicyAgent:
+        return cls(EvolvablePolicy.load(path), name=name)
+
+    def start(self, seeds: Sequence[int]) -> None:
+        self.policy.set_params(np.repeat(self.params, len(seeds), axis=0))
+        self.policy.reset([int(s) for s in seeds])
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.policy.act(np.asarray(obs))
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Current weights per layer ``(E, n_in, n_out)`` (plastic for a Hebbian agent)."""
+        return [w.copy() for w in self.policy.network.weights]
+
+
+def load_agent(path: str | Path, name: str | None = None) -> Agent:
+    """Load a saved agent: an ES policy file (``.npz`` / ``.safetensors``), an ES run folder (its
+    ``policy.npz``, the ES centre), or a baseline folder written by
+    :func:`hebb_agents.baselines.train_baseline`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no agent at {path}")
+    if path.is_dir():
+        if (path / "baseline.json").exists():
+            from hebb_agents.baselines import BaselineAgent
+
+            return BaselineAgent.load(path, name=name)
+        if (path / "policy.npz").exists():
+            return PolicyAgent.load(path / "policy.npz", name=name)
+        raise ValueError(
+            f"{path} holds neither baseline.json (an SB3 baseline) nor policy.npz (an ES run); "
+            "accepted: an ES run folder, a baseline folder, or a policy .npz/.safetensors file"
+        )
+    if path.suffix in (".npz", ".safetensors"):
+        return PolicyAgent.load(path, name=name)
+    raise ValueError(
+        f"cannot tell what agent {path} is; accepted: an ES run folder, a baseline folder, "
+        "or a policy .npz/.safetensors file"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- rollouts
+@dataclass
+class Trajectories:
+    """Episodes of one agent on one environment configuration, run in lockstep."""
+
+    seeds: np.ndarray  # (E,)
+    returns: np.ndarray  # (E,)
+    distances: np.ndarray  # (E,) final minus initial x position (NaN if the env reports none)
+    lengths: np.ndarray  # (E,)
+    x_velocity: np.ndarray  # (E, T) forward velocity per step, NaN after an episode ended
+    damage_step: int | None = None  # step after which the body was switched, if it was
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def rollout(
+    agent: Agent,
+    env_id: str,
+    seeds: Sequence[int],
+    env_kwargs: Mapping[str, Any] | None = None,
+    max_steps: int | None = None,
+    damage_step: int | None = None,
+    damage: Any = None,
+    on_step: Callable[[int, Agent], None] | None = None,
+) -> Trajectories:
+    """Run one episode per seed in lockstep; optionally switch to body ``damage`` after ``damage_step`` steps.
+
+    ``on_step(t, agent)`` is called once after the agent starts (``t = 0``) and after every step ``t``
+    (used to record a Hebbian agent's weights).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("need at least one seed")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    if (damage_step is None) != (damage is None):
+        raise ValueError(
+            f"give both damage_step and damage for a mid-episode damage (got damage_step={damage_step!r}, "
+            f"damage={damage!r})"
+        )
+    envs = [make_env(env_id, **dict(env_kwargs or {})) for _ in seeds]
+    try:
+        if damage is not None and not hasattr(envs[0].unwrapped, "set_damage"):
+            raise ValueError(
+                f"{env_id} cannot switch bodies mid-episode (no set_damage); use a hebb/...Damage-v0 id"
+            )
+        limit = max_steps or envs[0].spec.max_episode_steps or 1000
+        n = len(seeds)
+        obs, x0 = [], np.full(n, np.nan)
+        for e, (env, seed) in enumerate(zip(envs, seeds)):
+            o, info = env.reset(seed=seed)
+            obs.append(o)
+            x0[e] = info.get("x_position", np.nan)
+        obs_batch = np.stack(obs)  # (E, obs_dim)
+        x_last = x0.copy()
+        agent.start(seeds)
+        if on_step is not None:
+            on_step(0, agent)
+        returns = np.zeros(n)
+        lengths = np.zeros(n, dtype=np.int64)
+        velocity = np.full((n, limit), np.nan)  # (E, T)
+        running = np.ones(n, dtype=bool)
+        t = 0
+        while running.any() and t < limit:
+            if damage_step is not None and t == damage_step:
+                for e in np.flatnonzero(running):
+                    envs[e].unwrapped.set_damage(damage)
+            actions = agent.act(obs_batch)
+            for e in np.flatnonzero(running):
+                o, r, terminated, truncated, info = envs[e].step(actions[e])
+                obs_batch[e] = o
+                returns[e] += float(r)
+                lengths[e] += 1
+                x_last[e] = info.get("x_position", x_last[e])
+                velocity[e, t] = info.get("x_velocity", np.nan)
+                if terminated or truncated:
+                    running[e] = False
+            t += 1
+            if on_step is not None:
+                on_step(t, agent)
+    finally:
+        for env in envs:
+            env.close()
+    return Trajectories(
+        seeds=np.array(seeds),
+        returns=returns,
+        distances=x_last - x0,
+        lengths=lengths,
+        x_velocity=velocity[:, :t],
+        damage_step=damage_step,
+    )
 
 
 @dataclass
@@ -43,26 +244,403 @@ def run_episodes(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    env = make_env(env_id, **(env_kwargs or {}))
-    params = policy.get_params()[:1]
-    policy.set_params(params)
-    returns, distances, lengths = [], [], []
+    traj = rollout(PolicyAgent(policy), env_id, range(seed, seed + episodes), env_kwargs, max_steps)
+    return EpisodeStats(traj.returns, traj.distances.astype(float), traj.lengths)
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+def catalogue_groups(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
+    """The seen and unseen morphology names of ``env_id``'s robot (a ``hebb/...Damage-v0`` id)."""
+    from hebb_envs.morphology import split_names
+
+    kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
+    env = make_env(env_id, **kwargs)
+    robot = getattr(env.unwrapped, "robot", None)
+    env.close()
+    if robot is None:
+        raise ValueError(
+            f"{env_id} has no morphology catalogue; use hebb/AntDamage-v0 or hebb/HalfCheetahDamage-v0"
+        )
+    return {group: split_names(robot, group) for group in GROUPS}
+
+
+MORPHOLOGY_COLUMNS = (
+    "agent",
+    "group",
+    "morphology",
+    "episodes",
+    "return_mean",
+    "return_std",
+    "distance_mean",
+    "distance_std",
+    "length_mean",
+)
+GROUP_COLUMNS = (
+    "agent",
+    "group",
+    "morphologies",
+    "return_mean",
+    "return_std",
+    "distance_mean",
+    "distance_std",
+)
+
+
+def evaluate_morphologies(
+    agents: Mapping[str, Agent],
+    env_id: str,
+    groups: Mapping[str, Sequence[str]],
+    episodes: int = 10,
+    seed: int = 1000,
+    env_kwargs: Mapping[str, Any] | None = None,
+    max_steps: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every agent on every morphology of ``groups`` (e.g. ``{"seen": [...], "unseen": [...]}``).
+
+    Returns one row per (agent, morphology) with the columns of :data:`MORPHOLOGY_COLUMNS`;
+    episode ``e`` of every row uses seed ``seed + e``.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    base = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
+    seeds = list(range(seed, seed + episodes))
+    rows = []
+    for agent_name, agent in agents.items():
+        for group, names in groups.items():
+            for morphology in names:
+                traj = rollout(agent, env_id, seeds, {**base, "damage": morphology}, max_steps)
+                rows.append(
+                    {
+                        "agent": agent_name,
+                        "group": group,
+                        "morphology": morphology,
+                        "episodes": episodes,
+                        "return_mean": float(np.mean(traj.returns)),
+                        "return_std": float(np.std(traj.returns)),
+                        "distance_mean": float(np.mean(traj.distances)),
+                        "distance_std": float(np.std(traj.distances)),
+                        "length_mean": float(np.mean(traj.lengths)),
+                    }
+                )
+                if log is not None:
+                    r = rows[-1]
+                    log(f"{agent_name:>12} {group:>6} {morphology:<36} distance {r['distance_mean']:8.2f}")
+    return rows
+
+
+def summarise_groups(rows: Iterable[Mapping[str, Any]], by: str = "agent") -> list[dict[str, Any]]:
+    """Per (``by``, group): the mean over morphologies of the per-morphology means, and their spread.
+
+    ``*_std`` here is the standard deviation *across morphologies* of the per-morphology means.
+    """
+    buckets: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        buckets.setdefault((row[by], row["group"]), []).append(row)
+    out = []
+    for (key, group), items in buckets.items():
+        ret = np.array([r["return_mean"] for r in items])
+        dist = np.array([r["distance_mean"] for r in items])
+        out.append(
+            {
+                by: key,
+                "group": group,
+                "morphologies": len(items),
+                "return_mean": float(ret.mean()),
+                "return_std": float(ret.std()),
+                "distance_mean": float(dist.mean()),
+                "distance_std": float(dist.std()),
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- damage
+ADAPTATION_COLUMNS = (
+    "agent",
+    "damage",
+    "damage_step",
+    "episodes",
+    "speed_before",
+    "speed_after",
+    "speed_final",
+    "fraction",
+    "recovered",
+    "recovery_steps_mean",
+    "recovery_steps_std",
+)
+
+
+def adaptation_metrics(
+    velocity: np.ndarray, damage_step: int, window: int = 20, fraction: float = 0.8
+) -> dict[str, np.ndarray]:
+    """Per-episode speeds around a damage applied after ``damage_step`` steps of ``velocity`` ``(E, T)``.
+
+    - ``before``: mean forward velocity over the ``window`` steps before the damage;
+    - ``after``: over the ``window`` steps right after it;
+    - ``final``: over the last ``window`` steps of the episode;
+    - ``recovery``: the first ``k >= 0`` such that the mean over steps ``[d + k, d + k + window)`` is at
+      least ``fraction`` of ``before`` (``NaN`` if never, or if ``before <= 0``: no speed to recover).
+
+    A window (20 steps = 1 s of HalfCheetah or Ant time) averages over the gait cycle, whose
+    instantaneous velocity swings through zero.
+    """
+    velocity = np.asarray(velocity, dtype=float)
+    if velocity.ndim != 2:
+        raise ValueError(f"velocity must be (episodes, steps), got shape {velocity.shape}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if window < 1 or damage_step < window or damage_step + window > velocity.shape[1]:
+        raise ValueError(
+            f"need window <= damage_step and damage_step + window <= steps; got window={window}, "
+            f"damage_step={damage_step}, steps={velocity.shape[1]}"
+        )
+    before = np.nanmean(velocity[:, damage_step - window : damage_step], axis=1)
+    after = np.nanmean(velocity[:, damage_step : damage_step + window], axis=1)
+    final = np.nanmean(velocity[:, -window:], axis=1)
+    # moving[e, k] = mean of velocity[e, d + k : d + k + window]
+    tail = velocity[:, damage_step:]
+    kernel = np.ones(window) / window
+    moving = np.stack([np.convolve(np.nan_to_num(v, nan=0.0), kernel, mode="valid") for v in tail])
+    recovery = np.full(velocity.shape[0], np.nan)
+    for e in range(velocity.shape[0]):
+        if before[e] <= 0:
+            continue
+        hits = np.flatnonzero(moving[e] >= fraction * before[e])
+        if hits.size:
+            recovery[e] = hits[0]
+    return {"before": before, "after": after, "final": final, "recovery": recovery}
+
+
+def evaluate_damage(
+    agents: Mapping[str, Agent],
+    env_id: str,
+    damages: Sequence[str],
+    damage_step: int,
+    episodes: int = 10,
+    seed: int = 1000,
+    env_kwargs: Mapping[str, Any] | None = None,
+    max_steps: int | None = None,
+    window: int = 20,
+    fraction: float = 0.8,
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], np.ndarray]]:
+    """Each agent starts intact and loses a limb after ``damage_step`` steps, for each of ``damages``.
+
+    Returns the rows of :data:`ADAPTATION_COLUMNS` and the velocity traces ``(E, T)`` per
+    (agent, damage), for the adaptation plots.
+    """
+    base = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
+    seeds = list(range(seed, seed + episodes))
+    rows, curves = [], {}
+    for agent_name, agent in agents.items():
+        for damage in damages:
+            traj = rollout(
+                agent,
+                env_id,
+                seeds,
+                {**base, "damage": "intact"},
+                max_steps,
+                damage_step=damage_step,
+                damage=damage,
+            )
+            m = adaptation_metrics(traj.x_velocity, damage_step, window, fraction)
+            recovered = np.isfinite(m["recovery"])
+            rows.append(
+                {
+                    "agent": agent_name,
+                    "damage": damage,
+                    "damage_step": damage_step,
+                    "episodes": episodes,
+                    "speed_before": float(np.mean(m["before"])),
+                    "speed_after": float(np.mean(m["after"])),
+                    "speed_final": float(np.mean(m["final"])),
+                    "fraction": fraction,
+                    "recovered": f"{int(recovered.sum())}/{episodes}",
+                    "recovery_steps_mean": float(np.mean(m["recovery"][recovered]))
+                    if recovered.any()
+                    else math.nan,
+                    "recovery_steps_std": float(np.std(m["recovery"][recovered]))
+                    if recovered.any()
+                    else math.nan,
+                }
+            )
+            curves[(agent_name, damage)] = traj.x_velocity
+    return rows, curves
+
+
+# ------------------------------------------------------------------------------------------ Hebbian traces
+def trace_weights(
+    agent: PolicyAgent,
+    env_id: str,
+    seed: int = 0,
+    env_kwargs: Mapping[str, Any] | None = None,
+    max_steps: int | None = None,
+    snapshot_steps: Sequence[int] = (0, 10, 50, 200),
+) -> tuple[np.ndarray, dict[int, list[np.ndarray]]]:
+    """One episode of an evolved agent: each layer's Frobenius norm per step, and the weights at chosen steps.
+
+    Returns ``norms`` ``(T + 1, n_layers)`` (row 0: the random initial weights) and
+    ``{step: [layer weights (n_in, n_out)]}`` for the ``snapshot_steps`` reached.
+    """
+    if not isinstance(agent, PolicyAgent):
+        raise ValueError(f"weights can be traced for evolved policies only, got {type(agent).__name__}")
+    norms: list[np.ndarray] = []
+    snapshots: dict[int, list[np.ndarray]] = {}
+    wanted = {int(s) for s in snapshot_steps}
+
+    def record(t: int, a: PolicyAgent) -> None:
+        weights = a.weights
+        norms.append(np.array([np.linalg.norm(w[0]) for w in weights]))
+        if t in wanted:
+            snapshots[t] = [w[0] for w in weights]
+
+    rollout(agent, env_id, [seed], env_kwargs, max_steps, on_step=record)
+    return np.stack(norms), snapshots
+
+
+def is_hebbian(agent: Agent) -> bool:
+    return isinstance(agent, PolicyAgent) and isinstance(agent.policy, HebbianPolicy)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.2f}"
+    return str(value)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: str | Path) -> Path:
+    """Rows as CSV with exactly ``columns`` (full precision)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row[c] for c in columns])
+    return path
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub Markdown table; ``x_mean`` / ``x_std`` column pairs become one ``x`` column, mean ± std."""
+    shown: list[tuple[str, str, str | None]] = []  # (header, column, std column)
+    for c in columns:
+        if c.endswith("_std") and c[:-4] + "_mean" in columns:
+            continue
+        if c.endswith("_mean") and c[:-5] + "_std" in columns:
+            shown.append((c[:-5], c, c[:-5] + "_std"))
+        else:
+            shown.append((c, c, None))
+    lines = ["| " + " | ".join(h for h, _, _ in shown) + " |", "|" + "---|" * len(shown)]
+    for row in rows:
+        cells = []
+        for _, c, s in shown:
+            cells.append(_fmt(row[c]) + (f" ± {_fmt(row[s])}" if s is not None else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- video
+def record_video(
+    agent: Agent,
+    env_id: str,
+    path: str | Path,
+    env_kwargs: Mapping[str, Any] | None = None,
+    steps: int = 300,
+    seed: int = 0,
+    damage_step: int | None = None,
+    damage: Any = None,
+    size: tuple[int, int] = (480, 360),
+    every: int = 1,
+) -> dict[str, Any]:
+    """Record one episode of ``agent`` to an MP4 (imageio + imageio-ffmpeg).
+
+    Headless rendering needs ``MUJOCO_GL=egl`` (or ``osmesa``) set before MuJoCo is imported; it is
+    set here if absent. ``every`` keeps one frame in ``every`` (software rendering is ~0.3 s a
+    frame); the video plays at the environment's real-time rate divided by ``every``.
+    Returns the episode's return, distance, frame count and path.
+    """
+    import os
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import imageio.v2 as imageio
+
+    if steps < 1 or every < 1:
+        raise ValueError(f"steps and every must be >= 1, got steps={steps}, every={every}")
+    width, height = size
+    kwargs = {
+        **dict(env_kwargs or {}),
+        "render_mode": "rgb_array",
+        "width": int(width),
+        "height": int(height),
+    }
+    env = make_env(env_id, **kwargs)
+    fps = float(env.metadata.get("render_fps", 20)) / every
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = 0
     try:
-        for episode in range(episodes):
-            obs, info = env.reset(seed=seed + episode)
-            policy.reset(seed + episode)
-            x0 = info.get("x_position", np.nan)
-            x = x0
-            total, steps, done = 0.0, 0, False
-            while not done:
-                obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+        obs, info = env.reset(seed=int(seed))
+        x0 = info.get("x_position", np.nan)
+        x = x0
+        agent.start([int(seed)])
+        total = 0.0
+        with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=8) as writer:
+            writer.append_data(env.render())
+            frames += 1
+            for t in range(steps):
+                if damage_step is not None and t == damage_step:
+                    env.unwrapped.set_damage(damage)
+                action = agent.act(np.asarray(obs)[None])[0]
+                obs, reward, terminated, truncated, info = env.step(action)
                 total += float(reward)
-                steps += 1
                 x = info.get("x_position", x)
-                done = terminated or truncated or (max_steps is not None and steps >= max_steps)
-            returns.append(total)
-            distances.append(x - x0)
-            lengths.append(steps)
+                if (t + 1) % every == 0:
+                    writer.append_data(env.render())
+                    frames += 1
+                if terminated or truncated:
+                    break
     finally:
         env.close()
-    return EpisodeStats(np.array(returns), np.array(distances, dtype=float), np.array(lengths))
+    return {"path": str(path), "return": total, "distance": float(x - x0), "frames": frames}
+
+
+def add_video_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``hebb video``: record a saved agent on a morphology to MP4."""
+    p = subparsers.add_parser("video", help="record a saved agent on a morphology to MP4")
+    p.add_argument("agent", type=Path, help="ES run folder, policy .npz, or baseline folder")
+    p.add_argument("--env", required=True, help="e.g. hebb/HalfCheetahDamage-v0")
+    p.add_argument("--damage", default=None, help="catalogue name of the body (default: intact)")
+    p.add_argument("--damage-at", type=int, default=None, help="switch to --damage-to after this many steps")
+    p.add_argument("--damage-to", default=None, help="body to switch to mid-episode")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every", type=int, default=1, help="keep one frame in this many")
+    p.add_argument("--size", type=int, nargs=2, default=(480, 360), metavar=("W", "H"))
+    p.add_argument("--out", type=Path, required=True, help="output .mp4")
+    p.set_defaults(func=_video_command)
+    return p
+
+
+def _video_command(args: argparse.Namespace) -> int:
+    if (args.damage_at is None) != (args.damage_to is None):
+        raise ValueError("give both --damage-at and --damage-to, or neither")
+    agent = load_agent(args.agent)
+    env_kwargs = {"damage": args.damage} if args.damage else {}
+    result = record_video(
+        agent,
+        args.env,
+        args.out,
+        env_kwargs,
+        steps=args.steps,
+        seed=args.seed,
+        damage_step=args.damage_at,
+        damage=args.damage_to,
+        size=tuple(args.size),
+        every=args.every,
+    )
+    print(
+        f"wrote {result['path']}: {result['frames']} frames, return {result['return']:.2f}, "
+        f"distance {result['distance']:.2f}"
+    )
+    return 0

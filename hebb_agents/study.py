@@ -1,0 +1,272 @@
+"""Compare saved agents on a robot's morphology catalogue: tables and figures in one folder.
+
+:func:`compare` is what ``hebb compare`` and ``scripts/damage_study.py`` run. Agents are named;
+a name ``family/label`` (e.g. ``hebbian/s0``, ``hebbian/s1``) pools its rows with the rest of its
+family in the summary tables and figures, so seeds of one method are reported together:
+
+- ``morphologies.csv`` / ``.md``: every agent on every morphology (mean ± std over episodes);
+- ``groups.csv`` / ``.md``: per family and seen / unseen group, the mean over morphologies, with
+  the standard deviation across the family's seeds (across morphologies when there is one seed);
+- ``adaptation.csv`` / ``.md`` (with ``damage_step``): speed before / after a mid-episode damage and
+  the steps until the agent is back to ``fraction`` of its pre-damage speed;
+- figures: ``bars_distance.png``, ``bars_return.png``, ``adaptation_<damage>.png``,
+  ``learning_curves.png`` (for agents given as run folders), and for Hebbian families
+  ``weight_norms_<family>.png`` and ``weight_heatmaps_<family>.png``;
+- ``compare.json``: the arguments, so the evaluation can be rerun exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hebb_agents import evaluation as ev
+from hebb_agents import plots
+from hebb_agents.cli import json_object
+
+FAMILY_COLUMNS = ("family", "group", "seeds", "return_mean", "return_std", "distance_mean", "distance_std")
+
+
+def family_of(name: str) -> str:
+    """The part of an agent name before its first ``/`` (the whole name if there is none)."""
+    return name.split("/", 1)[0]
+
+
+def parse_agent_specs(specs: Sequence[str]) -> dict[str, Path]:
+    """``["hebbian/s0=runs/h0"]`` -> ``{"hebbian/s0": Path("runs/h0")}``; a bare path is named by folder."""
+    agents: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).name or spec, spec
+        if not name or not path:
+            raise ValueError(f"agent spec {spec!r} is not NAME=PATH (e.g. hebbian/s0=runs/hebb_s0)")
+        if name in agents:
+            raise ValueError(f"agent name {name!r} given twice; names must be unique")
+        agents[name] = Path(path)
+    if not agents:
+        raise ValueError("no agents given; pass NAME=PATH pairs")
+    return agents
+
+
+def summarise_families(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per family and group: mean of the seeds' group means (each over morphologies), std across seeds.
+
+    With one seed, the std is across morphologies instead (stated in the table header by ``seeds = 1``).
+    """
+    per_agent = ev.summarise_groups(rows)
+    out = []
+    keys = list(dict.fromkeys((family_of(r["agent"]), r["group"]) for r in per_agent))
+    for fam, group in keys:
+        items = [r for r in per_agent if family_of(r["agent"]) == fam and r["group"] == group]
+        row: dict[str, Any] = {"family": fam, "group": group, "seeds": len(items)}
+        for metric in ("return", "distance"):
+            means = np.array([r[f"{metric}_mean"] for r in items])
+            row[f"{metric}_mean"] = float(means.mean())
+            row[f"{metric}_std"] = float(means.std()) if len(items) > 1 else float(items[0][f"{metric}_std"])
+        out.append(row)
+    return out
+
+
+def family_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per family and morphology: mean of the per-seed means; std across seeds (episodes if one seed)."""
+    out = []
+    keys = list(dict.fromkeys((family_of(r["agent"]), r["morphology"]) for r in rows))
+    for fam, morphology in keys:
+        items = [r for r in rows if family_of(r["agent"]) == fam and r["morphology"] == morphology]
+        row: dict[str, Any] = {"agent": fam, "morphology": morphology, "group": items[0]["group"]}
+        for metric in ("return", "distance"):
+            means = np.array([r[f"{metric}_mean"] for r in items])
+            row[f"{metric}_mean"] = float(means.mean())
+            row[f"{metric}_std"] = float(means.std()) if len(items) > 1 else float(items[0][f"{metric}_std"])
+        out.append(row)
+    return out
+
+
+def _write_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: Path, stem: str
+) -> list[Path]:
+    csv_path = ev.write_csv(rows, columns, out / f"{stem}.csv")
+    md_path = out / f"{stem}.md"
+    md_path.write_text(ev.markdown_table(rows, columns))
+    return [csv_path, md_path]
+
+
+def compare(
+    agents: Mapping[str, str | Path],
+    env_id: str,
+    out_dir: str | Path,
+    env_kwargs: Mapping[str, Any] | None = None,
+    episodes: int = 10,
+    seed: int = 1000,
+    max_steps: int | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    damage_step: int | None = None,
+    damages: Sequence[str] = (),
+    window: int = 20,
+    fraction: float = 0.8,
+    trace_steps: Sequence[int] = (0, 5, 20, 100),
+    log: Callable[[str], None] | None = print,
+) -> dict[str, list[Path]]:
+    """Evaluate saved ``agents`` (``{name: path}``) on ``env_id``'s catalogue; write tables and figures.
+
+    :param groups: ``{"seen": [...], "unseen": [...]}`` (default: the robot's catalogue splits).
+    :param damage_step: with ``damages``, also run the mid-episode damage test (intact start,
+        switch after ``damage_step`` steps).
+    :returns: the files written, by kind (``tables``, ``figures``, ``meta``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda _msg: None)
+    start = time.perf_counter()
+    loaded = {name: ev.load_agent(path, name=name) for name, path in agents.items()}
+    groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id, env_kwargs)
+    written: dict[str, list[Path]] = {"tables": [], "figures": [], "meta": []}
+
+    rows = ev.evaluate_morphologies(loaded, env_id, groups, episodes, seed, env_kwargs, max_steps, log=log)
+    written["tables"] += _write_table(rows, ev.MORPHOLOGY_COLUMNS, out, "morphologies")
+    written["tables"] += _write_table(ev.summarise_groups(rows), ev.GROUP_COLUMNS, out, "groups_by_agent")
+    summary = summarise_families(rows)
+    written["tables"] += _write_table(summary, FAMILY_COLUMNS, out, "groups")
+    by_family = family_rows(rows)
+    for metric in ("distance", "return"):
+        written["figures"].append(
+            plots.plot_morphology_bars(by_family, out / f"bars_{metric}.png", metric=metric)
+        )
+
+    if damage_step is not None and damages:
+        damage_rows, curves = ev.evaluate_damage(
+            loaded, env_id, damages, damage_step, episodes, seed, env_kwargs, max_steps, window, fraction
+        )
+        written["tables"] += _write_table(damage_rows, ev.ADAPTATION_COLUMNS, out, "adaptation")
+        for damage in damages:
+            pooled: dict[str, list[np.ndarray]] = {}
+            for (name, d), velocity in curves.items():
+                if d == damage:
+                    pooled.setdefault(family_of(name), []).append(velocity)
+            family_curves = {fam: np.concatenate(parts) for fam, parts in pooled.items()}
+            written["figures"].append(
+                plots.plot_adaptation(
+                    family_curves,
+                    damage_step,
+                    out / f"adaptation_{damage}.png",
+                    window,
+                    title=f"intact -> {damage} at step {damage_step}",
+                )
+            )
+
+    runs: dict[str, list[Path]] = {}
+    for name, path in agents.items():
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        if (folder / "progress.csv").exists() or (folder / "monitor.csv").exists():
+            runs.setdefault(family_of(name), []).append(folder)
+    if runs:
+        written["figures"].append(plots.plot_learning_curves(runs, out / "learning_curves.png", title=env_id))
+
+    traced: set[str] = set()
+    base = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
+    for name, agent in loaded.items():
+        fam = family_of(name)
+        if fam in traced or not ev.is_hebbian(agent):
+            continue
+        traced.add(fam)
+        norms, snaps = ev.trace_weights(
+            agent, env_id, seed, {**base, "damage": "intact"}, max_steps, trace_steps
+        )
+        written["figures"].append(
+            plots.plot_weight_norms(
+                norms, out / f"weight_norms_{fam}.png", title=f"{name}: weight norms, intact"
+            )
+        )
+        written["figures"].append(
+            plots.plot_weight_heatmaps(
+                snaps, out / f"weight_heatmaps_{fam}.png", title=f"{name}: weights, intact"
+            )
+        )
+
+    meta = {
+        "agents": {name: str(path) for name, path in agents.items()},
+        "env_id": env_id,
+        "env_kwargs": dict(env_kwargs or {}),
+        "episodes": episodes,
+        "seeds": f"{seed}..{seed + episodes - 1}",
+        "max_steps": max_steps,
+        "groups": {g: list(n) for g, n in groups.items()},
+        "damage_step": damage_step,
+        "damages": list(damages),
+        "window": window,
+        "fraction": fraction,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    meta_path = out / "compare.json"
+    meta_path.write_text(json.dumps(meta, indent=2))
+    written["meta"].append(meta_path)
+    say(f"evaluation took {meta['wall_time_s']} s; tables and figures in {out}")
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``hebb compare``: evaluate saved agents per morphology, write tables and figures."""
+    p = subparsers.add_parser("compare", help="evaluate saved agents on every morphology; tables + figures")
+    p.add_argument(
+        "agents",
+        nargs="+",
+        help="NAME=PATH pairs (ES run folder, policy .npz, baseline folder); "
+        "names family/label pool seeds, e.g. hebbian/s0=runs/h0",
+    )
+    p.add_argument("--env", required=True, help="hebb/HalfCheetahDamage-v0 or hebb/AntDamage-v0")
+    p.add_argument(
+        "--env-kwargs", type=json_object, default={}, help="JSON for gym.make (damage is set per row)"
+    )
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1000, help="episode e uses seed + e")
+    p.add_argument("--max-steps", type=int, default=None, help="episode length (default: the env's)")
+    p.add_argument(
+        "--seen", nargs="*", default=None, help="morphologies of the seen group (default: catalogue)"
+    )
+    p.add_argument(
+        "--unseen", nargs="*", default=None, help="morphologies of the unseen group (default: catalogue)"
+    )
+    p.add_argument("--damage-step", type=int, default=None, help="mid-episode damage after this many steps")
+    p.add_argument("--damages", nargs="*", default=[], help="bodies switched to mid-episode")
+    p.add_argument("--window", type=int, default=20, help="steps averaged for a speed")
+    p.add_argument(
+        "--fraction", type=float, default=0.8, help="recovered = back to this fraction of the speed"
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_compare_command)
+    return p
+
+
+def _compare_command(args: argparse.Namespace) -> int:
+    groups = None
+    if args.seen is not None or args.unseen is not None:
+        catalogue = ev.catalogue_groups(args.env, args.env_kwargs)
+        groups = {
+            "seen": args.seen if args.seen is not None else catalogue["seen"],
+            "unseen": args.unseen if args.unseen is not None else catalogue["unseen"],
+        }
+    written = compare(
+        parse_agent_specs(args.agents),
+        args.env,
+        args.out,
+        env_kwargs=args.env_kwargs,
+        episodes=args.episodes,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        groups=groups,
+        damage_step=args.damage_step,
+        damages=args.damages,
+        window=args.window,
+        fraction=args.fraction,
+    )
+    print((args.out / "groups.md").read_text())
+    print(f"{len(written['tables'])} table files, {len(written['figures'])} figures")
+    return 0

@@ -1,0 +1,120 @@
+"""`hebb compare` / `hebb video` and the study's pooling of seeds into families."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from hebb_agents import evaluation as ev
+from hebb_agents import study
+from hebb_agents.policy import make_policy
+from hebb_agents.rollout import make_env
+
+CHEETAH = "hebb/HalfCheetahDamage-v0"
+
+
+def _save_policy(folder, kind, seed):
+    env = make_env(CHEETAH)
+    policy = make_policy(kind, env.observation_space, env.action_space, hidden=(8,))
+    env.close()
+    policy.set_params(policy.initial_params(np.random.default_rng(seed)) * 5)
+    folder.mkdir(parents=True)
+    policy.save(folder / "policy.npz", extra={"env_id": CHEETAH})
+    return folder
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="hebb")
+    sub = parser.add_subparsers(dest="command", required=True)
+    study.add_compare_command(sub)
+    ev.add_video_command(sub)
+    return parser
+
+
+def test_parse_agent_specs():
+    agents = study.parse_agent_specs(["hebbian/s0=runs/a", "runs/ppo_b"])
+    assert {k: str(v) for k, v in agents.items()} == {"hebbian/s0": "runs/a", "ppo_b": "runs/ppo_b"}
+    with pytest.raises(ValueError, match="given twice"):
+        study.parse_agent_specs(["x=a", "x=b"])
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        study.parse_agent_specs(["=a"])
+    assert study.family_of("hebbian/s0") == "hebbian" and study.family_of("ppo") == "ppo"
+
+
+def test_families_pool_seeds_with_the_std_across_seeds():
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 2.0)):
+        for morphology, group, d in (("intact", "seen", 4.0), ("a", "seen", 2.0), ("b", "unseen", 1.0)):
+            rows.append(
+                {
+                    "agent": f"hebbian/s{seed}",
+                    "group": group,
+                    "morphology": morphology,
+                    "return_mean": d + shift,
+                    "return_std": 0.0,
+                    "distance_mean": d + shift,
+                    "distance_std": 0.5,
+                }
+            )
+    summary = {(r["family"], r["group"]): r for r in study.summarise_families(rows)}
+    seen = summary[("hebbian", "seen")]
+    # seed means over seen morphologies: 3.0 and 5.0
+    assert (
+        seen["seeds"] == 2
+        and seen["distance_mean"] == pytest.approx(4.0)
+        and seen["distance_std"] == pytest.approx(1.0)
+    )
+    per_morphology = {r["morphology"]: r for r in study.family_rows(rows)}
+    assert per_morphology["b"]["distance_mean"] == pytest.approx(2.0)
+    assert per_morphology["b"]["distance_std"] == pytest.approx(1.0)
+
+
+def test_compare_command_writes_tables_and_figures(tmp_path, capsys):
+    h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
+    h1 = _save_policy(tmp_path / "h1", "hebbian", 1)
+    s0 = _save_policy(tmp_path / "s0", "static", 2)
+    out = tmp_path / "cmp"
+    args = _parser().parse_args(
+        ["compare", f"hebbian/s0={h0}", f"hebbian/s1={h1}", f"static/s0={s0}", "--env", CHEETAH,
+         "--episodes", "2", "--max-steps", "40", "--seen", "intact", "--unseen", "front_shin_paralysed",
+         "--damage-step", "20", "--damages", "front_shin_paralysed", "--out", str(out)]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    for name in ("morphologies", "groups", "groups_by_agent", "adaptation"):
+        assert (out / f"{name}.csv").exists() and (out / f"{name}.md").exists()
+    for name in (
+        "bars_distance",
+        "bars_return",
+        "adaptation_front_shin_paralysed",
+        "weight_norms_hebbian",
+        "weight_heatmaps_hebbian",
+    ):
+        assert (out / f"{name}.png").stat().st_size > 2000, name
+    assert not (out / "weight_norms_static.png").exists()  # static weights do not change
+    meta = json.loads((out / "compare.json").read_text())
+    assert meta["seeds"] == "1000..1001" and meta["groups"] == {
+        "seen": ["intact"],
+        "unseen": ["front_shin_paralysed"],
+    }
+    groups = (out / "groups.md").read_text()
+    assert "| hebbian | seen | 2 |" in groups and "| static | unseen | 1 |" in groups
+    assert "| hebbian |" in capsys.readouterr().out
+
+
+def test_video_command_writes_an_mp4(tmp_path):
+    pytest.importorskip("imageio_ffmpeg", reason="the video extra (imageio, imageio-ffmpeg) is not installed")
+    h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
+    out = tmp_path / "v.mp4"
+    args = _parser().parse_args(
+        ["video", str(h0), "--env", CHEETAH, "--damage", "front_shin_paralysed", "--steps", "6",
+         "--every", "2", "--size", "96", "64", "--out", str(out)]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    data = out.read_bytes()
+    assert data[4:8] == b"ftyp"  # an MP4 container
+    with pytest.raises(ValueError, match="--damage-at and --damage-to"):
+        bad = _parser().parse_args(
+            ["video", str(h0), "--env", CHEETAH, "--damage-at", "3", "--out", str(out)]
+        )
+        bad.func(bad)
