@@ -28,7 +28,7 @@ def json_object(text: str) -> dict[str, Any]:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="evolve a Hebbian (or static) policy with OpenAI-ES")
     p.add_argument(
-        "--env", default="HalfCheetah-v5", help="Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0"
+        "--env", default="CartPole-v1", help="Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0"
     )
     p.add_argument("--env-kwargs", type=json_object, default={}, help="JSON object passed to gym.make")
     p.add_argument("--policy", choices=("hebbian", "static"), default="hebbian")
@@ -42,9 +42,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--generations", type=int, default=100)
+    p.add_argument("--generations", type=int, default=30)
     p.add_argument("--episodes", type=int, default=1, help="episodes per evaluation")
-    p.add_argument("--max-steps", type=int, default=300, help="cap on episode length (0: the env's own)")
+    p.add_argument("--max-steps", type=int, default=0, help="cap on episode length (0: the env's own)")
     p.add_argument(
         "--fitness", default="distance", help="return, distance, or an info key summed per episode"
     )
