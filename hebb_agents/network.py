@@ -107,6 +107,28 @@ def _activate(x: np.ndarray, activation: str) -> np.ndarray:
     return x
 
 
+def with_bias(x: np.ndarray, bias: bool) -> np.ndarray:
+    """``x`` ``(P, n)`` with a constant-1 column appended when ``bias`` is on."""
+    if not bias:
+        return x
+    return np.concatenate([x, np.ones((x.shape[0], 1), x.dtype)], axis=1)
+
+
+def feed_forward(net: HebbianNetwork | StaticNetwork, x: np.ndarray) -> list[np.ndarray]:
+    """Activations ``[x, h1, ..., out]`` of a batched network for inputs ``x`` ``(P, n_input)``."""
+    x = np.asarray(x, dtype=net.dtype)
+    if x.ndim != 2 or x.shape != (net.population, net.layer_sizes[0]):
+        raise ValueError(f"expected inputs of shape ({net.population}, {net.layer_sizes[0]}), got {x.shape}")
+    activations = [x]
+    last = len(net.weights) - 1
+    for layer, w in enumerate(net.weights):
+        pre = with_bias(activations[-1], net.bias)
+        post = np.matmul(pre[:, None, :], w)[:, 0, :]  # (P, n_out)
+        _activate(post, net.output_activation if layer == last else net.activation)
+        activations.append(post)
+    return activations
+
+
 class HebbianNetwork:
     """A population of bias-free feed-forward networks with plastic weights.
 
@@ -286,31 +308,14 @@ class HebbianNetwork:
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """Activations of every layer for inputs ``x`` ``(P, n_input)``: ``[x, h1, ..., out]``."""
-        x = np.asarray(x, dtype=self.dtype)
-        if x.ndim != 2 or x.shape != (self.population, self.layer_sizes[0]):
-            raise ValueError(
-                f"expected inputs of shape ({self.population}, {self.layer_sizes[0]}), got {x.shape}"
-            )
-        activations = [x]
-        last = len(self.weights) - 1
-        for layer, w in enumerate(self.weights):
-            pre = self._with_bias(activations[-1])
-            post = np.matmul(pre[:, None, :], w)[:, 0, :]  # (P, n_out)
-            _activate(post, self.output_activation if layer == last else self.activation)
-            activations.append(post)
-        return activations
-
-    def _with_bias(self, x: np.ndarray) -> np.ndarray:
-        if not self.bias:
-            return x
-        return np.concatenate([x, np.ones((x.shape[0], 1), self.dtype)], axis=1)
+        return feed_forward(self, x)
 
     def update(self, activations: Sequence[np.ndarray]) -> None:
         """Apply the plastic update of every layer from the activations that acted."""
         if self.kernel == "numba":
             self._update_numba(activations)
         else:
-            pres = [self._with_bias(np.asarray(a, self.dtype)) for a in activations[:-1]]  # (P, n_in)
+            pres = [with_bias(np.asarray(a, self.dtype), self.bias) for a in activations[:-1]]  # (P, n_in)
             posts = [np.asarray(a, self.dtype) for a in activations[1:]]  # (P, n_out)
             self._update_numpy(pres, posts)
         if self.normalisation == "standardise":
@@ -479,22 +484,8 @@ class StaticNetwork:
         self.population = len(members)
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """Activations of every layer for inputs ``x`` ``(P, n_input)``."""
-        x = np.asarray(x, dtype=self.dtype)
-        if x.ndim != 2 or x.shape != (self.population, self.layer_sizes[0]):
-            raise ValueError(
-                f"expected inputs of shape ({self.population}, {self.layer_sizes[0]}), got {x.shape}"
-            )
-        activations = [x]
-        last = len(self.weights) - 1
-        for layer, w in enumerate(self.weights):
-            pre = activations[-1]
-            if self.bias:
-                pre = np.concatenate([pre, np.ones((pre.shape[0], 1), self.dtype)], axis=1)
-            post = np.matmul(pre[:, None, :], w)[:, 0, :]
-            _activate(post, self.output_activation if layer == last else self.activation)
-            activations.append(post)
-        return activations
+        """Activations of every layer for inputs ``x`` ``(P, n_input)``: ``[x, h1, ..., out]``."""
+        return feed_forward(self, x)
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """Forward pass; returns the output activations ``(P, n_output)``."""
