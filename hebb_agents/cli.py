@@ -37,6 +37,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=INIT_SCHEMES, default="uniform")
     p.add_argument("--normalisation", choices=NORMALISATIONS, default="max_abs")
     p.add_argument("--sharing", choices=SHARING, default="per_synapse")
+    p.add_argument(
+        "--encoder",
+        type=json_object,
+        default=None,
+        help='front end as JSON (types lsh, conv), e.g. \'{"type": "lsh", "window": 64}\'',
+    )
     p.add_argument("--popsize", type=int, default=64)
     p.add_argument("--sigma", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=0.2)
@@ -82,6 +88,8 @@ def _train(args: argparse.Namespace) -> int:
             )
             return 2
         policy_config: dict[str, Any] = {"hidden": args.hidden}
+        if args.encoder is not None:
+            policy_config["encoder"] = args.encoder
         if args.policy == "hebbian":
             policy_config.update(
                 rule=args.rule, init=args.init, normalisation=args.normalisation, sharing=args.sharing

@@ -79,6 +79,13 @@ class EvolvablePolicy(abc.ABC):
         self.observation_space = observation_space
         self.action_space = action_space
         self.hidden = tuple(int(h) for h in hidden)
+        # A JSON spec ({"type": "lsh", ...}) builds the encoder and makes the policy saveable.
+        self.encoder_spec: dict[str, Any] | None = None
+        if isinstance(encoder, dict):
+            from hebb_agents.encoders import make_encoder
+
+            self.encoder_spec = dict(encoder)
+            encoder = make_encoder(encoder, observation_space)
         self.encoder = encoder
         if encoder is None:
             if not isinstance(observation_space, gym.spaces.Box):
@@ -252,16 +259,18 @@ class EvolvablePolicy(abc.ABC):
             "layer_sizes": list(self.layer_sizes),
             "num_params": self.num_params,
         }
-        if self.encoder is not None:
-            meta["encoder"] = type(self.encoder).__name__
         return meta
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write the first member's vector and the configuration (npz or safetensors, no pickle)."""
         from hebb_agents.checkpoint import save_checkpoint
 
-        if self.encoder is not None:
-            raise NotImplementedError("saving a policy with an encoder is not supported yet")
+        if self.encoder is not None and self.encoder_spec is None:
+            raise ValueError(
+                f"cannot save a policy whose encoder ({type(self.encoder).__name__}) was passed as "
+                "an object; "
+                "build it from a spec, e.g. encoder={'type': 'lsh', 'window': 64}, so it can be rebuilt"
+            )
         meta = {**self.metadata(), **(extra or {})}
         return save_checkpoint(path, {"params": self._params[0]}, meta)
 
@@ -285,7 +294,8 @@ class HebbianPolicy(EvolvablePolicy):
     :param normalisation: ``max_abs`` (default), ``standardise`` or ``none``.
     :param sharing: rule sharing: ``per_synapse`` (default), ``per_post``, ``per_pre``, ``per_layer``.
     :param bias: add a constant-1 input to every layer.
-    :param encoder: optional front end (:class:`hebb_agents.encoders.base.PolicyEncoder`).
+    :param encoder: optional front end: a :class:`hebb_agents.encoders.base.PolicyEncoder`, or a
+        JSON spec such as ``{"type": "lsh", "window": 64, "evolvable": True}`` (needed to save).
     """
 
     kind = "hebbian"
@@ -324,6 +334,7 @@ class HebbianPolicy(EvolvablePolicy):
             "normalisation": net.normalisation,
             "sharing": net.sharing if isinstance(net.sharing, str) else "custom",
             "bias": net.bias,
+            **({"encoder": self.encoder_spec} if self.encoder_spec else {}),
         }
 
     @property
@@ -379,7 +390,8 @@ class StaticPolicy(EvolvablePolicy):
         return self._network
 
     def config(self) -> dict[str, Any]:
-        return {"hidden": list(self.hidden), "bias": self._network.bias}
+        config = {"hidden": list(self.hidden), "bias": self._network.bias}
+        return {**config, **({"encoder": self.encoder_spec} if self.encoder_spec else {})}
 
     def initial_params(self, rng: np.random.Generator) -> np.ndarray:
         """Weights ~ U(-0.1, 0.1) (the Hebbian agent's default start), then encoder parameters."""

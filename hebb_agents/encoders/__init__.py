@@ -16,6 +16,7 @@ from hebb_agents.encoders.lsh import LSHAttention, LSHSelfAttention, full_shared
 from hebb_agents.encoders.reversible import ReversibleBlock, ReversibleSequence, reformer_stack
 
 __all__ = [
+    "ENCODER_TYPES",
     "LSHAttention",
     "LSHSelfAttention",
     "PolicyEncoder",
@@ -23,5 +24,31 @@ __all__ = [
     "ReversibleSequence",
     "TorchPolicyEncoder",
     "full_shared_qk_attention",
+    "make_encoder",
     "reformer_stack",
 ]
+
+ENCODER_TYPES = ("lsh", "conv")
+
+
+def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
+    """Build a policy front end from a JSON spec, e.g. ``{"type": "lsh", "window": 64}``.
+
+    ``lsh`` takes :class:`~hebb_agents.encoders.history.LSHPolicyEncoder`'s keyword arguments,
+    ``conv`` those of :class:`~hebb_agents.encoders.conv.ConvEncoder`. A spec is what a checkpoint
+    stores, so a policy built from one can be saved and rebuilt.
+    """
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(
+            f"an encoder spec is a dict with a 'type' ({', '.join(ENCODER_TYPES)}), got {spec!r}"
+        )
+    kwargs = {key: value for key, value in spec.items() if key != "type"}
+    if spec["type"] == "lsh":
+        from hebb_agents.encoders.history import LSHPolicyEncoder
+
+        return LSHPolicyEncoder(observation_space, **kwargs)
+    if spec["type"] == "conv":
+        from hebb_agents.encoders.conv import ConvEncoder
+
+        return ConvEncoder(**kwargs)
+    raise ValueError(f"unknown encoder type {spec['type']!r}; accepted: {', '.join(ENCODER_TYPES)}")
