@@ -150,7 +150,7 @@ def _worker_main(spec: RolloutSpec, conn: Connection) -> None:
             params = payload.rows(member_ids) if kind == "candidates" else payload
             conn.send(("ok", evaluator.evaluate(params, member_ids, seed, generation)))
         except Exception as err:  # reported to the parent, which raises it
-            conn.send(("error", f"{type(err).__name__}: {err}"))
+            conn.send(("error", (type(err).__name__, str(err))))
 
 
 class ProcessBackend(Backend):
@@ -227,13 +227,19 @@ class ProcessBackend(Backend):
         while pending:
             for index in pending:
                 self._send(index, message(slices[index]))
-            failed = []
-            for index in pending:
-                outcome = self._receive(index)
+            failed, errors = [], []
+            for index in pending:  # read every reply before raising, so no pipe keeps a stale one
+                try:
+                    outcome = self._receive(index)
+                except (ValueError, RuntimeError) as err:
+                    errors.append(err)
+                    continue
                 if outcome is None:
                     failed.append(index)
                 else:
                     results[index] = outcome
+            if errors:
+                raise errors[0]
             if failed:
                 retries += 1
                 if retries > self.max_retries:
@@ -260,7 +266,9 @@ class ProcessBackend(Backend):
         except (EOFError, ConnectionResetError, OSError):
             return None
         if status == "error":
-            raise RuntimeError(f"worker {index} failed: {payload}")
+            name, text = payload
+            # Bad input (an unknown info key, a wrong shape) stays a ValueError for the caller.
+            raise (ValueError if name == "ValueError" else RuntimeError)(f"worker {index}: {name}: {text}")
         return payload
 
     def close(self) -> None:

@@ -48,14 +48,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--generations", type=int, default=30)
+    p.add_argument("--generations", type=int, default=None, help="total generations (default 30)")
     p.add_argument("--episodes", type=int, default=1, help="episodes per evaluation")
     p.add_argument("--max-steps", type=int, default=0, help="cap on episode length (0: the env's own)")
     p.add_argument(
         "--fitness", default="distance", help="return, distance, or an info key summed per episode"
     )
     p.add_argument("--early-stop", choices=EARLY_STOPS, default="none")
-    p.add_argument("--backend", choices=("serial", "process", "ray"), default="process")
+    p.add_argument("--backend", choices=("serial", "process", "ray"), default=None, help="default: process")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
     p.add_argument("--seed", type=int, default=0)
@@ -70,14 +70,15 @@ def _train(args: argparse.Namespace) -> int:
     from hebb_agents.trainer import ESTrainer, TrainConfig
 
     if args.resume:
-        trainer = ESTrainer.resume(
-            args.out,
-            progress=True,
-            generations=args.generations,
-            backend=args.backend,
-            workers=args.workers,
-            ray_address=args.address,
-        )
+        # Only the flags given on this command line change the saved run's settings.
+        given = {
+            "generations": args.generations,
+            "backend": args.backend,
+            "workers": args.workers,
+            "ray_address": args.address,
+        }
+        overrides = {key: value for key, value in given.items() if value is not None}
+        trainer = ESTrainer.resume(args.out, progress=True, **overrides)
         print(f"resuming {args.out} at generation {trainer.generation}")
     else:
         if (args.out / "checkpoint.npz").exists():
@@ -99,7 +100,7 @@ def _train(args: argparse.Namespace) -> int:
             env_kwargs=args.env_kwargs,
             policy=args.policy,
             policy_config=policy_config,
-            generations=args.generations,
+            generations=30 if args.generations is None else args.generations,
             popsize=args.popsize,
             sigma=args.sigma,
             lr=args.lr,
@@ -109,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
             max_steps=args.max_steps or None,
             fitness=args.fitness,
             early_stop=args.early_stop,
-            backend=args.backend,
+            backend=args.backend or "process",
             workers=args.workers,
             ray_address=args.address,
             seed=args.seed,
@@ -126,7 +127,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{last.fitness_mean:.2f}, best {last.best_so_far:.2f}, {last.env_steps} env-steps, "
             f"{last.wall_time:.0f} s"
         )
-    print(f"saved {args.out / 'policy.npz'} (ES centre) and {args.out / 'best.npz'} (best individual)")
+    saved = [name for name in ("policy.npz", "best.npz") if (args.out / name).exists()]
+    print(f"run folder {args.out}: {', '.join(saved) or 'no policy saved yet'}")
     return 0
 
 
@@ -155,11 +157,21 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     # Without overrides, evaluate under the training run's settings (its config.json beside the file).
     config_file = path.parent / "config.json"
-    run_config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    run_config = json.loads(config_file.read_text()) if config_file.exists() else meta
     env_kwargs = args.env_kwargs
     if env_kwargs is None:
         env_kwargs = run_config.get("env_kwargs", {}) if args.env is None else {}
     max_steps = args.max_steps if args.max_steps is not None else run_config.get("max_steps")
+    from hebb_agents.rollout import make_env
+
+    probe = make_env(env_id, **env_kwargs)
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    if obs_space.shape != policy.observation_space.shape or act_space != policy.action_space:
+        raise ValueError(
+            f"{path} was trained for observations {policy.observation_space} and actions "
+            f"{policy.action_space}; {env_id} has {obs_space} and {act_space}"
+        )
     stats = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs, max_steps).summary()
     print(
         f"{path} on {env_id}, {args.episodes} episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"

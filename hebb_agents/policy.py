@@ -155,6 +155,7 @@ class EvolvablePolicy(abc.ABC):
                 f"{self.num_params}; got an array of shape {params.shape}"
             )
         self._params = params
+        self._base_params = params[:1]  # what predict() copies to each vectorised environment
         self.network.set_params(params[:, : self.num_network_params])
         self._encoder_params = params[:, self.num_network_params :] if self.num_encoder_params else None
 
@@ -239,9 +240,10 @@ class EvolvablePolicy(abc.ABC):
         batch = observation if vectorised else observation[None]
         n = batch.shape[0]
         if self.population != n:
-            if self._params.shape[0] != 1:
+            base = self._base_params
+            if self._params.shape[0] != 1 and not np.all(self._params == base):
                 raise ValueError(f"policy holds {self._params.shape[0]} members but got {n} observations")
-            self.set_params(np.repeat(self._params[:1], n, axis=0))
+            self.set_params(np.repeat(base, n, axis=0))
             self.reset()
         elif episode_start is not None and np.any(episode_start):
             self.reset(members=np.flatnonzero(np.asarray(episode_start).reshape(-1)))
@@ -265,6 +267,8 @@ class EvolvablePolicy(abc.ABC):
         """Write the first member's vector and the configuration (npz or safetensors, no pickle)."""
         from hebb_agents.checkpoint import save_checkpoint
 
+        if not isinstance(self.config().get("sharing", ""), str) or self.config().get("sharing") == "custom":
+            raise ValueError("cannot save a policy with custom sharing maps; use a named sharing mode")
         if self.encoder is not None and self.encoder_spec is None:
             raise ValueError(
                 f"cannot save a policy whose encoder ({type(self.encoder).__name__}) was passed as "

@@ -103,6 +103,8 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
                 f"similar registered ids: {', '.join(close) or 'none'} (see gymnasium.registry for all)"
             ) from err
         raise
+    except TypeError as err:  # an env constructor that does not take one of the kwargs
+        raise ValueError(f"{env_id} does not accept the keyword arguments {kwargs}: {err}") from err
 
 
 def build_policy(spec: RolloutSpec, env: gym.Env) -> EvolvablePolicy:
@@ -193,6 +195,11 @@ class LockstepEvaluator:
             env_seed = int(member_rng(seed, generation, key, episode, 0).integers(2**31 - 1))
             o, info = self.envs[p].reset(seed=env_seed)
             obs.append(o)
+            if spec.fitness == "distance" and "x_position" not in info:
+                raise ValueError(
+                    f"fitness 'distance' needs info['x_position'], which {spec.env_id} does not report; "
+                    "use fitness 'return' or an info key"
+                )
             x_start[p] = x_last[p] = info.get("x_position", 0.0)
         # Per-member state lives in Python lists: the loop below touches it once per member-step,
         # where numpy scalar indexing would cost more than the arithmetic.

@@ -205,6 +205,9 @@ class ESTrainer:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+            log = self.out_dir / "progress.csv"
+            if self.generation == 0 and log.exists():  # a fresh run: keep, don't extend, an old log
+                log.replace(log.with_name("progress.previous.csv"))
         stats_this_call: list[GenerationStats] = []
         bar = None
         if self.progress:
@@ -322,7 +325,13 @@ class ESTrainer:
             "es_state": es_scalars,
         }
         save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
-        run_info = {"env_id": self.config.env_id, "seed": self.config.seed, "generation": self.generation}
+        run_info = {
+            "env_id": self.config.env_id,
+            "env_kwargs": self.config.env_kwargs,
+            "max_steps": self.config.max_steps,
+            "seed": self.config.seed,
+            "generation": self.generation,
+        }
         self.policy.set_params(self.es.mean)
         self.policy.save(self.out_dir / "policy.npz", extra=run_info)
         if self.best_params is not None:

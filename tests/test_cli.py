@@ -88,3 +88,23 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     )
     generations = [int(r["generation"]) for r in csv.DictReader((out / "progress.csv").open())]
     assert generations == list(range(1, target + 1))
+
+
+def test_resume_keeps_saved_settings_unless_overridden(tmp_path):
+    from hebb_agents.trainer import ESTrainer
+
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "4", "--backend", "serial", "--out", str(out)]) == 0
+    trainer = ESTrainer.resume(out)  # what `--resume` without flags rebuilds
+    assert trainer.config.generations == 4 and trainer.config.backend == "serial"
+    assert main(["train", "--resume", "--out", str(out)]) == 0  # already finished: trains nothing
+    assert len(list(csv.DictReader((out / "progress.csv").open()))) == 4
+    assert main(["train", "--resume", "--out", str(out), "--generations", "5"]) == 0
+    assert len(list(csv.DictReader((out / "progress.csv").open()))) == 5
+
+
+def test_eval_on_an_env_with_other_spaces_names_both(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    assert main(["eval", str(out), "--env", "Pendulum-v1"]) == 2
+    assert "was trained for observations" in capsys.readouterr().err

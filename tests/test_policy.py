@@ -129,3 +129,23 @@ def test_bad_inputs_fail_clearly():
     policy = HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=(8,))
     with pytest.raises(ValueError, match="vectors of length"):
         policy.set_params(np.zeros(3))
+
+
+def test_predict_switches_between_vectorised_and_single_envs():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = gym.make("CartPole-v1")
+    policy = HebbianPolicy(env.observation_space, env.action_space, hidden=(8,))
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    evaluate_policy(policy, make_vec_env("CartPole-v1", n_envs=3), n_eval_episodes=3)
+    assert policy.population == 3
+    action, _ = policy.predict(env.reset(seed=0)[0])
+    assert env.action_space.contains(int(action)) and policy.population == 1
+
+
+def test_custom_sharing_maps_refuse_to_save(tmp_path):
+    maps = [np.zeros((4, 8), dtype=np.intp), np.zeros((8, 2), dtype=np.intp)]
+    policy = HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=(8,), sharing=maps)
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="custom sharing"):
+        policy.save(tmp_path / "p.npz")

@@ -126,3 +126,23 @@ def test_worker_killed_mid_generation_is_restarted_and_its_slice_rerun():
         assert backend.pids[0] != victim  # replaced
     assert time.perf_counter() - start > 0.15  # the kill really happened during the generation
     np.testing.assert_array_equal(result.fitness, expected.fitness)
+
+
+def test_worker_value_errors_stay_value_errors_and_the_backend_stays_usable():
+    spec = RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, max_steps=20, fitness="speed")
+    good = RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, max_steps=20)
+    params = _params(LockstepEvaluator(good), 4)
+    with ProcessBackend(spec, workers=2) as backend:
+        for _ in range(2):  # a second call must not read the first call's leftover replies
+            with pytest.raises(ValueError, match="speed"):
+                backend.evaluate(params, seed=0, generation=0)
+
+
+def test_bad_env_kwargs_and_distance_without_x_position_fail_clearly():
+    with pytest.raises(ValueError, match="does not accept the keyword arguments"):
+        LockstepEvaluator(RolloutSpec(env_id="CartPole-v1", env_kwargs={"gravity_scale": 2}))
+    ev = LockstepEvaluator(
+        RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, fitness="distance")
+    )
+    with pytest.raises(ValueError, match="x_position"):
+        ev.evaluate(_params(ev, 2), np.arange(2), 0, 0)

@@ -105,3 +105,11 @@ def test_bad_configs_fail_clearly(tmp_path):
     ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path / "run").train()
     with pytest.raises(ValueError, match="cannot change"):
         ESTrainer.resume(tmp_path / "run", sigma=0.5)
+
+
+def test_a_fresh_run_does_not_extend_an_old_log(tmp_path):
+    (tmp_path / "progress.csv").write_text("generation\n1\n2\n")
+    ESTrainer(TrainConfig(**TINY, generations=2), out_dir=tmp_path).train()
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert [int(r["generation"]) for r in rows] == [1, 2]
+    assert (tmp_path / "progress.previous.csv").read_text() == "generation\n1\n2\n"
