@@ -54,14 +54,15 @@ class MemoryTask(gym.Env):
                                          Discrete(K)
     correct_reward    float  1.0         reward for the right answer at the query step
     wrong_reward      float  0.0         reward for a wrong answer at the query step
-    render_mode       str    None        only None is supported (the task has nothing to draw)
+    render_mode       str    None        None or "rgb_array" (the current observation as a strip of
+                                         grey cells, 16 px each)
     ================  =====  ==========  =========================================================
 
     ``info`` carries ``phase`` ("cue", "delay", "query" for the observation just returned), ``cue``
     (the symbol to recall), ``step`` and, on the final step, ``answer`` and ``correct``.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(
         self,
@@ -82,8 +83,8 @@ class MemoryTask(gym.Env):
             raise ValueError(f"cue_steps must be an integer >= 1, got {cue_steps!r}")
         if distractor not in DISTRACTORS:
             raise ValueError(f"unknown distractor {distractor!r}; accepted: {', '.join(DISTRACTORS)}")
-        if render_mode is not None:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: None")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: None, rgb_array")
         self.n_symbols = int(n_symbols)
         self.delay = int(delay)
         self.cue_steps = int(cue_steps)
@@ -151,6 +152,17 @@ class MemoryTask(gym.Env):
         if not 0 <= answer < self.n_symbols:
             raise ValueError(f"action {action!r} outside Discrete({self.n_symbols})")
         return answer
+
+    def render(self) -> np.ndarray | None:
+        """The current observation as an ``(16, 16 * (K + 2), 3)`` uint8 image (``rgb_array`` mode)."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self._observations is None:
+            row = np.zeros(self.observation_space.shape, dtype=np.float32)
+        else:
+            row = self._observations[min(self._t, self.episode_length - 1)]
+        cells = np.repeat(np.repeat((row * 255).astype(np.uint8)[None, :], 16, axis=0), 16, axis=1)
+        return np.repeat(cells[:, :, None], 3, axis=2)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Advance one step; only the action taken on the query observation is scored."""

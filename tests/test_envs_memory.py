@@ -165,7 +165,7 @@ def test_long_delay_is_fast():
         ({"delay": -1}, "delay"),
         ({"cue_steps": 0}, "cue_steps"),
         ({"distractor": "pink"}, "symbols, uniform, zeros"),
-        ({"render_mode": "rgb_array"}, "accepted: None"),
+        ({"render_mode": "human"}, "accepted: None, rgb_array"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
@@ -179,3 +179,15 @@ def test_bad_actions_are_rejected():
     env.step(0)
     with pytest.raises(ValueError, match="Discrete"):
         env.step(7)
+
+
+def test_memory_task_renders_rgb_and_works_with_sb3_make_vec_env():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = gym.make("hebb/Memory-v0", delay=3, render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (16, 16 * obs.size, 3) and frame.dtype == np.uint8
+    assert frame[0, 16 * int(np.argmax(obs[:-2])), 0] == 255  # the cue's cell is lit
+    vec = make_vec_env("hebb/Memory-v0", n_envs=2, env_kwargs={"delay": 3})  # SB3 asks for rgb_array
+    assert vec.reset().shape == (2, obs.size)
