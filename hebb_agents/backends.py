@@ -162,9 +162,9 @@ class ProcessBackend(Backend):
 
     def __init__(self, spec: RolloutSpec, workers: int | None = None, max_retries: int = 3) -> None:
         super().__init__(spec)
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1 (or None for all cores), got {workers}")
         self.num_workers = int(workers or os.cpu_count() or 1)
-        if self.num_workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
         self.max_retries = max_retries
         self._ctx = mp.get_context("spawn")
         self._workers: list[tuple[Any, Connection] | None] = [None] * self.num_workers

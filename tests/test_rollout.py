@@ -96,6 +96,8 @@ def test_bad_spec_values_fail_clearly():
         LockstepEvaluator(RolloutSpec(env_id="CartPol-v9"))
     with pytest.raises(ValueError, match="accepted: serial, process, ray"):
         make_backend("threads", SPEC)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        ProcessBackend(SPEC, workers=0)
 
 
 def test_serial_and_process_backends_agree():
