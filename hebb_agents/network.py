@@ -107,6 +107,22 @@ def _activate(x: np.ndarray, activation: str) -> np.ndarray:
     return x
 
 
+def population_matrix(params: np.ndarray, num_params: int, dtype: np.dtype, owner: str) -> np.ndarray:
+    """``params`` as a ``(P, num_params)`` array (one ``(num_params,)`` vector is ``P = 1``).
+
+    ``owner`` describes what takes the vectors, for the error message.
+    """
+    params = np.asarray(params, dtype=dtype)
+    if params.ndim == 1:
+        params = params[None]
+    if params.ndim != 2 or params.shape[1] != num_params:
+        raise ValueError(
+            f"{owner} takes vectors of length {num_params}, i.e. parameters of shape (P, {num_params}); "
+            f"got an array of shape {params.shape}"
+        )
+    return params
+
+
 def with_bias(x: np.ndarray, bias: bool) -> np.ndarray:
     """``x`` ``(P, n)`` with a constant-1 column appended when ``bias`` is on."""
     if not bias:
@@ -244,14 +260,10 @@ class HebbianNetwork:
 
     def set_params(self, params: np.ndarray) -> None:
         """Load evolved vectors ``(P, num_params)``; sets the population size to ``P``."""
-        params = np.asarray(params, dtype=self.dtype)
-        if params.ndim == 1:
-            params = params[None]
-        if params.ndim != 2 or params.shape[1] != self.num_params:
-            raise ValueError(
-                f"expected parameters of shape (P, {self.num_params}) for layers {self.layer_sizes} "
-                f"with rule {self.rule.name!r} (k={self.rule.k}), init {self.init!r}; got {params.shape}"
-            )
+        owner = (
+            f"layers {self.layer_sizes} with rule {self.rule.name!r} (k={self.rule.k}), init {self.init!r}"
+        )
+        params = population_matrix(params, self.num_params, self.dtype, owner)
         population = params.shape[0]
         coefficients = params[:, : self.num_coefficients]
         terms: list[np.ndarray | None] = [None, None, None, None]
@@ -461,14 +473,7 @@ class StaticNetwork:
 
     def set_params(self, params: np.ndarray) -> None:
         """Load evolved weight vectors ``(P, num_params)``."""
-        params = np.asarray(params, dtype=self.dtype)
-        if params.ndim == 1:
-            params = params[None]
-        if params.ndim != 2 or params.shape[1] != self.num_params:
-            raise ValueError(
-                f"expected parameters of shape (P, {self.num_params}) for layers {self.layer_sizes}, "
-                f"got {params.shape}"
-            )
+        params = population_matrix(params, self.num_params, self.dtype, f"static layers {self.layer_sizes}")
         self.population = params.shape[0]
         self.weights, start = [], 0
         for n_in, n_out in self.layer_shapes:

@@ -26,7 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hebb_agents.network import HebbianNetwork, StaticNetwork
+from hebb_agents.network import HebbianNetwork, StaticNetwork, population_matrix
 
 
 def member_rng(seed: int, *keys: int) -> np.random.Generator:
@@ -146,14 +146,8 @@ class EvolvablePolicy(abc.ABC):
 
     def set_params(self, params: np.ndarray) -> None:
         """Load evolved vectors ``(P, num_params)`` (or one ``(num_params,)``) for ``P`` members."""
-        params = np.asarray(params, dtype=np.float32)
-        if params.ndim == 1:
-            params = params[None]
-        if params.ndim != 2 or params.shape[1] != self.num_params:
-            raise ValueError(
-                f"{type(self).__name__} with layers {self.layer_sizes} takes vectors of length "
-                f"{self.num_params}; got an array of shape {params.shape}"
-            )
+        owner = f"{type(self).__name__} with layers {self.layer_sizes}"
+        params = population_matrix(params, self.num_params, np.dtype(np.float32), owner)
         self._params = params
         self._base_params = params[:1]  # what predict() copies to each vectorised environment
         self.network.set_params(params[:, : self.num_network_params])

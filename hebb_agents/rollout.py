@@ -269,18 +269,3 @@ class LockstepEvaluator:
             return bool(t > 200 and bad_streak[p] >= 30)
         bad_streak[p] = bad_streak[p] + 1 if reward < 0 else 0
         return bool(bad_streak[p] >= 20)
-
-
-def evaluate_population(
-    spec: RolloutSpec,
-    params: np.ndarray,
-    seed: int,
-    generation: int,
-    evaluator: LockstepEvaluator | None = None,
-) -> EvalResult:
-    """One-call helper: evaluate ``params`` ``(P, n)`` in this process."""
-    evaluator = evaluator or LockstepEvaluator(spec)
-    return evaluator.evaluate(params, np.arange(params.shape[0]), seed, generation)
-
-
-EvaluatorFactory = Callable[[], LockstepEvaluator]

@@ -60,27 +60,21 @@ def summarise_families(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
 
     With one seed, the std is across morphologies instead (stated in the table header by ``seeds = 1``).
     """
-    per_agent = ev.summarise_groups(rows)
-    out = []
-    keys = list(dict.fromkeys((family_of(r["agent"]), r["group"]) for r in per_agent))
-    for fam, group in keys:
-        items = [r for r in per_agent if family_of(r["agent"]) == fam and r["group"] == group]
-        row: dict[str, Any] = {"family": fam, "group": group, "seeds": len(items)}
-        for metric in ("return", "distance"):
-            means = np.array([r[f"{metric}_mean"] for r in items])
-            row[f"{metric}_mean"] = float(means.mean())
-            row[f"{metric}_std"] = float(means.std()) if len(items) > 1 else float(items[0][f"{metric}_std"])
-        out.append(row)
-    return out
+    return _pool_seeds(ev.summarise_groups(rows), by="group", family_column="family")
 
 
 def family_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per family and morphology: mean of the per-seed means; std across seeds (episodes if one seed)."""
+    return _pool_seeds(rows, by="morphology", family_column="agent")
+
+
+def _pool_seeds(rows: Sequence[Mapping[str, Any]], by: str, family_column: str) -> list[dict[str, Any]]:
+    """Pool the seeds of each (family, ``by``): mean of the per-seed means, std across seeds (or the
+    single seed's own std). The family name goes in ``family_column``."""
     out = []
-    keys = list(dict.fromkeys((family_of(r["agent"]), r["morphology"]) for r in rows))
-    for fam, morphology in keys:
-        items = [r for r in rows if family_of(r["agent"]) == fam and r["morphology"] == morphology]
-        row: dict[str, Any] = {"agent": fam, "morphology": morphology, "group": items[0]["group"]}
+    for fam, key in dict.fromkeys((family_of(r["agent"]), r[by]) for r in rows):
+        items = [r for r in rows if family_of(r["agent"]) == fam and r[by] == key]
+        row: dict[str, Any] = {family_column: fam, by: key, "group": items[0]["group"], "seeds": len(items)}
         for metric in ("return", "distance"):
             means = np.array([r[f"{metric}_mean"] for r in items])
             row[f"{metric}_mean"] = float(means.mean())
