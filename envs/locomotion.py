@@ -33,6 +33,9 @@ Observation and action sizes never depend on the damage.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -50,6 +53,27 @@ from hebb_envs.morphology import (
     resolve_pool,
     stock_xml_path,
 )
+
+
+@contextlib.contextmanager
+def _without_settotalmass_warning() -> Iterator[None]:
+    """Drop MuJoCo's deprecation warning for ``settotalmass`` while Gymnasium compiles its own XML.
+
+    Stock HalfCheetah-v5's XML uses the attribute, so MuJoCo 4 prints the warning for every env
+    (every worker, every run); the damaged models never use it (see :mod:`hebb_envs.morphology`).
+    Any other MuJoCo warning is still printed, in MuJoCo's own format.
+    """
+
+    def handler(message: str) -> None:
+        if "settotalmass" not in message:
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 class _DamageMixin:
@@ -245,6 +269,7 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
             raise ValueError(
                 "xml_file is set by HalfCheetahDamageEnv (the body comes from `damage`); remove it"
             )
-        HalfCheetahEnv.__init__(self, xml_file=stock_xml_path("half_cheetah"), **kwargs)
+        with _without_settotalmass_warning():
+            HalfCheetahEnv.__init__(self, xml_file=stock_xml_path("half_cheetah"), **kwargs)
         utils.EzPickle.__init__(self, damage=damage, **kwargs)
         self._init_damage(damage, 0)

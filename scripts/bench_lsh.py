@@ -11,14 +11,15 @@ autograd) and forward+backward (sum of outputs). Methods:
 - ``reformer``: ``reformer_pytorch.LSHAttention`` at equal settings (bucket 64, same rounds,
   duplicates allowed), when the package is installed.
 
-Memory: every (method, L, rounds, mode) runs once in a fresh Python process, so that its memory
-is its own: on CPU, the growth of the process's peak resident set size (``ru_maxrss``) over its
-resident size just before the call (inputs already allocated); on CUDA,
-``torch.cuda.max_memory_allocated`` over the allocation before the call. Time: all methods of
-one (L, mode) share one process and are timed in turns (ours, sdpa, ..., ours, sdpa, ...), so
-that a shared machine's disturbances hit them alike; each time is the minimum over the turns,
-after one warm-up. Ratios are printed against ours, measured in the same run: ``x faster`` =
-their time / our time, ``mem x`` = our memory / theirs.
+Memory: on CPU, every (method, L, rounds, mode) runs once in a fresh Python process, so that its
+memory is its own: the growth of the process's peak resident set size (``ru_maxrss``) over its
+resident size just before the call (inputs already allocated). On CUDA, whose allocator counts
+exactly, ``torch.cuda.max_memory_allocated`` over the allocation before the call, measured in
+the timing process; a configuration that runs out of GPU memory is reported and dropped. Time:
+all methods of one (L, mode) share one process and are timed in turns (ours, sdpa, ..., ours,
+sdpa, ...), so that a shared machine's disturbances hit them alike; each time is the minimum
+over the turns, after one warm-up. Ratios are printed against ours, measured in the same run:
+``x faster`` = their time / our time, ``mem x`` = our memory / theirs.
 
     python scripts/bench_lsh.py --quick          # L = 1K, 4K, 16K; 1 and 4 rounds
     python scripts/bench_lsh.py                  # the full table
@@ -129,9 +130,30 @@ def measure_times(specs: list[dict], repeats: int, budget_s: float) -> list[dict
     configuration's time is its minimum over at least ``repeats`` runs, with more turns while
     ``budget_s`` lasts (at most 25).
     """
-    calls = [_make_call(spec) for spec in specs]
-    for call in calls:
-        call()  # warm-up
+    import torch
+
+    on_cuda = bool(specs) and specs[0]["device"].startswith("cuda")
+    kept, calls, peaks = [], [], []
+    for spec in specs:
+        try:
+            call = _make_call(spec)
+            call()  # warm-up
+            if on_cuda:  # CUDA's allocator counts exactly, so memory is measured here too
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                call()
+                peaks.append(torch.cuda.max_memory_allocated() - base)
+        except Exception as error:  # out of memory, or a method failing on this device: drop it
+            print(f"  dropped {spec}: {type(error).__name__}: {str(error)[:300]}", file=sys.stderr)
+            call = None
+            if on_cuda:
+                torch.cuda.empty_cache()
+            continue
+        kept.append(spec)
+        calls.append(call)
+    specs = [{**spec, "peak_bytes": int(peak)} for spec, peak in zip(kept, peaks)] if on_cuda else kept
     times: list[list[float]] = [[] for _ in specs]
     deadline = time.perf_counter() + budget_s
     turns = 0
@@ -237,8 +259,8 @@ def main() -> None:
         print("reformer-pytorch not installed: its columns stay empty")
 
     results: list[dict] = []
-    for mode in args.modes:
-        for length in lengths:
+    for length in lengths:  # in the order given: the lengths that matter most can go first
+        for mode in args.modes:
             plan = []
             for method in methods:
                 rounds = hashes if method in ("ours", "reformer") else [0]
@@ -251,7 +273,7 @@ def main() -> None:
                         continue
                     plan.append(dict(device=device, length=length, hashes=h, method=method, mode=mode))
             memory = {}
-            for spec in plan:
+            for spec in plan if device == "cpu" else []:  # CUDA: measured beside the times
                 for r in run_child(dict(kind="memory", spec=spec, threads=args.threads), args.timeout):
                     memory[(r["method"], r["hashes"])] = r["peak_bytes"]
             timed = run_child(
@@ -261,15 +283,15 @@ def main() -> None:
                 args.timeout,
             )
             for r in timed:
-                r["peak_bytes"] = memory.get((r["method"], r["hashes"]), -1)
+                r.setdefault("peak_bytes", memory.get((r["method"], r["hashes"]), -1))
                 results.append(r)
                 print(
                     f"  {mode:8s} L={length:6d} {r['method']:9s} h={r['hashes']}: "
                     f"{1e3 * r['seconds']:9.1f} ms {r['peak_bytes'] / 2**20:8.1f} MiB ({r['runs']} runs)",
                     flush=True,
                 )
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1))
+            if args.out:  # after every group, so that a run cut short keeps what it measured
+                args.out.write_text(json.dumps(results, indent=1))
     print_table(results, methods, hashes)
 
 

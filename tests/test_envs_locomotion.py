@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
@@ -252,3 +253,12 @@ print(json.dumps({"shape": intact.shape, "intact": red(intact), "damaged": red(d
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["shape"] == [120, 160, 3]
     assert result["intact"] == 0 and result["damaged"] > 20
+
+
+def test_halfcheetah_creation_is_quiet_and_leaves_mujoco_warnings_alone(capfd):
+    """The stock XML's ``settotalmass`` deprecation is dropped; the warning hook is restored."""
+    env = gym.make("hebb/HalfCheetahDamage-v0")
+    env.reset(seed=0)
+    env.close()
+    assert "settotalmass" not in capfd.readouterr().err
+    assert mujoco.get_mju_user_warning() is None
