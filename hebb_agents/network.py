@@ -13,6 +13,7 @@ its number of rule groups and a sharing map ``(n_in, n_out) -> row`` picks each 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 
@@ -34,7 +35,7 @@ INIT_SCHEMES = (
 NORMALISATIONS = ("max_abs", "none", "standardise")
 SHARING = ("per_synapse", "per_post", "per_pre", "per_layer")
 ACTIVATIONS = ("tanh", "linear")
-KERNELS = ("numpy", "numba")
+KERNELS = ("auto", "numpy", "numba")
 
 
 def _check_choice(kind: str, value: str, accepted: Sequence[str]) -> str:
@@ -160,10 +161,11 @@ class HebbianNetwork:
     :param output_activation: output activation; the activated output is what acts and what
         the update sees.
     :param bias: append a constant-1 input to every layer (its synapses are plastic too).
-    :param kernel: how the plastic update runs: ``numpy`` (default, no extra dependency) or
-        ``numba`` (one compiled call per step, ~2-3x faster; needs the ``fast`` extra). Both give
-        bit-identical weights while they stay finite. ``None`` reads the ``HEBB_KERNEL``
-        environment variable (default ``numpy``), so spawned workers and Ray actors follow it.
+    :param kernel: how the plastic update runs: ``numba`` (one compiled call per step, ~3x
+        faster; needs the ``fast`` extra), ``numpy`` (no extra dependency), or ``auto`` (numba when
+        it is installed, else numpy). Both kernels give bit-identical weights while they stay
+        finite, so ``auto`` never changes a result. ``None`` reads the ``HEBB_KERNEL`` environment
+        variable (default ``auto``), so spawned workers and Ray actors follow it.
 
     Storage: every member's synapses of all layers sit in one row of a ``(P, num_synapses)``
     array (layer after layer, each ``(n_in, n_out)`` in C order); :attr:`weights` are per-layer
@@ -193,9 +195,7 @@ class HebbianNetwork:
         self.output_activation = _check_choice("output activation", output_activation, ACTIVATIONS)
         self.bias = bool(bias)
         self.dtype = np.dtype(dtype)
-        self.kernel = _check_choice(
-            "kernel", kernel if kernel is not None else os.environ.get("HEBB_KERNEL", "numpy"), KERNELS
-        )
+        self.kernel = resolve_kernel(kernel)
         if self.kernel == "numba":
             _numba_kernels()  # fail now, with the install hint, rather than at the first step
         # (n_in, n_out) of each layer; a bias adds one always-on input row.
@@ -387,6 +387,16 @@ class HebbianNetwork:
 
 
 _NUMBA_KERNEL: Callable[..., None] | None = None
+
+
+def resolve_kernel(kernel: str | None = None) -> str:
+    """The plasticity kernel to use: ``numpy`` or ``numba`` (see :class:`HebbianNetwork`)."""
+    name = _check_choice(
+        "kernel", kernel if kernel is not None else os.environ.get("HEBB_KERNEL", "auto"), KERNELS
+    )
+    if name == "auto":
+        return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
+    return name
 
 
 def _numba_kernels() -> Callable[..., None]:

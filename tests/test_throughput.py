@@ -1,5 +1,7 @@
 """Fast paths must not change results: seed-shipped candidates, the numba kernel, the wrapper bypass."""
 
+import importlib.util
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -84,8 +86,18 @@ def test_numba_kernel_gives_bit_identical_weights_to_numpy(rule, normalisation, 
     assert not any(np.array_equal(a, b) for a, b in zip(initial, w_np))  # the weights really moved
 
 
+def test_auto_kernel_is_numba_when_installed_else_numpy(monkeypatch):
+    installed = importlib.util.find_spec("numba") is not None
+    assert HebbianNetwork((2, 2)).kernel == ("numba" if installed else "numpy")
+    monkeypatch.setenv("HEBB_KERNEL", "numpy")  # the environment variable still decides
+    assert HebbianNetwork((2, 2)).kernel == "numpy"
+    assert HebbianNetwork((2, 2), kernel="auto").kernel == ("numba" if installed else "numpy")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)  # numba missing
+    assert HebbianNetwork((2, 2), kernel="auto").kernel == "numpy"
+
+
 def test_unknown_kernel_names_the_accepted_ones(monkeypatch):
-    with pytest.raises(ValueError, match="accepted: numpy, numba"):
+    with pytest.raises(ValueError, match="accepted: auto, numpy, numba"):
         HebbianNetwork((2, 2), kernel="cuda")
     monkeypatch.setenv("HEBB_KERNEL", "fortran")
     with pytest.raises(ValueError, match="unknown kernel 'fortran'"):

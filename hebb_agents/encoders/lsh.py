@@ -286,7 +286,8 @@ def lsh_attention(
     # Sorting by bucket * padded + position sorts by (bucket, position) in one pass.
     order = torch.sort(buckets * padded + positions).indices  # (B, H, Lp): token at each slot
     del buckets
-    slot_of = order.argsort(dim=-1)  # (B, H, Lp) inverse permutation: slot of each token
+    # (B, H, Lp) inverse permutation, the slot of each token: a scatter, not a second sort
+    slot_of = torch.zeros_like(order).scatter(-1, order, positions.expand_as(order))
     chunk_of = None
     if not allow_duplicate_attention and n_hashes > 1 and n_chunks > 2:
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
@@ -305,10 +306,8 @@ def lsh_attention(
         q_pos = order[:, h].view(b, n_chunks, c)  # token index of each sorted slot
         q_idx = (q_pos + batch_offset).reshape(-1)  # row of each slot
         back = (slot_of[:, h] + batch_offset[:, :, 0]).reshape(-1)  # slot of each row
-        sq = _permute_rows(flat_q, q_idx, back).view(b, n_chunks, c, d)
-        sk = _permute_rows(flat_k, q_idx, back).view(b, n_chunks, c, d)
-        sv = _permute_rows(flat_v, q_idx, back).view(b, n_chunks, c, dv)
         k_pos = _look_back(q_pos)  # (B, n, K): token index of each key slot
+        k_idx = (k_pos + batch_offset).reshape(-1)  # row of each key slot (look-back included)
         k_masked = None
         if key_masked is not None:
             k_masked = key_masked.gather(1, k_pos.reshape(b, -1)).view(b, n_chunks, 1, -1)
@@ -319,9 +318,11 @@ def lsh_attention(
             else:  # every round's window is the whole sequence
                 log_count = torch.full((), math.log(n_hashes), device=device)
         mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
+        rows = _SortedRows(q_idx, k_idx, back, (b, n_chunks, c))
         if needs_grad:
-            sorted_out, lse = _ChunkedAttention.apply(sq, sk, sv, mask, dropout)
+            sorted_out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout)
         else:
+            sq, sk, sv = rows.gather(flat_q, flat_k, flat_v)
             sorted_out, lse, _, _ = _chunked_attention_forward(sq, sk, sv, mask, dropout)
         # Undo the sort: token t of this round sits at slot slot_of[t].
         out_h = _permute_rows(sorted_out.reshape(-1, dv), back, q_idx).view(b, padded, dv)
@@ -406,9 +407,8 @@ class _ChunkMask:
         mask_value, self_value = _mask_scores(sq.dtype)
         scores = sq @ sk.transpose(-1, -2)
         c = sq.shape[2]
-        diag = torch.arange(c, device=sq.device)
         # A token's own key sits on the diagonal of the current-chunk block.
-        scores[:, :, diag, diag] = self_value
+        scores[..., :c].diagonal(dim1=-2, dim2=-1).fill_(self_value)
         bad = self.forbidden()
         if bad is not None:
             scores.masked_fill_(bad, mask_value)
@@ -417,16 +417,43 @@ class _ChunkMask:
         return scores, bad
 
 
+class _SortedRows:
+    """Where one round's sorted queries and look-back keys come from in the flat ``(B*Lp, d)`` rows.
+
+    Keys and values are gathered with their look-back in one pass (``k_idx`` lists each chunk's
+    own tokens, then the previous chunk's), rather than gathered, rolled and concatenated.
+    """
+
+    def __init__(self, q_idx: Tensor, k_idx: Tensor, back: Tensor, shape: tuple[int, int, int]) -> None:
+        self.q_idx, self.k_idx, self.back = q_idx, k_idx, back
+        self.b, self.n, self.c = shape
+
+    def gather(self, flat_q: Tensor, flat_k: Tensor, flat_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Sorted queries ``(B, n, c, d)`` and look-back keys and values ``(B, n, K, d)``."""
+        b, n = self.b, self.n
+        sq = flat_q.index_select(0, self.q_idx).view(b, n, self.c, -1)
+        sk = flat_k.index_select(0, self.k_idx).view(b, n, -1, flat_k.shape[-1])
+        sv = flat_v.index_select(0, self.k_idx).view(b, n, -1, flat_v.shape[-1])
+        return sq, sk, sv
+
+    def scatter(self, d_sorted: Tensor, look_back: bool) -> Tensor:
+        """Gradient for the flat rows from a gradient over sorted slots (summing the look-back copy)."""
+        if look_back:
+            d_sorted = _fold_back(d_sorted, self.c)
+        # Every row appears once among the chunks' own slots: the inverse permutation gathers it.
+        return d_sorted.reshape(-1, d_sorted.shape[-1]).index_select(0, self.back)
+
+
 def _chunked_attention_forward(
     sq: Tensor, sk: Tensor, sv: Tensor, mask: _ChunkMask, dropout: float, keep_probs: bool = False
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """Softmax attention of each chunk's queries over its keys; in-place, no autograd.
 
-    ``sk`` and ``sv`` hold each chunk's own keys ``(B, n, c, ...)``; the look-back is added here.
-    Returns the output ``(B, n, c, dv)``, the log-sum-exp ``(B, n, c)``, the dropout keep
-    mask (or None) and, with ``keep_probs``, the attention probabilities before dropout.
+    ``sq`` ``(B, n, c, d)`` holds each chunk's queries, ``sk`` and ``sv`` ``(B, n, K, ...)`` its
+    keys and values, look-back included. Returns the output ``(B, n, c, dv)``, the log-sum-exp
+    ``(B, n, c)``, the dropout keep mask (or None) and, with ``keep_probs``, the attention
+    probabilities before dropout.
     """
-    sk, sv = _look_back(sk), _look_back(sv)
     scores, _ = mask.scores(sq, sk)
     # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
     # the large negative mask scores (several times slower here). The log-sum-exp follows from
@@ -447,25 +474,27 @@ def _chunked_attention_forward(
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention with a hand-written backward.
 
-    Saves the gathered inputs (without the look-back copies), the output and one
-    ``(B, n, c, K)`` probability tensor per round (``O(L * bucket_size)``, the algorithm's own
-    bound) instead of autograd's several intermediates of that size (scores, masks, softmax,
-    dropout); the look-back keys and the boolean masks are rebuilt in the backward pass.
+    Takes the flat, unsorted queries, keys and values (shared by every round) and this round's
+    row indices. Saves only the indices, the output and one ``(B, n, c, K)`` probability tensor
+    per round (``O(L * bucket_size)``, the algorithm's own bound) instead of sorted copies and
+    autograd's several intermediates of that size (scores, masks, softmax, dropout); the sorted
+    rows and the boolean masks are gathered again in the backward pass.
     """
 
     @staticmethod
-    def forward(ctx, sq, sk, sv, mask, dropout):  # type: ignore[override]
+    def forward(ctx, flat_q, flat_k, flat_v, rows, mask, dropout):  # type: ignore[override]
+        sq, sk, sv = rows.gather(flat_q, flat_k, flat_v)
         out, lse, keep, probs = _chunked_attention_forward(sq, sk, sv, mask, dropout, keep_probs=True)
-        ctx.save_for_backward(sq, sk, sv, out, keep, probs)
-        ctx.mask, ctx.dropout = mask, dropout
+        ctx.save_for_backward(flat_q, flat_k, flat_v, out, keep, probs)
+        ctx.rows, ctx.mask, ctx.dropout = rows, mask, dropout
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
-        sq, sk, sv, out, keep, probs = ctx.saved_tensors
-        mask, dropout = ctx.mask, ctx.dropout
+        flat_q, flat_k, flat_v, out, keep, probs = ctx.saved_tensors
+        rows, mask, dropout = ctx.rows, ctx.mask, ctx.dropout
+        sq, sk, sv = rows.gather(flat_q, flat_k, flat_v)
         c = sq.shape[2]
-        sk, sv = _look_back(sk), _look_back(sv)
         bad = mask.forbidden()
         d_probs = d_out @ sv.transpose(-1, -2)
         if keep is not None:
@@ -479,13 +508,20 @@ class _ChunkedAttention(torch.autograd.Function):
         row = (d_out * out).sum(dim=-1) - d_lse  # (B, n, c)
         d_scores = d_probs.sub_(row[..., None]).mul_(probs)
         # Entries replaced by constants carry no gradient.
-        diag = torch.arange(c, device=sq.device)
-        d_scores[:, :, diag, diag] = 0.0
+        d_scores[..., :c].diagonal(dim1=-2, dim2=-1).zero_()
         if bad is not None:
             d_scores.masked_fill_(bad, 0.0)
         d_q = d_scores @ sk
         d_k = d_scores.transpose(-1, -2) @ sq
-        return d_q, _fold_back(d_k, c), _fold_back(d_v, c), None, None
+        look_back = sk.shape[2] > c
+        return (
+            rows.scatter(d_q, look_back=False),
+            rows.scatter(d_k, look_back),
+            rows.scatter(d_v, look_back),
+            None,
+            None,
+            None,
+        )
 
 
 def _log_shared_rounds(chunk_of: Tensor, q_pos: Tensor, k_pos: Tensor, n_chunks: int) -> Tensor:
