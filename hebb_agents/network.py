@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -395,7 +396,14 @@ def resolve_kernel(kernel: str | None = None) -> str:
         "kernel", kernel if kernel is not None else os.environ.get("HEBB_KERNEL", "auto"), KERNELS
     )
     if name == "auto":
-        return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
+        if importlib.util.find_spec("numba") is None:
+            return "numpy"
+        try:
+            _numba_kernels()  # installed is not enough: it must import and compile here
+        except Exception as error:  # e.g. a numba release that does not support this numpy
+            warnings.warn(f"numba kernel unavailable ({error}); using the numpy kernel", stacklevel=3)
+            return "numpy"
+        return "numba"
     return name
 
 

@@ -10,6 +10,7 @@
 set -u
 out=${1:?usage: scripts/bench_big_machine.sh OUT_DIR}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)  # absolute: the script moves to the repository root below
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-egl}
 cd "$(dirname "$0")/.."

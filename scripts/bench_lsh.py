@@ -106,21 +106,23 @@ def _make_call(spec: dict):
 
 
 def measure_memory(spec: dict) -> dict:
-    """Peak memory of the first call of one configuration, in this fresh process."""
+    """CPU: growth of peak resident memory over the first call of one configuration (fresh process)."""
+    call = _make_call(spec)
+    base = _rss_bytes()
+    call()
+    return {**spec, "peak_bytes": int(max(0, _peak_rss_bytes() - base))}
+
+
+def _cuda_peak_bytes(call) -> int:
+    """Peak CUDA allocation of one call beyond what was allocated before it (after a warm-up)."""
     import torch
 
-    call = _make_call(spec)
-    if spec["device"].startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        call()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        base = _rss_bytes()
-        call()
-        peak = max(0, _peak_rss_bytes() - base)
-    return {**spec, "peak_bytes": int(peak)}
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    call()
+    return torch.cuda.max_memory_allocated() - base
 
 
 def measure_times(specs: list[dict], repeats: int, budget_s: float) -> list[dict]:
@@ -128,42 +130,51 @@ def measure_times(specs: list[dict], repeats: int, budget_s: float) -> list[dict
 
     Taking turns exposes every method to the same disturbances of a shared machine; each
     configuration's time is its minimum over at least ``repeats`` runs, with more turns while
-    ``budget_s`` lasts (at most 25).
+    ``budget_s`` lasts (at most 25). On CUDA the peak memory is measured here too, on the call
+    after the warm-up (one-off allocations such as library workspaces fall before it). A
+    configuration that fails (out of memory, or a method failing on this device) is reported on
+    stderr and left out; the others go on.
     """
     import torch
 
     on_cuda = bool(specs) and specs[0]["device"].startswith("cuda")
-    kept, calls, peaks = [], [], []
-    for spec in specs:
-        try:
-            call = _make_call(spec)
-            call()  # warm-up
-            if on_cuda:  # CUDA's allocator counts exactly, so memory is measured here too
-                torch.cuda.synchronize()
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-                call()
-                peaks.append(torch.cuda.max_memory_allocated() - base)
-        except Exception as error:  # out of memory, or a method failing on this device: drop it
-            print(f"  dropped {spec}: {type(error).__name__}: {str(error)[:300]}", file=sys.stderr)
-            call = None
-            if on_cuda:
-                torch.cuda.empty_cache()
+    calls = {}
+    results = {}
+    for index, spec in enumerate(specs):
+        call = _attempt(spec, lambda spec=spec: _make_call(spec))
+        if call is None:
             continue
-        kept.append(spec)
-        calls.append(call)
-    specs = [{**spec, "peak_bytes": int(peak)} for spec, peak in zip(kept, peaks)] if on_cuda else kept
-    times: list[list[float]] = [[] for _ in specs]
+        if _attempt(spec, call, returns=False) is None:  # warm-up
+            continue
+        peak = _attempt(spec, lambda call=call: _cuda_peak_bytes(call)) if on_cuda else -1
+        if peak is None:
+            continue
+        calls[index] = call
+        results[index] = {**spec, "peak_bytes": int(peak)} if on_cuda else dict(spec)
+    times: dict[int, list[float]] = {index: [] for index in calls}
     deadline = time.perf_counter() + budget_s
     turns = 0
-    while turns < repeats or (time.perf_counter() < deadline and turns < 25):
-        for call, record in zip(calls, times):
+    while calls and (turns < repeats or (time.perf_counter() < deadline and turns < 25)):
+        for index in list(calls):
             start = time.perf_counter()
-            call()
-            record.append(time.perf_counter() - start)
+            if _attempt(specs[index], calls[index], returns=False) is None:
+                del calls[index], times[index], results[index]
+                continue
+            times[index].append(time.perf_counter() - start)
         turns += 1
-    return [{**spec, "seconds": min(record), "runs": len(record)} for spec, record in zip(specs, times)]
+    if on_cuda:
+        torch.cuda.empty_cache()
+    return [{**results[i], "seconds": min(times[i]), "runs": len(times[i])} for i in sorted(times)]
+
+
+def _attempt(spec: dict, action, returns: bool = True):
+    """``action()``'s result (True when ``returns`` is False), or None after reporting a failure."""
+    try:
+        value = action()
+    except Exception as error:
+        print(f"  dropped {spec}: {type(error).__name__}: {str(error)[:300]}", file=sys.stderr)
+        return None
+    return value if returns else True
 
 
 def child(job: dict) -> list[dict]:

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+import hebb_agents.network as network_module
 from hebb_agents.backends import Candidates, ProcessBackend, SerialBackend
 from hebb_agents.es import OpenES
 from hebb_agents.network import HebbianNetwork
@@ -87,6 +88,7 @@ def test_numba_kernel_gives_bit_identical_weights_to_numpy(rule, normalisation, 
 
 
 def test_auto_kernel_is_numba_when_installed_else_numpy(monkeypatch):
+    monkeypatch.delenv("HEBB_KERNEL", raising=False)
     installed = importlib.util.find_spec("numba") is not None
     assert HebbianNetwork((2, 2)).kernel == ("numba" if installed else "numpy")
     monkeypatch.setenv("HEBB_KERNEL", "numpy")  # the environment variable still decides
@@ -94,6 +96,18 @@ def test_auto_kernel_is_numba_when_installed_else_numpy(monkeypatch):
     assert HebbianNetwork((2, 2), kernel="auto").kernel == ("numba" if installed else "numpy")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)  # numba missing
     assert HebbianNetwork((2, 2), kernel="auto").kernel == "numpy"
+
+
+def test_auto_kernel_falls_back_to_numpy_when_numba_fails(monkeypatch):
+    def broken() -> None:
+        raise ImportError("numba 0.0 does not support this numpy")
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: object())  # "installed"
+    monkeypatch.setattr(network_module, "_numba_kernels", broken)
+    with pytest.warns(UserWarning, match="using the numpy kernel"):
+        assert HebbianNetwork((2, 2), kernel="auto").kernel == "numpy"
+    with pytest.raises(ImportError):  # asked for by name, it fails loudly
+        HebbianNetwork((2, 2), kernel="numba")
 
 
 def test_unknown_kernel_names_the_accepted_ones(monkeypatch):

@@ -324,6 +324,7 @@ def lsh_attention(
         else:
             sq, sk, sv = rows.gather(flat_q, flat_k, flat_v)
             sorted_out, lse, _, _ = _chunked_attention_forward(sq, sk, sv, mask, dropout)
+            del sq, sk, sv  # before the next round gathers its own
         # Undo the sort: token t of this round sits at slot slot_of[t].
         out_h = _permute_rows(sorted_out.reshape(-1, dv), back, q_idx).view(b, padded, dv)
         lse_h = _permute_rows(lse.reshape(-1, 1), back, q_idx).view(b, padded)
@@ -474,11 +475,12 @@ def _chunked_attention_forward(
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention with a hand-written backward.
 
-    Takes the flat, unsorted queries, keys and values (shared by every round) and this round's
-    row indices. Saves only the indices, the output and one ``(B, n, c, K)`` probability tensor
-    per round (``O(L * bucket_size)``, the algorithm's own bound) instead of sorted copies and
-    autograd's several intermediates of that size (scores, masks, softmax, dropout); the sorted
-    rows and the boolean masks are gathered again in the backward pass.
+    Takes the flat, unsorted queries, keys and values and this round's row indices. Per round it
+    saves the indices, the output and one ``(B, n, c, K)`` probability tensor
+    (``O(L * bucket_size)``, the algorithm's own bound); the flat inputs it saves are the same
+    tensors for every round. No sorted copies and none of autograd's several intermediates of
+    the probabilities' size (scores, masks, softmax, dropout) are kept: the sorted rows and the
+    boolean masks are gathered again in the backward pass.
     """
 
     @staticmethod
