@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
-from hebb_agents.rollout import EARLY_STOPS
+from hebb_agents.rollout import EARLY_STOPS, make_env
 from hebb_agents.rules import RULES
 
 
@@ -52,7 +52,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=1, help="episodes per evaluation")
     p.add_argument("--max-steps", type=int, default=0, help="cap on episode length (0: the env's own)")
     p.add_argument(
-        "--fitness", default="distance", help="return, distance, or an info key summed per episode"
+        "--fitness",
+        default=None,
+        help="return, distance, or an info key summed per episode "
+        "(default: distance where the env reports info['x_position'], else return)",
     )
     p.add_argument("--early-stop", choices=EARLY_STOPS, default="none")
     p.add_argument("--backend", choices=("serial", "process", "ray"), default=None, help="default: process")
@@ -64,6 +67,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_train)
+
+
+def default_fitness(env_id: str, env_kwargs: dict[str, Any]) -> str:
+    """``distance`` for environments that report ``info["x_position"]`` (locomotion), else ``return``."""
+    env = make_env(env_id, **env_kwargs)
+    try:
+        _, info = env.reset(seed=0)
+    finally:
+        env.close()
+    return "distance" if "x_position" in info else "return"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -108,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             episodes=args.episodes,
             max_steps=args.max_steps or None,
-            fitness=args.fitness,
+            fitness=args.fitness or default_fitness(args.env, args.env_kwargs),
             early_stop=args.early_stop,
             backend=args.backend or "process",
             workers=args.workers,

@@ -1,6 +1,7 @@
 """The hebb command: train, eval, resume after a kill, and clear errors for bad input."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from hebb_agents.cli import main
+from hebb_agents.cli import default_fitness, main
 
 TRAIN = [
     "train",
@@ -41,6 +42,16 @@ def test_eval_reports_distance_on_locomotion(tmp_path, capsys):
     assert main([*args, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
     assert main(["eval", str(out / "best.npz"), "--episodes", "2", "--max-steps", "20"]) == 0
     assert "distance" in capsys.readouterr().out
+
+
+def test_default_fitness_is_return_without_x_position_and_distance_with_it(tmp_path):
+    """`hebb train --out DIR` alone must run (CartPole has no x_position); locomotion scores distance."""
+    out = tmp_path / "defaults"
+    args = ["train", "--hidden", "8", "--popsize", "4", "--max-steps", "20", "--generations", "1"]
+    assert main([*args, "--backend", "serial", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["fitness"] == "return"
+    assert default_fitness("hebb/HalfCheetahDamage-v0", {}) == "distance"
+    assert default_fitness("Pendulum-v1", {}) == "return"
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path, capsys):
