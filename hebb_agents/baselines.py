@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import sys
 import time
@@ -159,6 +160,14 @@ def train_baseline(
         raise ValueError(f"steps must be >= 1, got {steps}")
     entry, params, norm_reward = zoo_hyperparams(algo, env_id)
     params.update(copy.deepcopy(dict(hyperparams or {})))
+    algo_class = _algo_class(algo)
+    # checked before anything is built or written: SB3 would only fail inside its constructor
+    taken = {"self", "policy", "env", "kwargs", "seed", "device", "verbose"}  # set here, not by hyperparams
+    names = inspect.signature(algo_class.__init__).parameters
+    accepted = {name for name in names if name not in taken and not name.startswith("_")}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ValueError(f"unknown {algo} hyperparameters {unknown}; accepted: {', '.join(sorted(accepted))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_kwargs = dict(env_kwargs or {})
@@ -173,7 +182,7 @@ def train_baseline(
     venv = VecNormalize(venv, norm_obs=True, norm_reward=norm_reward, gamma=gamma)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    model = _algo_class(algo)("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **_sb3_kwargs(params))
+    model = algo_class("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **_sb3_kwargs(params))
     start = time.perf_counter()
 
     class _Deadline(BaseCallback):

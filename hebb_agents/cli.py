@@ -69,14 +69,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
 
-def default_fitness(env_id: str, env_kwargs: dict[str, Any]) -> str:
-    """``distance`` for environments that report ``info["x_position"]`` (locomotion), else ``return``."""
+def resolve_fitness(fitness: str | None, env_id: str, env_kwargs: dict[str, Any]) -> str:
+    """Check ``fitness`` against what ``env_id`` reports, before any worker starts.
+
+    ``None`` picks ``distance`` for environments that report ``info["x_position"]`` (locomotion)
+    and ``return`` otherwise; an ``info`` key must appear in the info of a step.
+    """
+    if fitness == "return":
+        return fitness
     env = make_env(env_id, **env_kwargs)
     try:
         _, info = env.reset(seed=0)
+        walks = "x_position" in info
+        if fitness is None:
+            return "distance" if walks else "return"
+        if fitness == "distance" and walks:
+            return fitness
+        env.action_space.seed(0)
+        step_info = env.step(env.action_space.sample())[4]
     finally:
         env.close()
-    return "distance" if "x_position" in info else "return"
+    if fitness != "distance" and fitness in step_info:
+        return fitness
+    accepted = ["return", *(["distance"] if walks else []), *sorted(step_info)]
+    raise ValueError(f"fitness {fitness!r} is not available on {env_id}; accepted: {', '.join(accepted)}")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -91,9 +107,26 @@ def _train(args: argparse.Namespace) -> int:
             "ray_address": args.address,
         }
         overrides = {key: value for key, value in given.items() if value is not None}
+        defaults = vars(build_parser().parse_args(["train"]))
+        kept = {"resume", "out", "generations", "backend", "workers", "address", "func", "command"}
+        ignored = [k for k, v in vars(args).items() if k not in kept and v != defaults.get(k)]
+        if ignored:
+            flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+            print(f"warning: --resume keeps the saved run's settings; ignored: {flags}", file=sys.stderr)
         trainer = ESTrainer.resume(args.out, progress=True, **overrides)
+        if trainer.generation >= trainer.config.generations:
+            print(
+                f"nothing to do: {args.out} is at generation {trainer.generation} of "
+                f"{trainer.config.generations}; pass --generations N (N > {trainer.generation}) to continue"
+            )
+            return 0
         print(f"resuming {args.out} at generation {trainer.generation}")
     else:
+        if args.popsize % 2:
+            raise ValueError(
+                f"--popsize must be even (the ES samples antithetic pairs), got {args.popsize}; "
+                f"use {args.popsize + 1}"
+            )
         if (args.out / "checkpoint.npz").exists():
             print(
                 f"error: {args.out} already holds a run; pass --resume to continue it "
@@ -121,7 +154,7 @@ def _train(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             episodes=args.episodes,
             max_steps=args.max_steps or None,
-            fitness=args.fitness or default_fitness(args.env, args.env_kwargs),
+            fitness=resolve_fitness(args.fitness, args.env, args.env_kwargs),
             early_stop=args.early_stop,
             backend=args.backend or "process",
             workers=args.workers,
@@ -162,6 +195,9 @@ def _eval(args: argparse.Namespace) -> int:
     from hebb_agents.policy import policy_from_metadata
 
     path = args.checkpoint / "policy.npz" if args.checkpoint.is_dir() else args.checkpoint
+    if not path.exists():
+        print(f"error: {path} does not exist (pass a run folder or a policy file)", file=sys.stderr)
+        return 2
     arrays, meta = load_checkpoint(path)
     policy = policy_from_metadata(meta, arrays.get("params"), source=str(path))
     env_id = args.env or meta.get("env_id")

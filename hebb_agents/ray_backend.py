@@ -91,7 +91,14 @@ class RayBackend(Backend):
         self._ray = ray
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            try:
+                ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            except ConnectionError as error:
+                raise ValueError(
+                    f"no Ray cluster reachable at address {address!r} ({error}); start one with "
+                    "`ray start --head` (and `ray start --address=HEAD:6379` on other nodes), or "
+                    "leave --address out for a local Ray instance"
+                ) from None
         elif address is not None:
             logger.warning("Ray is already initialised in this process; ignoring address=%r", address)
         count = int(workers) if workers else max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -13,6 +13,7 @@ wrappers (see :func:`fast_step`) and touches plain Python lists, not numpy scala
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +96,8 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     except gym.error.Error as err:
         if env_id not in gym.registry:
             close = sorted(
-                k for k in gym.registry if k.split("/")[-1].split("-")[0].lower() in env_id.lower()
+                {k for k in gym.registry if k.split("/")[-1].split("-")[0].lower() in env_id.lower()}
+                | set(difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.8))
             )
             hebb = sorted(k for k in gym.registry if k.startswith("hebb/"))
             raise ValueError(
@@ -234,9 +236,10 @@ class LockstepEvaluator:
                 obs_rows[row] = o
                 if sum_key:
                     if spec.fitness not in info:
+                        walks = ["distance"] if "x_position" in info else []
                         raise ValueError(
                             f"fitness {spec.fitness!r} is not a key of {spec.env_id}'s info; "
-                            f"available: return, distance, {', '.join(sorted(info))}"
+                            f"accepted: {', '.join(['return', *walks, *sorted(info)])}"
                         )
                     score[p] += info[spec.fitness]
                 if "x_position" in info:

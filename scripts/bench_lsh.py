@@ -21,7 +21,7 @@ sdpa, ...), so that a shared machine's disturbances hit them alike; each time is
 over the turns, after one warm-up. Ratios are printed against ours, measured in the same run:
 ``x faster`` = their time / our time, ``mem x`` = our memory / theirs.
 
-    python scripts/bench_lsh.py --quick          # L = 1K, 4K, 16K; 1 and 4 rounds
+    python scripts/bench_lsh.py --quick          # L = 1K, 4K, 16K; 1 and 4 rounds (~4 min, 2 cores)
     python scripts/bench_lsh.py                  # the full table
     python scripts/bench_lsh.py --out results.json
     python scripts/bench_lsh.py --threads 1      # one thread each: steadier on a busy machine
@@ -223,7 +223,10 @@ def main() -> None:
         "--repeats", type=int, default=3, help="least timed runs per configuration (min taken)"
     )
     parser.add_argument(
-        "--budget", type=float, default=20.0, help="seconds of extra timed turns per (mode, L) group"
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds of extra timed turns per (mode, L) group (default 20; 2 with --quick)",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a subprocess is dropped")
     parser.add_argument(
@@ -248,6 +251,8 @@ def main() -> None:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.budget is None:
+        args.budget = 2.0 if args.quick else 20.0
     if args.quick:
         lengths, hashes = [1024, 4096, 16384], [1, 4]
     else:

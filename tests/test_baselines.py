@@ -92,3 +92,12 @@ def test_time_limit_stops_training_early(tmp_path):
     )
     info = json.loads((tmp_path / "baseline.json").read_text())
     assert info["steps_done"] < 100_000 and info["time_limit"] == 0.0
+
+
+def test_unknown_hyperparameter_is_rejected_before_anything_is_written(tmp_path):
+    out = tmp_path / "ppo"
+    with pytest.raises(ValueError, match=r"unknown ppo hyperparameters \['n_step'\]; accepted: .*n_steps"):
+        baselines.train_baseline(
+            "ppo", "hebb/HalfCheetahDamage-v0", {}, 10, 0, out, hyperparams={"n_step": 64}
+        )
+    assert not out.exists()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from hebb_agents.cli import default_fitness, main
+from hebb_agents.cli import main, resolve_fitness
 
 TRAIN = [
     "train",
@@ -50,8 +50,31 @@ def test_default_fitness_is_return_without_x_position_and_distance_with_it(tmp_p
     args = ["train", "--hidden", "8", "--popsize", "4", "--max-steps", "20", "--generations", "1"]
     assert main([*args, "--backend", "serial", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["fitness"] == "return"
-    assert default_fitness("hebb/HalfCheetahDamage-v0", {}) == "distance"
-    assert default_fitness("Pendulum-v1", {}) == "return"
+    assert resolve_fitness(None, "hebb/HalfCheetahDamage-v0", {}) == "distance"
+    assert resolve_fitness(None, "Pendulum-v1", {}) == "return"
+    assert resolve_fitness("x_velocity", "hebb/HalfCheetahDamage-v0", {}) == "x_velocity"
+
+
+def test_odd_popsize_is_refused_with_the_next_even_one(tmp_path, capsys):
+    assert main([*TRAIN, "--popsize", "7", "--out", str(tmp_path / "odd")]) == 2
+    assert "--popsize must be even" in capsys.readouterr().err
+    assert not (tmp_path / "odd").exists()
+
+
+def test_eval_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unavailable_fitness_fails_before_training_and_lists_what_the_env_offers(tmp_path, capsys):
+    args = ["train", "--hidden", "8", "--popsize", "4", "--generations", "1", "--backend", "serial"]
+    assert main([*args, "--fitness", "distanc", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "fitness 'distanc' is not available on CartPole-v1; accepted: return" in err
+    assert "distance" not in err.split("accepted:")[1]  # CartPole reports no x_position
+    assert not (tmp_path / "a").exists()  # nothing written
+    assert main([*args, "--fitness", "distance", "--out", str(tmp_path / "b")]) == 2
+    assert "accepted: return" in capsys.readouterr().err
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path, capsys):
@@ -101,14 +124,18 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     assert generations == list(range(1, target + 1))
 
 
-def test_resume_keeps_saved_settings_unless_overridden(tmp_path):
+def test_resume_keeps_saved_settings_unless_overridden(tmp_path, capsys):
     from hebb_agents.trainer import ESTrainer
 
     out = tmp_path / "run"
     assert main([*TRAIN, "--generations", "4", "--backend", "serial", "--out", str(out)]) == 0
     trainer = ESTrainer.resume(out)  # what `--resume` without flags rebuilds
     assert trainer.config.generations == 4 and trainer.config.backend == "serial"
-    assert main(["train", "--resume", "--out", str(out)]) == 0  # already finished: trains nothing
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--popsize", "16", "--rule", "A"]) == 0
+    captured = capsys.readouterr()
+    assert "ignored: --rule, --popsize" in captured.err  # saved settings win, and the user is told
+    assert "nothing to do" in captured.out and "generation 4 of 4" in captured.out
     assert len(list(csv.DictReader((out / "progress.csv").open()))) == 4
     assert main(["train", "--resume", "--out", str(out), "--generations", "5"]) == 0
     assert len(list(csv.DictReader((out / "progress.csv").open()))) == 5

@@ -76,3 +76,15 @@ def test_bad_spec_fails_at_construction_with_the_actors_error(local_ray):
         RayBackend(RolloutSpec(env_id="CartPol-v9"), workers=1)
     with pytest.raises(ValueError, match="workers must be >= 1"):
         RayBackend(SPEC, workers=0)
+
+
+def test_unreachable_cluster_address_is_a_clear_error(monkeypatch):
+    """`--address` naming no running cluster: one line that says how to start one, no traceback."""
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(ValueError, match=r"no Ray cluster reachable at address 'auto'.*ray start --head"):
+        RayBackend(RolloutSpec(env_id="CartPole-v1"), address="auto")

@@ -73,7 +73,7 @@ def test_distance_and_info_key_fitness():
     # reward_forward = dx/dt summed = distance / dt, dt = 0.05 for HalfCheetah
     np.testing.assert_allclose(f * 0.05, d, rtol=1e-6, atol=1e-9)
     bad = LockstepEvaluator(RolloutSpec(**base, fitness="speed"))
-    with pytest.raises(ValueError, match="available: return, distance, .*reward_forward"):
+    with pytest.raises(ValueError, match="accepted: return, distance, .*reward_forward"):
         bad.evaluate(params, np.arange(2), 0, 0)
 
 
