@@ -278,12 +278,19 @@ def add_baseline_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 
 def _baseline_command(args: argparse.Namespace) -> int:
-    from hebb_agents.evaluation import MORPHOLOGY_COLUMNS, evaluate_morphologies, markdown_table, write_csv
+    from hebb_agents.evaluation import (
+        MORPHOLOGY_COLUMNS,
+        check_morphologies,
+        evaluate_morphologies,
+        markdown_table,
+        write_csv,
+    )
 
     if (args.out / "model.zip").exists():
         print(f"error: {args.out} already holds a baseline; choose another --out", file=sys.stderr)
         return 2
     entry, _, _ = zoo_hyperparams(args.algo, args.env)
+    check_morphologies(args.env, args.eval_morphologies, args.env_kwargs)  # before, not after, training
     print(
         f"{args.algo.upper()} on {args.env} {args.env_kwargs}, {args.steps} steps, seed {args.seed}; "
         f"zoo entry {entry}"

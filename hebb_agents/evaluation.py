@@ -249,10 +249,8 @@ def run_episodes(
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
-def catalogue_groups(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
-    """The seen and unseen morphology names of ``env_id``'s robot (a ``hebb/...Damage-v0`` id)."""
-    from hebb_envs.morphology import split_names
-
+def _robot(env_id: str, env_kwargs: Mapping[str, Any] | None) -> str:
+    """The robot (``ant`` / ``half_cheetah``) of a ``hebb/...Damage-v0`` id, or a clear error."""
     kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
     env = make_env(env_id, **kwargs)
     robot = getattr(env.unwrapped, "robot", None)
@@ -261,7 +259,31 @@ def catalogue_groups(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -
         raise ValueError(
             f"{env_id} has no morphology catalogue; use hebb/AntDamage-v0 or hebb/HalfCheetahDamage-v0"
         )
+    return robot
+
+
+def catalogue_groups(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
+    """The seen and unseen morphology names of ``env_id``'s robot (a ``hebb/...Damage-v0`` id)."""
+    from hebb_envs.morphology import split_names
+
+    robot = _robot(env_id, env_kwargs)
     return {group: split_names(robot, group) for group in GROUPS}
+
+
+def check_morphologies(
+    env_id: str, names: Sequence[str], env_kwargs: Mapping[str, Any] | None = None
+) -> None:
+    """Fail now, naming the accepted values, if any of ``names`` is not a body of ``env_id``'s robot.
+
+    Called before training or evaluating, so that a misspelled name costs nothing.
+    """
+    if not names:
+        return
+    from hebb_envs.morphology import resolve_damage
+
+    robot = _robot(env_id, env_kwargs)
+    for name in names:
+        resolve_damage(robot, name)
 
 
 MORPHOLOGY_COLUMNS = (
@@ -303,6 +325,7 @@ def evaluate_morphologies(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_morphologies(env_id, [name for names in groups.values() for name in names], env_kwargs)
     base = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
     seeds = list(range(seed, seed + episodes))
     rows = []

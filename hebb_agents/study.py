@@ -115,12 +115,13 @@ def compare(
         switch after ``damage_step`` steps).
     :returns: the files written, by kind (``tables``, ``figures``, ``meta``).
     """
+    groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id, env_kwargs)
+    ev.check_morphologies(env_id, [*(n for names in groups.values() for n in names), *damages], env_kwargs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _msg: None)
     start = time.perf_counter()
     loaded = {name: ev.load_agent(path, name=name) for name, path in agents.items()}
-    groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id, env_kwargs)
     written: dict[str, list[Path]] = {"tables": [], "figures": [], "meta": []}
 
     rows = ev.evaluate_morphologies(loaded, env_id, groups, episodes, seed, env_kwargs, max_steps, log=log)

@@ -101,3 +101,13 @@ def test_unknown_hyperparameter_is_rejected_before_anything_is_written(tmp_path)
             "ppo", "hebb/HalfCheetahDamage-v0", {}, 10, 0, out, hyperparams={"n_step": 64}
         )
     assert not out.exists()
+
+
+def test_baseline_command_rejects_an_unknown_eval_body_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(baselines, "train_baseline", lambda *a, **k: pytest.fail("trained before the check"))
+    args = _parser().parse_args(
+        ["baseline", "--algo", "ppo", "--env", CHEETAH, "--steps", "64", "--out", str(tmp_path / "ppo"),
+         "--eval-morphologies", "intact", "bogus"]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="unknown half_cheetah damage 'bogus'"):
+        args.func(args)

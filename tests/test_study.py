@@ -102,6 +102,18 @@ def test_compare_command_writes_tables_and_figures(tmp_path, capsys):
     assert "| hebbian |" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag", ["--seen", "--damages"])
+def test_compare_rejects_an_unknown_body_before_evaluating_anything(tmp_path, flag, monkeypatch):
+    h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
+    out = tmp_path / "cmp"
+    monkeypatch.setattr(study.ev, "rollout", lambda *a, **k: pytest.fail("evaluated before the check"))
+    args = _parser().parse_args(["compare", f"hebbian/s0={h0}", "--env", CHEETAH, flag, "intact", "bogus",
+                                 "--out", str(out)])  # fmt: skip
+    with pytest.raises(ValueError, match="unknown half_cheetah damage 'bogus'; accepted: intact"):
+        args.func(args)
+    assert not out.exists()
+
+
 def test_video_command_writes_an_mp4(tmp_path):
     pytest.importorskip("imageio_ffmpeg", reason="the video extra (imageio, imageio-ffmpeg) is not installed")
     h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
