@@ -194,6 +194,13 @@ def _eval(args: argparse.Namespace) -> int:
     from hebb_agents.evaluation import run_episodes
     from hebb_agents.policy import policy_from_metadata
 
+    if (args.checkpoint / "baseline.json").exists():
+        print(
+            f"error: {args.checkpoint} is an SB3 baseline folder; `hebb eval` takes ES runs and policy "
+            f"files: evaluate it with `hebb compare name={args.checkpoint} --env ENV --out DIR`",
+            file=sys.stderr,
+        )
+        return 2
     path = args.checkpoint / "policy.npz" if args.checkpoint.is_dir() else args.checkpoint
     if not path.exists():
         print(f"error: {path} does not exist (pass a run folder or a policy file)", file=sys.stderr)

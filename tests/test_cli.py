@@ -64,6 +64,11 @@ def test_odd_popsize_is_refused_with_the_next_even_one(tmp_path, capsys):
 def test_eval_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "ppo").mkdir()
+    (tmp_path / "ppo" / "baseline.json").write_text("{}")
+    assert main(["eval", str(tmp_path / "ppo")]) == 2
+    err = capsys.readouterr().err
+    assert "SB3 baseline folder" in err and "hebb compare" in err
 
 
 def test_unavailable_fitness_fails_before_training_and_lists_what_the_env_offers(tmp_path, capsys):
