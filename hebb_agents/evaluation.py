@@ -591,13 +591,11 @@ def record_video(
     if steps < 1 or every < 1:
         raise ValueError(f"steps and every must be >= 1, got steps={steps}, every={every}")
     width, height = size
-    kwargs = {
-        **dict(env_kwargs or {}),
-        "render_mode": "rgb_array",
-        "width": int(width),
-        "height": int(height),
-    }
-    env = make_env(env_id, **kwargs)
+    kwargs = {**dict(env_kwargs or {}), "render_mode": "rgb_array"}
+    try:  # MuJoCo envs take a frame size; others (CartPole, ...) render at their own size
+        env = make_env(env_id, **kwargs, width=int(width), height=int(height))
+    except ValueError:
+        env = make_env(env_id, **kwargs)
     fps = float(env.metadata.get("render_fps", 20)) / every
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

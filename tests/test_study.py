@@ -130,3 +130,16 @@ def test_video_command_writes_an_mp4(tmp_path):
             ["video", str(h0), "--env", CHEETAH, "--damage-at", "3", "--out", str(out)]
         )
         bad.func(bad)
+
+
+def test_video_of_an_env_without_a_frame_size_option(tmp_path):
+    """CartPole takes no width/height: the video is recorded at the env's own size."""
+    pytest.importorskip("imageio_ffmpeg", reason="the video extra (imageio, imageio-ffmpeg) is not installed")
+    env = make_env("CartPole-v1")
+    policy = make_policy("hebbian", env.observation_space, env.action_space, hidden=(8,))
+    env.close()
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    policy.save(tmp_path / "policy.npz", extra={"env_id": "CartPole-v1"})
+    out = tmp_path / "cartpole.mp4"
+    result = ev.record_video(ev.load_agent(tmp_path / "policy.npz"), "CartPole-v1", out, steps=5)
+    assert result["frames"] >= 2 and out.read_bytes()[4:8] == b"ftyp"
