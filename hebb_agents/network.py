@@ -268,16 +268,16 @@ class HebbianNetwork:
         population = params.shape[0]
         coefficients = params[:, : self.num_coefficients]
         terms: list[np.ndarray | None] = [None, None, None, None]
-        for layer, (table, mapping, (n_in, n_out)) in enumerate(
-            zip(self.split_coefficients(coefficients), self.sharing_maps, self.layer_shapes)
-        ):
-            per_synapse = table[:, mapping.reshape(-1), :].reshape(-1, n_in, n_out, self.rule.k)
-            for index, term in enumerate(self.rule.canonical(per_synapse)):
+        tables = self.split_coefficients(coefficients)
+        for table, mapping, start in zip(tables, self.sharing_maps, self._starts):
+            synapse_rows = mapping.reshape(-1)  # rule row of each synapse, in storage order
+            # canonical terms per rule row (elementwise), then spread to the synapses sharing each row
+            for index, term in enumerate(self.rule.canonical(table)):
                 if term is None:
                     continue
                 if terms[index] is None:
                     terms[index] = np.empty((population, self.num_synapses), self.dtype)
-                self._split(terms[index])[layer][...] = term
+                terms[index][:, start : start + synapse_rows.size] = term[:, synapse_rows]
         if self.kernel == "numba":  # the fused kernel takes all four terms; absent ones are zeros
             terms = [np.zeros((population, self.num_synapses), self.dtype) if t is None else t for t in terms]
         self._terms = tuple(terms)

@@ -149,7 +149,6 @@ class EvolvablePolicy(abc.ABC):
         owner = f"{type(self).__name__} with layers {self.layer_sizes}"
         params = population_matrix(params, self.num_params, np.dtype(np.float32), owner)
         self._params = params
-        self._base_params = params[:1]  # what predict() copies to each vectorised environment
         self.network.set_params(params[:, : self.num_network_params])
         self._encoder_params = params[:, self.num_network_params :] if self.num_encoder_params else None
 
@@ -234,7 +233,7 @@ class EvolvablePolicy(abc.ABC):
         batch = observation if vectorised else observation[None]
         n = batch.shape[0]
         if self.population != n:
-            base = self._base_params
+            base = self._params[:1]  # what is copied to each vectorised environment
             if self._params.shape[0] != 1 and not np.all(self._params == base):
                 raise ValueError(f"policy holds {self._params.shape[0]} members but got {n} observations")
             self.set_params(np.repeat(base, n, axis=0))
@@ -261,7 +260,7 @@ class EvolvablePolicy(abc.ABC):
         """Write the first member's vector and the configuration (npz or safetensors, no pickle)."""
         from hebb_agents.checkpoint import save_checkpoint
 
-        if not isinstance(self.config().get("sharing", ""), str) or self.config().get("sharing") == "custom":
+        if self.config().get("sharing") == "custom":
             raise ValueError("cannot save a policy with custom sharing maps; use a named sharing mode")
         if self.encoder is not None and self.encoder_spec is None:
             raise ValueError(

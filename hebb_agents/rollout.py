@@ -215,6 +215,7 @@ class LockstepEvaluator:
         members = list(range(population))  # member held by each row of the policy's arrays
         steps = 0
         sum_key = spec.fitness not in ("return", "distance")
+        track_x = spec.fitness == "distance"
         early_stop = spec.early_stop != "none"
         step_fns, limits = self._steps, self._limits
         active = population
@@ -242,8 +243,8 @@ class LockstepEvaluator:
                             f"accepted: {', '.join(['return', *walks, *sorted(info)])}"
                         )
                     score[p] += info[spec.fitness]
-                if "x_position" in info:
-                    x_last[p] = info["x_position"]
+                if track_x:
+                    x_last[p] = info.get("x_position", x_last[p])
                 done = terminated or truncated or (limits[p] is not None and length >= limits[p])
                 if not done and early_stop:
                     done = self._early_stop(p, r, info, length, bad_streak)
