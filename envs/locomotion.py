@@ -49,6 +49,7 @@ from hebb_envs.morphology import (
     DamageLike,
     Morphology,
     build_model,
+    draw_from_pool,
     resolve_damage,
     resolve_pool,
     stock_xml_path,
@@ -155,10 +156,8 @@ class _DamageMixin:
         gym.Env.reset(self, seed=seed)  # seed first: the body draw comes from the same generator
         if options and options.get("damage", None) is not None:
             name, specs = resolve_damage(self.robot, options["damage"])
-        elif len(self._pool) > 1:
-            name, specs = self._pool[int(self.np_random.integers(len(self._pool)))]
         else:
-            name, specs = self._pool[0]
+            name, specs = draw_from_pool(self._pool, self.np_random)
         if specs != self._damage_specs or name != self._damage_name:
             self._use_body(name, specs, forward=False)  # the reset below recomputes everything
         # Gymnasium's reset on the chosen body (seed=None: seeded above)

@@ -287,6 +287,11 @@ def resolve_pool(robot: str, damage: object) -> list[tuple[str, Morphology]]:
     return [resolve_damage(robot, damage)]
 
 
+def draw_from_pool(pool: list[tuple[str, Morphology]], rng: np.random.Generator) -> tuple[str, Morphology]:
+    """One body of ``pool``, uniformly; a single-body pool draws nothing from ``rng``."""
+    return pool[int(rng.integers(len(pool)))] if len(pool) > 1 else pool[0]
+
+
 def _capsule_ends(model: mujoco.MjModel, geom_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(joint end, far end) of a capsule geom in its body's frame; the joint end is nearer the origin."""
     centre = model.geom_pos[geom_id]  # (3,)

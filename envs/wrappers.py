@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from hebb_envs.history import ObservationHistory
-from hebb_envs.morphology import Morphology, resolve_pool
+from hebb_envs.morphology import Morphology, draw_from_pool, resolve_pool
 
 __all__ = ["MidEpisodeDamage", "ObservationHistory"]
 
@@ -73,8 +73,7 @@ class MidEpisodeDamage(gym.Wrapper):
         rng: np.random.Generator = self.env.unwrapped.np_random
         low, high = self._step_range
         self._damage_step = int(rng.integers(low, high + 1)) if high > low else low
-        pick = int(rng.integers(len(self._pool))) if len(self._pool) > 1 else 0
-        self._damage = self._pool[pick]
+        self._damage = draw_from_pool(self._pool, rng)
         self._t = 0
         info["damage_step"] = self._damage_step
         info["damage_applied"] = False

@@ -245,8 +245,7 @@ class BaselineAgent(Agent):
         return cls(model, normaliser, info, name=name)
 
     def start(self, seeds: Sequence[int]) -> None:
-        # Deterministic actions: nothing is drawn per episode.
-        self._episodes = len(seeds)
+        """Nothing to restart: actions are deterministic and the network is fixed."""
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32)

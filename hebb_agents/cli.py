@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hebb_agents.backends import BACKENDS
+from hebb_agents.es import OPTIMIZERS
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
+from hebb_agents.policy import POLICIES
 from hebb_agents.rollout import EARLY_STOPS, make_env
 from hebb_agents.rules import RULES
 
@@ -31,7 +34,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--env", default="CartPole-v1", help="Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0"
     )
     p.add_argument("--env-kwargs", type=json_object, default={}, help="JSON object passed to gym.make")
-    p.add_argument("--policy", choices=("hebbian", "static"), default="hebbian")
+    p.add_argument("--policy", choices=tuple(POLICIES), default="hebbian")
     p.add_argument("--rule", choices=tuple(RULES), default="ABCD_lr")
     p.add_argument("--hidden", type=int, nargs="+", default=[128, 64])
     p.add_argument("--init", choices=INIT_SCHEMES, default="uniform")
@@ -46,7 +49,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--popsize", type=int, default=64)
     p.add_argument("--sigma", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=0.2)
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--generations", type=int, default=None, help="total generations (default 30)")
     p.add_argument("--episodes", type=int, default=1, help="episodes per evaluation")
@@ -58,7 +61,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(default: distance where the env reports info['x_position'], else return)",
     )
     p.add_argument("--early-stop", choices=EARLY_STOPS, default="none")
-    p.add_argument("--backend", choices=("serial", "process", "ray"), default=None, help="default: process")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="default: process")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
     p.add_argument("--seed", type=int, default=0)

@@ -394,6 +394,16 @@ ADAPTATION_COLUMNS = (
 )
 
 
+def moving_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Means over ``window`` consecutive steps of each row of ``values`` ``(E, T)`` (NaN counted as 0).
+
+    Returns ``(E, T - window + 1)``: column ``k`` averages steps ``k .. k + window - 1``.
+    """
+    kernel = np.ones(window) / window
+    rows = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
+    return np.stack([np.convolve(row, kernel, mode="valid") for row in rows])
+
+
 def adaptation_metrics(
     velocity: np.ndarray, damage_step: int, window: int = 20, fraction: float = 0.8
 ) -> dict[str, np.ndarray]:
@@ -422,9 +432,7 @@ def adaptation_metrics(
     after = np.nanmean(velocity[:, damage_step : damage_step + window], axis=1)
     final = np.nanmean(velocity[:, -window:], axis=1)
     # moving[e, k] = mean of velocity[e, d + k : d + k + window]
-    tail = velocity[:, damage_step:]
-    kernel = np.ones(window) / window
-    moving = np.stack([np.convolve(np.nan_to_num(v, nan=0.0), kernel, mode="valid") for v in tail])
+    moving = moving_mean(velocity[:, damage_step:], window)
     recovery = np.full(velocity.shape[0], np.nan)
     for e in range(velocity.shape[0]):
         if before[e] <= 0:

@@ -22,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hebb_agents.evaluation import moving_mean  # noqa: E402
+
 _COLOURS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
@@ -126,10 +128,8 @@ def plot_adaptation(
     if not curves:
         raise ValueError("no curves to plot")
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    kernel = np.ones(window) / window
     for colour, (agent, velocity) in zip(_COLOURS * 4, curves.items()):
-        velocity = np.nan_to_num(np.asarray(velocity, dtype=float), nan=0.0)  # (E, T)
-        smooth = np.stack([np.convolve(v, kernel, mode="valid") for v in velocity])  # (E, T - window + 1)
+        smooth = moving_mean(velocity, window)  # (E, T - window + 1)
         t = np.arange(smooth.shape[1]) + window  # the step that ends each window
         mean, std = smooth.mean(axis=0), smooth.std(axis=0)
         ax.plot(t, mean, color=colour, label=agent)

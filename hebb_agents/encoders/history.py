@@ -251,10 +251,9 @@ class LSHPolicyEncoder(TorchPolicyEncoder):
                 f"(call reset(P) first), got {obs.shape}"
             )
         self._pos = (self._pos + 1) % self.window
-        row = np.concatenate(
-            [obs.reshape(self.population, -1), np.zeros((self.population, 1), np.float32)], 1
-        )
-        self._buffer[:, self._pos] = row
+        row = self._buffer[:, self._pos]
+        row[:, :-1] = obs.reshape(self.population, -1)
+        row[:, -1] = 0.0  # an observation is present
         self._buffer[:, self._pos + self.window] = row
         packed = torch.from_numpy(self._buffer[:, self._pos + 1 : self._pos + 1 + self.window])
         with torch.no_grad():

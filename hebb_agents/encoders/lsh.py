@@ -177,6 +177,7 @@ class LSHAttention(nn.Module):
         self.dropout = dropout
         self.allow_duplicate_attention = allow_duplicate_attention
         self.seed = seed
+        self._seeded_rotations: tuple[tuple[int, ...], Tensor] | None = None  # (seed, shape), draw
 
     def extra_repr(self) -> str:
         return (
@@ -198,9 +199,14 @@ class LSHAttention(nn.Module):
         Drawn on the CPU from ``generator``, else from the module's seed, else from the global
         RNG (so a reversible block that saves the CPU RNG state replays them).
         """
-        if generator is None and self.seed is not None:
-            generator = torch.Generator().manual_seed(self.seed)
         shape = (dim, self.n_hashes, self.num_buckets(length) // 2)
+        if generator is None and self.seed is not None:
+            # the same draw every time: kept, not redrawn at every step of a seeded policy encoder
+            key = (self.seed, *shape)
+            if self._seeded_rotations is None or self._seeded_rotations[0] != key:
+                drawn = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
+                self._seeded_rotations = (key, drawn)
+            return self._seeded_rotations[1]
         return torch.randn(shape, generator=generator)
 
     def forward(
@@ -403,8 +409,8 @@ class _ChunkMask:
             bad = self.k_masked if bad is None else bad | self.k_masked
         return bad
 
-    def scores(self, sq: Tensor, sk: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Masked scores ``(B, n, c, K)`` and the forbidden-key mask used."""
+    def scores(self, sq: Tensor, sk: Tensor) -> Tensor:
+        """Masked scores ``(B, n, c, K)``."""
         mask_value, self_value = _mask_scores(sq.dtype)
         scores = sq @ sk.transpose(-1, -2)
         c = sq.shape[2]
@@ -415,7 +421,7 @@ class _ChunkMask:
             scores.masked_fill_(bad, mask_value)
         if self.log_count is not None:
             scores -= self.log_count
-        return scores, bad
+        return scores
 
 
 class _SortedRows:
@@ -455,7 +461,7 @@ def _chunked_attention_forward(
     ``(B, n, c)``, the dropout keep mask (or None) and, with ``keep_probs``, the attention
     probabilities before dropout.
     """
-    scores, _ = mask.scores(sq, sk)
+    scores = mask.scores(sq, sk)
     # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
     # the large negative mask scores (several times slower here). The log-sum-exp follows from
     # the largest probability: p_max = exp(top - lse), so lse = top - log(p_max), p_max >= 1/K.
