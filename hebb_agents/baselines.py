@@ -289,7 +289,7 @@ def _baseline_command(args: argparse.Namespace) -> int:
         print(f"error: {args.out} already holds a baseline; choose another --out", file=sys.stderr)
         return 2
     entry, _, _ = zoo_hyperparams(args.algo, args.env)
-    check_morphologies(args.env, args.eval_morphologies, args.env_kwargs)  # before, not after, training
+    check_morphologies(args.env, args.eval_morphologies)  # before, not after, training
     print(
         f"{args.algo.upper()} on {args.env} {args.env_kwargs}, {args.steps} steps, seed {args.seed}; "
         f"zoo entry {entry}"

@@ -249,12 +249,19 @@ def run_episodes(
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
-def _robot(env_id: str, env_kwargs: Mapping[str, Any] | None) -> str:
-    """The robot (``ant`` / ``half_cheetah``) of a ``hebb/...Damage-v0`` id, or a clear error."""
-    kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
-    env = make_env(env_id, **kwargs)
-    robot = getattr(env.unwrapped, "robot", None)
-    env.close()
+def _robot(env_id: str) -> str:
+    """The robot (``ant`` / ``half_cheetah``) of a ``hebb/...Damage-v0`` id, or a clear error.
+
+    Read from the registered env class: no environment is built.
+    """
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    if env_id not in gym.registry:
+        make_env(env_id)  # raises the unknown-id error that lists the registered ids
+    entry_point = gym.spec(env_id).entry_point
+    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    robot = getattr(creator, "robot", None)
     if robot is None:
         raise ValueError(
             f"{env_id} has no morphology catalogue; use hebb/AntDamage-v0 or hebb/HalfCheetahDamage-v0"
@@ -262,17 +269,15 @@ def _robot(env_id: str, env_kwargs: Mapping[str, Any] | None) -> str:
     return robot
 
 
-def catalogue_groups(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
+def catalogue_groups(env_id: str) -> dict[str, tuple[str, ...]]:
     """The seen and unseen morphology names of ``env_id``'s robot (a ``hebb/...Damage-v0`` id)."""
     from hebb_envs.morphology import split_names
 
-    robot = _robot(env_id, env_kwargs)
+    robot = _robot(env_id)
     return {group: split_names(robot, group) for group in GROUPS}
 
 
-def check_morphologies(
-    env_id: str, names: Sequence[str], env_kwargs: Mapping[str, Any] | None = None
-) -> None:
+def check_morphologies(env_id: str, names: Sequence[str]) -> None:
     """Fail now, naming the accepted values, if any of ``names`` is not a body of ``env_id``'s robot.
 
     Called before training or evaluating, so that a misspelled name costs nothing.
@@ -281,7 +286,7 @@ def check_morphologies(
         return
     from hebb_envs.morphology import resolve_damage
 
-    robot = _robot(env_id, env_kwargs)
+    robot = _robot(env_id)
     for name in names:
         resolve_damage(robot, name)
 
@@ -325,7 +330,7 @@ def evaluate_morphologies(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    check_morphologies(env_id, [name for names in groups.values() for name in names], env_kwargs)
+    check_morphologies(env_id, [name for names in groups.values() for name in names])
     base = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
     seeds = list(range(seed, seed + episodes))
     rows = []

@@ -115,8 +115,8 @@ def compare(
         switch after ``damage_step`` steps).
     :returns: the files written, by kind (``tables``, ``figures``, ``meta``).
     """
-    groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id, env_kwargs)
-    ev.check_morphologies(env_id, [*(n for names in groups.values() for n in names), *damages], env_kwargs)
+    groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id)
+    ev.check_morphologies(env_id, [*(n for names in groups.values() for n in names), *damages])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _msg: None)
@@ -243,7 +243,7 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
 def _compare_command(args: argparse.Namespace) -> int:
     groups = None
     if args.seen is not None or args.unseen is not None:
-        catalogue = ev.catalogue_groups(args.env, args.env_kwargs)
+        catalogue = ev.catalogue_groups(args.env)
         groups = {
             "seen": args.seen if args.seen is not None else catalogue["seen"],
             "unseen": args.unseen if args.unseen is not None else catalogue["unseen"],

@@ -44,7 +44,7 @@ def test_table_columns_and_seen_unseen_grouping():
 def test_catalogue_groups_are_the_robot_splits():
     from hebb_envs.morphology import SPLITS
 
-    groups = ev.catalogue_groups(CHEETAH, {"damage": "seen"})
+    groups = ev.catalogue_groups(CHEETAH)
     assert groups == {"seen": SPLITS["half_cheetah"]["seen"], "unseen": SPLITS["half_cheetah"]["unseen"]}
     with pytest.raises(ValueError, match="no morphology catalogue"):
         ev.catalogue_groups("Pendulum-v1")
