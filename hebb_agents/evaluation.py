@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from hebb_agents.policy import EvolvablePolicy, HebbianPolicy
@@ -134,6 +135,16 @@ class Trajectories:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _with_damage(env: gym.Env, damage: Any, damage_step: int | None) -> gym.Env:
+    """``env`` switching to body ``damage`` after ``damage_step`` steps (unchanged without a damage)."""
+    if damage is None or damage_step is None:
+        return env
+    from hebb_envs.wrappers import MidEpisodeDamage
+
+    # step damage_step + 1 (1-based) is the first to run on the damaged body
+    return MidEpisodeDamage(env, damage, at_step=damage_step + 1)
+
+
 def rollout(
     agent: Agent,
     env_id: str,
@@ -159,12 +170,8 @@ def rollout(
             f"give both damage_step and damage for a mid-episode damage (got damage_step={damage_step!r}, "
             f"damage={damage!r})"
         )
-    envs = [make_env(env_id, **dict(env_kwargs or {})) for _ in seeds]
+    envs = [_with_damage(make_env(env_id, **dict(env_kwargs or {})), damage, damage_step) for _ in seeds]
     try:
-        if damage is not None and not hasattr(envs[0].unwrapped, "set_damage"):
-            raise ValueError(
-                f"{env_id} cannot switch bodies mid-episode (no set_damage); use a hebb/...Damage-v0 id"
-            )
         limit = max_steps or envs[0].spec.max_episode_steps or 1000
         n = len(seeds)
         obs, x0 = [], np.full(n, np.nan)
@@ -183,9 +190,6 @@ def rollout(
         running = np.ones(n, dtype=bool)
         t = 0
         while running.any() and t < limit:
-            if damage_step is not None and t == damage_step:
-                for e in np.flatnonzero(running):
-                    envs[e].unwrapped.set_damage(damage)
             actions = agent.act(obs_batch)
             for e in np.flatnonzero(running):
                 o, r, terminated, truncated, info = envs[e].step(actions[e])
@@ -609,6 +613,7 @@ def record_video(
         env = make_env(env_id, **kwargs, width=int(width), height=int(height))
     except ValueError:
         env = make_env(env_id, **kwargs)
+    env = _with_damage(env, damage, damage_step)
     fps = float(env.metadata.get("render_fps", 20)) / every
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -623,8 +628,6 @@ def record_video(
             writer.append_data(env.render())
             frames += 1
             for t in range(steps):
-                if damage_step is not None and t == damage_step:
-                    env.unwrapped.set_damage(damage)
                 action = agent.act(np.asarray(obs)[None])[0]
                 obs, reward, terminated, truncated, info = env.step(action)
                 total += float(reward)
