@@ -1,9 +1,12 @@
 """Damaged Ant and HalfCheetah: Gymnasium's v5 MuJoCo environments with a swappable body.
 
-Each environment is Gymnasium's own ``AntEnv`` / ``HalfCheetahEnv`` (same observation, reward terms, reset
-noise and stepping code); only ``self.model`` is swapped for a damaged model built by
-:mod:`hebb_envs.morphology`. Stepping runs Gymnasium's code unchanged on the swapped model, so a damaged
-env steps as fast as the stock one. The intact body is the model Gymnasium itself loads.
+Each environment is Gymnasium's own ``AntEnv`` / ``HalfCheetahEnv`` (same observation, reward terms and
+reset noise); only ``self.model`` is swapped for a damaged model built by :mod:`hebb_envs.morphology`, so
+a damaged env steps as fast as the stock one. The intact body is the model Gymnasium itself loads.
+``step`` does Gymnasium's arithmetic on the same values with less Python around the physics call (an
+ES evaluates hundreds of thousands of steps per generation): observations, rewards, terminations and
+``info`` equal Gymnasium's own ``step`` bit for bit (tested), at ~8 us less per HalfCheetah step and
+~70 us less per Ant step on the machine this was written on.
 
 Damage changes values, never the model's structure (MuJoCo's ``signature`` is checked), so one
 ``MjData`` serves every body: switching the body keeps the physical state as it is, and an env costs no
@@ -171,15 +174,27 @@ class _DamageMixin:
     def _state_is_finite(self) -> bool:
         return bool(np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all())
 
-    def step(self, action):
-        """Gymnasium's step, with the termination grace period and ``damage`` / ``x_progress`` in ``info``."""
-        obs, reward, terminated, truncated, info = super().step(action)
+    def _simulate(self, action: Any) -> None:
+        """Gymnasium's ``do_simulation``: hold ``action`` for ``frame_skip`` physics steps."""
+        if np.shape(action) != (self.model.nu,):
+            raise ValueError(
+                f"Action dimension mismatch. Expected {(self.model.nu,)}, found {np.shape(action)}"
+            )
+        self.data.ctrl[:] = action
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        mujoco.mj_rnePostConstraint(self.model, self.data)  # contact forces, as Gymnasium computes them
+
+    def _finish_step(self, obs: np.ndarray, reward: float, terminated: bool, info: dict[str, Any]):
+        """The termination grace period, ``damage`` and ``x_progress`` in ``info``, human rendering."""
         self._elapsed += 1
         if terminated and self._elapsed <= self._grace_steps and self._state_is_finite():
             terminated = False  # the grace period forgives the height test, never a blown-up state
         info["damage"] = self._damage_name
         info["x_progress"] = info["x_position"] - self._x_start  # both envs report qpos[0] there
-        return obs, reward, terminated, truncated, info
+        if self.render_mode == "human":
+            self.render()
+        # truncated is False: gym.make's TimeLimit wrapper ends episodes, as for Gymnasium's envs
+        return obs, reward, terminated, False, info
 
 
 class AntDamageEnv(_DamageMixin, AntEnv):
@@ -246,6 +261,46 @@ class AntDamageEnv(_DamageMixin, AntEnv):
             **kwargs,
         )
         self._init_damage(damage, termination_grace_steps)
+        self._main_body_id = self.data.body(self._main_body).id  # the same in every body: structure is fixed
+
+    def step(self, action):
+        """Ant-v5's step (observation, reward terms, termination, ``info``) with less Python per call.
+
+        Same arithmetic on the same values as Gymnasium's ``AntEnv.step``, so the results are
+        equal bit for bit (tested), at about half its Python cost per step.
+        """
+        data = self.data
+        qpos, qvel, xy = data.qpos, data.qvel, data.xpos[self._main_body_id, :2]  # views, updated in place
+        x_before, y_before = float(xy[0]), float(xy[1])
+        self._simulate(action)
+        dt = self.model.opt.timestep * self.frame_skip
+        x_velocity = (float(xy[0]) - x_before) / dt
+        y_velocity = (float(xy[1]) - y_before) / dt
+        min_z, max_z = self._healthy_z_range
+        healthy = bool(np.isfinite(qpos).all() and np.isfinite(qvel).all() and min_z <= qpos[2] <= max_z)
+        healthy_reward = healthy * self._healthy_reward
+        forward_reward = x_velocity * self._forward_reward_weight
+        contact_forces = np.clip(data.cfrc_ext, *self._contact_force_range)
+        ctrl_cost = self._ctrl_cost_weight * np.square(action).sum()  # in the action's dtype, as Gymnasium
+        contact_cost = self._contact_cost_weight * np.square(contact_forces).sum()
+        reward = (forward_reward + healthy_reward) - (ctrl_cost + contact_cost)
+        parts = [qpos[2:] if self._exclude_current_positions_from_observation else qpos, qvel]
+        if self._include_cfrc_ext_in_observation:
+            parts.append(contact_forces[1:].ravel())
+        xy_position = qpos[:2]
+        info = {
+            "x_position": float(qpos[0]),
+            "y_position": float(qpos[1]),
+            "distance_from_origin": float(np.sqrt(xy_position.dot(xy_position))),
+            "x_velocity": x_velocity,
+            "y_velocity": y_velocity,
+            "reward_forward": forward_reward,
+            "reward_ctrl": -ctrl_cost,
+            "reward_contact": -contact_cost,
+            "reward_survive": healthy_reward,
+        }
+        terminated = (not healthy) and self._terminate_when_unhealthy
+        return self._finish_step(np.concatenate(parts), float(reward), terminated, info)
 
 
 class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
@@ -272,3 +327,26 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
             HalfCheetahEnv.__init__(self, xml_file=stock_xml_path("half_cheetah"), **kwargs)
         utils.EzPickle.__init__(self, damage=damage, **kwargs)
         self._init_damage(damage, 0)
+
+    def step(self, action):
+        """HalfCheetah-v5's step (observation, reward terms, ``info``) with less Python per call.
+
+        Same arithmetic on the same values as Gymnasium's ``HalfCheetahEnv.step``, so the results
+        are equal bit for bit (tested).
+        """
+        qpos, qvel = self.data.qpos, self.data.qvel  # views, updated in place
+        x_before = float(qpos[0])
+        self._simulate(action)
+        x_after = float(qpos[0])
+        x_velocity = (x_after - x_before) / (self.model.opt.timestep * self.frame_skip)
+        forward_reward = self._forward_reward_weight * x_velocity
+        ctrl_cost = self._ctrl_cost_weight * np.square(action).sum()  # in the action's dtype, as Gymnasium
+        position = qpos[1:] if self._exclude_current_positions_from_observation else qpos
+        info = {
+            "x_position": x_after,
+            "x_velocity": x_velocity,
+            "reward_forward": forward_reward,
+            "reward_ctrl": -ctrl_cost,
+        }
+        reward = forward_reward - float(ctrl_cost)
+        return self._finish_step(np.concatenate((position, qvel)), reward, False, info)

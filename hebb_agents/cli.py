@@ -63,6 +63,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--early-stop", choices=EARLY_STOPS, default="none")
     p.add_argument("--backend", choices=BACKENDS, default=None, help="default: process")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument(
+        "--lockstep-size",
+        type=int,
+        default=None,
+        help="members a worker steps together (default: its whole share); fewer environment copies "
+        "per worker, same results",
+    )
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/hebb"), help="output folder")
@@ -107,11 +114,12 @@ def _train(args: argparse.Namespace) -> int:
             "generations": args.generations,
             "backend": args.backend,
             "workers": args.workers,
+            "lockstep_size": args.lockstep_size,
             "ray_address": args.address,
         }
         overrides = {key: value for key, value in given.items() if value is not None}
         defaults = vars(build_parser().parse_args(["train"]))
-        kept = {"resume", "out", "generations", "backend", "workers", "address", "func", "command"}
+        kept = {"resume", "out", "func", "command", *given, "address"} - {"ray_address"}
         ignored = [k for k, v in vars(args).items() if k not in kept and v != defaults.get(k)]
         if ignored:
             flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
@@ -161,6 +169,7 @@ def _train(args: argparse.Namespace) -> int:
             early_stop=args.early_stop,
             backend=args.backend or "process",
             workers=args.workers,
+            lockstep_size=args.lockstep_size,
             ray_address=args.address,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,

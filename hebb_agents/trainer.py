@@ -66,6 +66,8 @@ class TrainConfig:
     :param early_stop: ``none``, ``locomotion`` or ``negative_reward``.
     :param backend: ``serial``, ``process`` or ``ray``.
     :param workers: worker count for ``process`` / ``ray`` (``None``: all cores).
+    :param lockstep_size: members a worker steps together (``None``: its whole share); bounds a
+        worker's environment copies, never changes results.
     :param ray_address: address of a running Ray cluster (``ray`` backend only).
     :param seed: fixes ES noise, initial coefficients, weight draws and environment resets.
     :param checkpoint_every: save ``checkpoint.npz`` every this many generations (and at the end).
@@ -92,6 +94,7 @@ class TrainConfig:
     early_stop: str = "none"
     backend: str = "process"
     workers: int | None = None
+    lockstep_size: int | None = None
     ray_address: str | None = None
     seed: int = 0
     checkpoint_every: int = 10
@@ -115,6 +118,7 @@ class TrainConfig:
             max_steps=self.max_steps,
             fitness=self.fitness,
             early_stop=self.early_stop,
+            lockstep_size=self.lockstep_size,
         )
 
     @classmethod
@@ -345,7 +349,7 @@ class ESTrainer:
         """Continue the run saved in ``out_dir`` exactly where its last checkpoint left it.
 
         ``overrides`` may change fields that do not alter the search (``generations``, ``backend``,
-        ``workers``, ``ray_address``, ``checkpoint_every``, ``tensorboard``).
+        ``workers``, ``lockstep_size``, ``ray_address``, ``checkpoint_every``, ``tensorboard``).
         """
         out_dir = Path(out_dir)
         path = out_dir / "checkpoint.npz"
@@ -354,7 +358,15 @@ class ESTrainer:
         arrays, meta = load_checkpoint(path)
         if meta.get("kind") != "es_trainer":
             raise ValueError(f"{path} is not an ES trainer checkpoint (kind={meta.get('kind')!r})")
-        allowed = {"generations", "backend", "workers", "ray_address", "checkpoint_every", "tensorboard"}
+        allowed = {
+            "generations",
+            "backend",
+            "workers",
+            "lockstep_size",
+            "ray_address",
+            "checkpoint_every",
+            "tensorboard",
+        }
         changed = sorted(set(overrides) - allowed)
         if changed:
             raise ValueError(

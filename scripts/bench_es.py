@@ -64,21 +64,77 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def raw_physics_rate(env_id: str, steps: int) -> float:
-    """Physics steps per CPU-second: ``mj_step(nstep=frame_skip)`` on the env's model, no env around it."""
+    """Physics steps per CPU-second: ``mj_step(nstep=frame_skip)`` on the env's model, no env around it.
+
+    A new uniform random control every step (a control held fixed lets the robot settle into a
+    pose that is about half as costly to simulate).
+    """
     env = make_env(env_id)
     env.reset(seed=0)
     model, data, skip = env.unwrapped.model, env.unwrapped.data, env.unwrapped.frame_skip
-    rng = np.random.default_rng(0)
+    low, high = model.actuator_ctrlrange.T
+    controls = np.random.default_rng(0).uniform(low, high, (steps, model.nu))
     best = float("inf")
     for _ in range(3):
         mujoco.mj_resetData(model, data)
-        data.ctrl[:] = rng.uniform(-1, 1, model.nu)
         start = time.process_time()
-        for _ in range(steps):
+        for ctrl in controls:
+            data.ctrl[:] = ctrl
             mujoco.mj_step(model, data, nstep=skip)
         best = min(best, time.process_time() - start)
     env.close()
     return steps / best
+
+
+class _ControlRecorder(gym.Wrapper):
+    """Keeps what the physics saw: the state after each reset, then every control applied."""
+
+    episodes: list[tuple[mujoco.MjModel, dict[str, np.ndarray], list[np.ndarray]]] = []
+
+    def reset(self, **kwargs):
+        out = self.env.reset(**kwargs)
+        data = self.env.unwrapped.data
+        state = {name: getattr(data, name).copy() for name in ("qpos", "qvel", "act", "qacc_warmstart")}
+        self._controls: list[np.ndarray] = []  # this env's episode; envs step in lockstep
+        self.episodes.append((self.env.unwrapped.model, state, self._controls))
+        return out
+
+    def step(self, action):
+        out = self.env.step(action)
+        self._controls.append(self.env.unwrapped.data.ctrl.copy())
+        return out
+
+
+def trajectory_physics_rate(env_id: str, members: int, args: argparse.Namespace) -> float:
+    """Physics steps per CPU-second of raw ``mj_step`` replaying ES members' own episodes.
+
+    A physics step's cost depends on the state (contacts, solver iterations): plastic networks'
+    saturated actions flip and drag the robots, which costs more per step than the random actions
+    of :func:`raw_physics_rate`. This replays ``members`` members of a first ES generation (their
+    start states and controls, recorded in this process) through ``mj_step`` alone.
+    """
+    recorded_id = f"bench/Recorded-{env_id.split('/')[-1]}"
+    if recorded_id not in gym.registry:
+        gym.register(recorded_id, entry_point=lambda **kw: _ControlRecorder(make_env(env_id, **kw)))
+    evaluator = LockstepEvaluator(RolloutSpec(env_id=recorded_id, max_steps=args.episode_steps))
+    init = evaluator.policy.initial_params(np.random.default_rng(0))
+    es = OpenES(evaluator.num_params, popsize=args.popsize, seed=0, init=init)
+    _ControlRecorder.episodes = []
+    evaluator.evaluate(es.ask()[:members], np.arange(members), seed=0, generation=0)
+    skip = evaluator.envs[0].unwrapped.frame_skip
+    steps, seconds = 0, 0.0
+    for model, state, controls in _ControlRecorder.episodes:
+        data = mujoco.MjData(model)
+        for name, value in state.items():
+            getattr(data, name)[:] = value
+        mujoco.mj_forward(model, data)
+        start = time.process_time()
+        for ctrl in controls:
+            data.ctrl[:] = ctrl
+            mujoco.mj_step(model, data, nstep=skip)
+        seconds += time.process_time() - start
+        steps += len(controls)
+    return steps / seconds
 
 
 def gym_step_rate(env_id: str, steps: int) -> float:
@@ -107,10 +163,19 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def es_run(env_id: str, workers: int, kernel: str, args: argparse.Namespace, policy: str = "hebbian") -> dict:
+def es_run(
+    env_id: str,
+    workers: int,
+    kernel: str,
+    args: argparse.Namespace,
+    policy: str = "hebbian",
+    lockstep_size: int | None = None,
+) -> dict:
     """Run warm-up + timed ES generations; env-steps/s, ES share, mean episode length."""
     os.environ["HEBB_KERNEL"] = kernel  # spawned workers read it when they build their network
-    spec = RolloutSpec(env_id=env_id, max_steps=args.episode_steps, policy=policy)
+    spec = RolloutSpec(
+        env_id=env_id, max_steps=args.episode_steps, policy=policy, lockstep_size=lockstep_size
+    )
     probe = LockstepEvaluator(spec)
     init = probe.policy.initial_params(np.random.default_rng(0))
     es = OpenES(probe.num_params, popsize=args.popsize, seed=0, init=init)
@@ -225,6 +290,15 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma list of worker counts")
     parser.add_argument("--kernels", default="numpy,numba", help="comma list of: numpy, numba")
     parser.add_argument("--static", action="store_true", help="also time static-weight policies (numpy)")
+    parser.add_argument(
+        "--lockstep-sizes",
+        default="all",
+        help="comma list of members a worker steps together (RolloutSpec.lockstep_size); "
+        "'all': its whole share",
+    )
+    parser.add_argument(
+        "--replay-members", type=int, default=16, help="members whose episodes are replayed on raw mj_step"
+    )
     parser.add_argument("--ref-steps", type=int, default=300, help="steps timed for the reference-style loop")
     parser.add_argument("--memory-generations", type=int, default=100)
     parser.add_argument("--memory-popsize", type=int, default=20)
@@ -232,6 +306,7 @@ def main() -> None:
     args = parser.parse_args()
     kernels = [k for k in args.kernels.split(",") if k != "numba" or importlib.util.find_spec("numba")]
     workers = [int(w) for w in args.workers.split(",")]
+    groups = [None if g == "all" else int(g) for g in args.lockstep_sizes.split(",")]
     print(
         f"popsize {args.popsize}, episodes capped at {args.episode_steps} steps, {args.generations} timed "
         f"generations after one warm-up; {os.cpu_count()} CPUs visible\n"
@@ -243,19 +318,29 @@ def main() -> None:
         print(f"== {env_id}   (rates per CPU-second unless marked wall)")
         print(f"raw mj_step x frame_skip, 1 core : {physics:7.0f} steps/s  1.00x")
         print(f"gymnasium env.step, random acts : {gym_rate:7.0f} steps/s  {gym_rate / physics:.2f}x raw")
+        replayed = trajectory_physics_rate(env_id, args.replay_members, args) if args.replay_members else None
+        if replayed:
+            print(
+                f"raw mj_step on ES trajectories  : {replayed:7.0f} steps/s  {replayed / physics:.2f}x raw "
+                f"(first {args.replay_members} members of generation 0 replayed)"
+            )
         runs: dict[tuple[str, int], dict] = {}
-        rows = [(kernel, "hebbian") for kernel in kernels] + ([("numpy", "static")] if args.static else [])
-        for kernel, policy in rows:
+        rows = [(kernel, "hebbian", g) for kernel in kernels for g in groups]
+        rows += [("numpy", "static", None)] if args.static else []
+        for kernel, policy, group in rows:
+            label = f"{policy}/{kernel}" + (f"/lockstep {group}" if group else "")
             for count in workers:
-                run = es_run(env_id, count, kernel, args, policy)
-                runs[(f"{policy}/{kernel}", count)] = run
+                run = es_run(env_id, count, kernel, args, policy, group)
+                runs[(label, count)] = run
                 speedup = ""
-                first = runs.get((f"{policy}/{kernel}", workers[0]))
+                first = runs.get((label, workers[0]))
                 if count != workers[0] and first is not None:
                     speedup = f"; wall {run['rate'] / first['rate']:.2f}x vs {workers[0]} worker(s)"
+                versus_replay = f", {run['cpu_rate'] / replayed:.2f}x replayed" if replayed else ""
                 print(
-                    f"ES {policy:<7} {kernel:<5} {count:>2} worker(s): {run['cpu_rate']:7.0f} steps/s  "
-                    f"{run['cpu_rate'] / physics:.2f}x raw per core "
+                    f"ES {policy:<7} {kernel:<5} {'' if group is None else f'lockstep {group} '}"
+                    f"{count:>2} worker(s): {run['cpu_rate']:7.0f} steps/s  "
+                    f"{run['cpu_rate'] / physics:.2f}x raw{versus_replay} per core "
                     f"(wall {run['rate']:.0f} steps/s{speedup}; "
                     f"ES bookkeeping {run['es_share']:.2%}, mean episode {run['mean_length']:.0f} steps)",
                     flush=True,

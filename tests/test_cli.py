@@ -142,8 +142,11 @@ def test_resume_keeps_saved_settings_unless_overridden(tmp_path, capsys):
     assert "ignored: --rule, --popsize" in captured.err  # saved settings win, and the user is told
     assert "nothing to do" in captured.out and "generation 4 of 4" in captured.out
     assert len(list(csv.DictReader((out / "progress.csv").open()))) == 4
-    assert main(["train", "--resume", "--out", str(out), "--generations", "5"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--generations", "5", "--lockstep-size", "3"]) == 0
+    assert "ignored" not in capsys.readouterr().err  # how members are grouped is not a saved setting
     assert len(list(csv.DictReader((out / "progress.csv").open()))) == 5
+    assert ESTrainer.resume(out).config.lockstep_size == 3
 
 
 def test_eval_on_an_env_with_other_spaces_names_both(tmp_path, capsys):

@@ -19,6 +19,7 @@ from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
 from hebb_envs.morphology import CATALOGUE, SPLITS, DamageSpec, build_model
 
 ANT, CHEETAH = "hebb/AntDamage-v0", "hebb/HalfCheetahDamage-v0"
+KEEP_X = "exclude_current_positions_from_observation"
 
 # Open-loop gaits: fixed sinusoidal torques, no feedback.
 # Ant trot: action order is (front_right hip, ankle, front_left hip, ankle, back_left ..., back_right ...);
@@ -79,6 +80,56 @@ def test_intact_is_gymnasiums_env_bit_for_bit(stock_id, damage_id, kwargs):
     a = rollout(stock, seed=5, steps=60)
     b = rollout(ours, seed=5, steps=60)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (HalfCheetahDamageEnv, {}),
+        (HalfCheetahDamageEnv, {KEEP_X: False, "ctrl_cost_weight": 0.3}),
+        (AntDamageEnv, {}),
+        (AntDamageEnv, {"use_contact_forces": True, "healthy_z_range": (0.2, 1.0)}),
+        (AntDamageEnv, {KEEP_X: False, "terminate_when_unhealthy": False}),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_equals_gymnasiums_step_bit_for_bit(cls, kwargs, dtype):
+    """Our step computes Gymnasium's observation, reward, termination and info with less Python."""
+    gym_step = cls.__mro__[2].step  # AntEnv.step / HalfCheetahEnv.step, Gymnasium's own code
+    ours, twin = cls(damage="all", **kwargs), cls(damage="all", **kwargs)
+    rng = np.random.default_rng(0)
+    checked = terminations = 0
+    for episode in range(3):
+        for env in (ours, twin):
+            env.reset(seed=episode)
+        assert ours.damage == twin.damage
+        for t in range(150):
+            if t == 60:  # a body switch mid-episode, as MidEpisodeDamage does
+                for env in (ours, twin):
+                    env.set_damage(SPLITS[ours.robot]["unseen"][episode])
+            action = rng.uniform(-1.5, 1.5, ours.action_space.shape).astype(dtype)
+            obs, reward, terminated, truncated, info = ours.step(action)
+            want_obs, want_reward, want_terminated, _, want_info = gym_step(twin, action)
+            np.testing.assert_array_equal(obs, want_obs)
+            assert obs.dtype == want_obs.dtype and obs.shape == ours.observation_space.shape
+            assert reward == want_reward and terminated == want_terminated and not truncated
+            for key, value in want_info.items():
+                assert info[key] == value, key
+            assert set(info) == set(want_info) | {"damage", "x_progress"}
+            checked += 1
+            if terminated:
+                terminations += 1
+                break
+    assert checked > 100
+    if kwargs.get("healthy_z_range") == (0.2, 1.0):
+        assert terminations > 0  # the termination test was exercised
+
+
+def test_step_rejects_a_wrong_action_shape():
+    env = HalfCheetahDamageEnv()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"Action dimension mismatch. Expected \(6,\), found \(5,\)"):
+        env.step(np.zeros(5))
 
 
 def test_observation_and_action_sizes_never_change():

@@ -48,6 +48,21 @@ def test_finished_members_are_dropped_without_changing_results():
     np.testing.assert_array_equal(together.fitness, alone)
 
 
+def test_lockstep_groups_change_neither_results_nor_need_more_envs_than_a_group():
+    spec = RolloutSpec(env_id="Pendulum-v1", policy_config={"hidden": [4]}, max_steps=30, episodes=2)
+    whole = LockstepEvaluator(spec)
+    grouped = LockstepEvaluator(RolloutSpec(**{**vars(spec), "lockstep_size": 3}))
+    params = _params(whole, 7, seed=5)
+    a = whole.evaluate(params, np.arange(7), seed=2, generation=1)
+    b = grouped.evaluate(params, np.arange(7), seed=2, generation=1)
+    np.testing.assert_array_equal(a.fitness, b.fitness)
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+    assert a.env_steps == b.env_steps == 7 * 2 * 30
+    assert (len(whole.envs), len(grouped.envs)) == (7, 3)  # environments are reused group after group
+    with pytest.raises(ValueError, match="lockstep_size must be >= 1 or None, got 0"):
+        RolloutSpec(env_id="CartPole-v1", lockstep_size=0)
+
+
 def test_max_steps_and_episodes():
     spec = RolloutSpec(env_id="Pendulum-v1", policy_config={"hidden": [4]}, max_steps=17, episodes=2)
     ev = LockstepEvaluator(spec)
