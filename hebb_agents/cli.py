@@ -13,7 +13,7 @@ from hebb_agents.backends import BACKENDS
 from hebb_agents.es import OPTIMIZERS
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
 from hebb_agents.policy import POLICIES
-from hebb_agents.rollout import EARLY_STOPS, make_env
+from hebb_agents.rollout import EARLY_STOPS, make_env, parse_lockstep_size
 from hebb_agents.rules import RULES
 
 
@@ -65,10 +65,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument(
         "--lockstep-size",
-        type=int,
+        type=parse_lockstep_size,
         default=None,
-        help="members a worker steps together (default: its whole share); fewer environment copies "
-        "per worker, same results",
+        help="members a worker steps together: auto (default; groups sized to the cache), all, or a "
+        "number; same results either way",
     )
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
     p.add_argument("--seed", type=int, default=0)
@@ -169,7 +169,7 @@ def _train(args: argparse.Namespace) -> int:
             early_stop=args.early_stop,
             backend=args.backend or "process",
             workers=args.workers,
-            lockstep_size=args.lockstep_size,
+            lockstep_size=args.lockstep_size or "auto",
             ray_address=args.address,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,

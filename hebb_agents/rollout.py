@@ -25,6 +25,10 @@ from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from hebb_agents.policy import EvolvablePolicy, make_policy, member_rng
 
 EARLY_STOPS = ("none", "locomotion", "negative_reward")
+# lockstep_size "auto": members per group whose evolved parameters (float32) fill at most this many
+# bytes. Measured on HalfCheetah (~54K parameters, 215 KB a member): groups of 8-16 ran 1.15-1.18x
+# faster per member-step than all 100-200 members at once, whose rule terms no cache holds.
+LOCKSTEP_BYTES = 2 * 2**20
 # Wrappers gym.make adds that only count, check or order calls; the rollout steps beneath them.
 _BOOKKEEPING_WRAPPERS = (TimeLimit, OrderEnforcing, PassiveEnvChecker)
 
@@ -47,8 +51,10 @@ class RolloutSpec:
     :param paired_seeds: members ``2j`` and ``2j + 1`` (an antithetic pair ``mean +- sigma*eps``)
         share environment seeds and initial weights, so their fitness difference measures ``eps``
         and not the luck of the draw (common random numbers).
-    :param lockstep_size: members a worker steps together; a worker's share of the population runs
-        as consecutive groups of this size (``None``: all at once). Results do not depend on it.
+    :param lockstep_size: members a worker steps together: its share of the population runs as
+        consecutive groups of this many, on as many environment copies. ``auto``: groups whose
+        evolved parameters fill at most :data:`LOCKSTEP_BYTES` (whole shares for small networks);
+        ``all``: the whole share at once. Results do not depend on it.
     """
 
     env_id: str
@@ -60,15 +66,14 @@ class RolloutSpec:
     fitness: str = "return"
     early_stop: str = "none"
     paired_seeds: bool = True
-    lockstep_size: int | None = None
+    lockstep_size: int | str = "auto"
 
     def __post_init__(self) -> None:
         if self.early_stop not in EARLY_STOPS:
             raise ValueError(f"unknown early_stop {self.early_stop!r}; accepted: {', '.join(EARLY_STOPS)}")
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
-        if self.lockstep_size is not None and self.lockstep_size < 1:
-            raise ValueError(f"lockstep_size must be >= 1 or None, got {self.lockstep_size}")
+        self.lockstep_size = parse_lockstep_size(self.lockstep_size)
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
 
@@ -90,6 +95,19 @@ class EvalResult:
             lengths=np.concatenate([p.lengths for p in parts]),
             env_steps=sum(p.env_steps for p in parts),
         )
+
+
+def parse_lockstep_size(value: int | str) -> int | str:
+    """``auto``, ``all`` or a positive integer (also given as text); anything else is an error."""
+    if value in ("auto", "all"):
+        return value
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if isinstance(value, bool) or size < 1 or str(size) != str(value).strip():
+        raise ValueError(f"lockstep_size must be 'auto', 'all' or an integer >= 1, got {value!r}")
+    return size
 
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
@@ -172,7 +190,7 @@ class LockstepEvaluator:
         returns = np.zeros(population)
         lengths = np.zeros(population)
         total_steps = 0
-        group = population if self.spec.lockstep_size is None else self.spec.lockstep_size
+        group = self.group_size(population)
         for lo in range(0, population, group):
             members = slice(lo, lo + group)
             for episode in range(self.spec.episodes):
@@ -185,6 +203,15 @@ class LockstepEvaluator:
                 total_steps += steps
         k = self.spec.episodes
         return EvalResult(fitness / k, returns / k, lengths / k, total_steps)
+
+    def group_size(self, population: int) -> int:
+        """Members stepped together when evaluating ``population`` of them (see ``lockstep_size``)."""
+        size = self.spec.lockstep_size
+        if size == "all":
+            return max(1, population)
+        if size == "auto":
+            size = LOCKSTEP_BYTES // (4 * max(1, self.num_params))
+        return max(1, min(population, int(size)))
 
     def _episode(
         self, params: np.ndarray, member_ids: np.ndarray, seed: int, generation: int, episode: int

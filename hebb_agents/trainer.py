@@ -66,8 +66,8 @@ class TrainConfig:
     :param early_stop: ``none``, ``locomotion`` or ``negative_reward``.
     :param backend: ``serial``, ``process`` or ``ray``.
     :param workers: worker count for ``process`` / ``ray`` (``None``: all cores).
-    :param lockstep_size: members a worker steps together (``None``: its whole share); bounds a
-        worker's environment copies, never changes results.
+    :param lockstep_size: members a worker steps together (``auto``, ``all`` or a number, see
+        :class:`~hebb_agents.rollout.RolloutSpec`); never changes results.
     :param ray_address: address of a running Ray cluster (``ray`` backend only).
     :param seed: fixes ES noise, initial coefficients, weight draws and environment resets.
     :param checkpoint_every: save ``checkpoint.npz`` every this many generations (and at the end).
@@ -94,7 +94,7 @@ class TrainConfig:
     early_stop: str = "none"
     backend: str = "process"
     workers: int | None = None
-    lockstep_size: int | None = None
+    lockstep_size: int | str = "auto"
     ray_address: str | None = None
     seed: int = 0
     checkpoint_every: int = 10

@@ -41,7 +41,7 @@ import torch
 
 from hebb_agents.backends import Candidates, ProcessBackend
 from hebb_agents.es import OpenES
-from hebb_agents.rollout import LockstepEvaluator, RolloutSpec, make_env
+from hebb_agents.rollout import LockstepEvaluator, RolloutSpec, make_env, parse_lockstep_size
 
 ENVS = {"cheetah": ("hebb/HalfCheetahDamage-v0", "HalfCheetah-v5"), "ant": ("hebb/AntDamage-v0", "Ant-v5")}
 
@@ -169,7 +169,7 @@ def es_run(
     kernel: str,
     args: argparse.Namespace,
     policy: str = "hebbian",
-    lockstep_size: int | None = None,
+    lockstep_size: int | str = "auto",
 ) -> dict:
     """Run warm-up + timed ES generations; env-steps/s, ES share, mean episode length."""
     os.environ["HEBB_KERNEL"] = kernel  # spawned workers read it when they build their network
@@ -205,6 +205,7 @@ def es_run(
         "es_share": es_time / (eval_time + es_time),
         "mean_length": lengths / args.generations,
         "num_params": probe.num_params,
+        "group": f"{lockstep_size}={probe.group_size(-(-args.popsize // workers))}",
     }
 
 
@@ -292,9 +293,9 @@ def main() -> None:
     parser.add_argument("--static", action="store_true", help="also time static-weight policies (numpy)")
     parser.add_argument(
         "--lockstep-sizes",
-        default="all",
-        help="comma list of members a worker steps together (RolloutSpec.lockstep_size); "
-        "'all': its whole share",
+        default="auto,all",
+        help="comma list of members a worker steps together (RolloutSpec.lockstep_size): auto, all "
+        "or a number",
     )
     parser.add_argument(
         "--replay-members", type=int, default=16, help="members whose episodes are replayed on raw mj_step"
@@ -306,7 +307,7 @@ def main() -> None:
     args = parser.parse_args()
     kernels = [k for k in args.kernels.split(",") if k != "numba" or importlib.util.find_spec("numba")]
     workers = [int(w) for w in args.workers.split(",")]
-    groups = [None if g == "all" else int(g) for g in args.lockstep_sizes.split(",")]
+    groups = [parse_lockstep_size(g) for g in args.lockstep_sizes.split(",")]
     print(
         f"popsize {args.popsize}, episodes capped at {args.episode_steps} steps, {args.generations} timed "
         f"generations after one warm-up; {os.cpu_count()} CPUs visible\n"
@@ -326,9 +327,9 @@ def main() -> None:
             )
         runs: dict[tuple[str, int], dict] = {}
         rows = [(kernel, "hebbian", g) for kernel in kernels for g in groups]
-        rows += [("numpy", "static", None)] if args.static else []
+        rows += [("numpy", "static", "auto")] if args.static else []
         for kernel, policy, group in rows:
-            label = f"{policy}/{kernel}" + (f"/lockstep {group}" if group else "")
+            label = f"{policy}/{kernel}/lockstep {group}"
             for count in workers:
                 run = es_run(env_id, count, kernel, args, policy, group)
                 runs[(label, count)] = run
@@ -338,8 +339,8 @@ def main() -> None:
                     speedup = f"; wall {run['rate'] / first['rate']:.2f}x vs {workers[0]} worker(s)"
                 versus_replay = f", {run['cpu_rate'] / replayed:.2f}x replayed" if replayed else ""
                 print(
-                    f"ES {policy:<7} {kernel:<5} {'' if group is None else f'lockstep {group} '}"
-                    f"{count:>2} worker(s): {run['cpu_rate']:7.0f} steps/s  "
+                    f"ES {policy:<7} {kernel:<5} lockstep {run['group']:<8} {count:>2} worker(s): "
+                    f"{run['cpu_rate']:7.0f} steps/s  "
                     f"{run['cpu_rate'] / physics:.2f}x raw{versus_replay} per core "
                     f"(wall {run['rate']:.0f} steps/s{speedup}; "
                     f"ES bookkeeping {run['es_share']:.2%}, mean episode {run['mean_length']:.0f} steps)",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hebb_agents.backends import ProcessBackend, SerialBackend, make_backend, split_population
-from hebb_agents.rollout import LockstepEvaluator, RolloutSpec
+from hebb_agents.rollout import LOCKSTEP_BYTES, LockstepEvaluator, RolloutSpec
 
 SPEC = RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, max_steps=100)
 
@@ -59,8 +59,19 @@ def test_lockstep_groups_change_neither_results_nor_need_more_envs_than_a_group(
     np.testing.assert_array_equal(a.lengths, b.lengths)
     assert a.env_steps == b.env_steps == 7 * 2 * 30
     assert (len(whole.envs), len(grouped.envs)) == (7, 3)  # environments are reused group after group
-    with pytest.raises(ValueError, match="lockstep_size must be >= 1 or None, got 0"):
-        RolloutSpec(env_id="CartPole-v1", lockstep_size=0)
+    for bad in (0, -2, "some", 2.5, True):
+        with pytest.raises(ValueError, match="lockstep_size must be 'auto', 'all' or an integer >= 1"):
+            RolloutSpec(env_id="CartPole-v1", lockstep_size=bad)
+    assert RolloutSpec(env_id="CartPole-v1", lockstep_size="4").lockstep_size == 4
+
+
+def test_auto_lockstep_groups_fit_the_cache_budget():
+    small = LockstepEvaluator(SPEC)  # CartPole, 8 hidden: a few hundred parameters
+    assert small.group_size(200) == 200
+    big = LockstepEvaluator(RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [256, 256]}))
+    expected = LOCKSTEP_BYTES // (4 * big.num_params)
+    assert 1 <= expected < 200 and big.group_size(200) == expected and big.group_size(3) == min(3, expected)
+    assert LockstepEvaluator(RolloutSpec(**{**vars(SPEC), "lockstep_size": "all"})).group_size(200) == 200
 
 
 def test_max_steps_and_episodes():
