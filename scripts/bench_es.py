@@ -4,11 +4,15 @@ Issue 6's benchmark. For each environment (``hebb/HalfCheetahDamage-v0``, ``hebb
 stock ``HalfCheetah-v5`` / ``Ant-v5`` if the hebb ids are not registered) and every measurement
 in this run:
 
-- raw physics: ``mujoco.mj_step(model, data, nstep=frame_skip)`` on the same model, one core;
+- raw physics: ``mujoco.mj_step(model, data, nstep=frame_skip)`` on the same model, one core,
+  a random control every step;
+- raw physics on the ES run's own episodes: the start states and controls of the first
+  ``--replay-members`` members of generation 0, recorded and replayed through ``mj_step`` alone
+  (a step's cost depends on the state: contacts, solver iterations), the fairest "physics limit";
 - gymnasium: one environment's ``env.step`` with random actions (the env's own Python per step);
 - ES: full generations (candidates from seeds -> lockstep rollouts on persistent workers ->
-  ``OpenES.tell``) with 1 and 2 worker processes, per kernel; env-steps/s, the ES bookkeeping's
-  share of the generation, and the speed-up from 1 to 2 workers;
+  ``OpenES.tell``) with 1 and 2 worker processes, per kernel and lockstep group size; env-steps/s,
+  the ES bookkeeping's share of the generation, and the speed-up from 1 to 2 workers;
 - reference-style loop, written here only as a baseline: one individual at a time, a new
   environment per evaluation, a torch forward pass and a per-synapse update loop (compiled with
   numba when it is installed, as the 2020 reference code did; plain Python otherwise). It is
