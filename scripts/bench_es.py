@@ -109,13 +109,33 @@ class _ControlRecorder(gym.Wrapper):
         return out
 
 
+def replay_physics(
+    episodes: list[tuple[mujoco.MjModel, dict[str, np.ndarray], list[np.ndarray]]], frame_skip: int
+) -> tuple[int, float, list[np.ndarray]]:
+    """Replay recorded episodes through ``mj_step`` alone: (steps, CPU seconds, final ``qpos`` each)."""
+    steps, seconds, finals = 0, 0.0, []
+    for model, state, controls in episodes:
+        data = mujoco.MjData(model)
+        for name, value in state.items():
+            getattr(data, name)[:] = value
+        mujoco.mj_forward(model, data)
+        start = time.process_time()
+        for ctrl in controls:
+            data.ctrl[:] = ctrl
+            mujoco.mj_step(model, data, nstep=frame_skip)
+        seconds += time.process_time() - start
+        steps += len(controls)
+        finals.append(data.qpos.copy())
+    return steps, seconds, finals
+
+
 def trajectory_physics_rate(env_id: str, members: int, args: argparse.Namespace) -> float:
     """Physics steps per CPU-second of raw ``mj_step`` replaying ES members' own episodes.
 
-    A physics step's cost depends on the state (contacts, solver iterations): plastic networks'
-    saturated actions flip and drag the robots, which costs more per step than the random actions
-    of :func:`raw_physics_rate`. This replays ``members`` members of a first ES generation (their
-    start states and controls, recorded in this process) through ``mj_step`` alone.
+    A physics step's cost depends on the state (contacts, solver iterations), so the random
+    controls of :func:`raw_physics_rate` need not cost what an ES population's controls cost. This
+    replays ``members`` members of a first ES generation (their start states and controls, recorded
+    in this process) through ``mj_step`` alone.
     """
     recorded_id = f"bench/Recorded-{env_id.split('/')[-1]}"
     if recorded_id not in gym.registry:
@@ -125,19 +145,7 @@ def trajectory_physics_rate(env_id: str, members: int, args: argparse.Namespace)
     es = OpenES(evaluator.num_params, popsize=args.popsize, seed=0, init=init)
     _ControlRecorder.episodes = []
     evaluator.evaluate(es.ask()[:members], np.arange(members), seed=0, generation=0)
-    skip = evaluator.envs[0].unwrapped.frame_skip
-    steps, seconds = 0, 0.0
-    for model, state, controls in _ControlRecorder.episodes:
-        data = mujoco.MjData(model)
-        for name, value in state.items():
-            getattr(data, name)[:] = value
-        mujoco.mj_forward(model, data)
-        start = time.process_time()
-        for ctrl in controls:
-            data.ctrl[:] = ctrl
-            mujoco.mj_step(model, data, nstep=skip)
-        seconds += time.process_time() - start
-        steps += len(controls)
+    steps, seconds, _ = replay_physics(_ControlRecorder.episodes, evaluator.envs[0].unwrapped.frame_skip)
     return steps / seconds
 
 

@@ -1,6 +1,7 @@
 """Fast paths must not change results: seed-shipped candidates, the numba kernel, the wrapper bypass."""
 
 import importlib.util
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -13,6 +14,7 @@ from hebb_agents.network import HebbianNetwork
 from hebb_agents.policy import member_rng
 from hebb_agents.rollout import LockstepEvaluator, RolloutSpec, build_policy, fast_step
 
+REPO = Path(__file__).resolve().parents[1]
 SPEC = RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, max_steps=100)
 
 
@@ -151,3 +153,23 @@ def test_stepping_beneath_the_wrappers_keeps_gymnasium_semantics():
     np.testing.assert_array_equal(result.lengths, lengths)
     np.testing.assert_array_equal(result.returns, returns)
     assert (lengths == 40).any() and (lengths < 40).any()  # both truncation and termination happened
+
+
+def test_bench_es_replay_reproduces_the_recorded_physics():
+    """The benchmark's "physics limit" replays what an env simulated: same start, same controls."""
+    spec = importlib.util.spec_from_file_location("bench_es", REPO / "scripts" / "bench_es.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    env = bench._ControlRecorder(gym.make("hebb/HalfCheetahDamage-v0", damage="all"))
+    bench._ControlRecorder.episodes = []
+    rng = np.random.default_rng(0)
+    finals = []
+    for seed in (1, 2):
+        env.reset(seed=seed)
+        for _ in range(40):
+            env.step(rng.uniform(-1, 1, 6))
+        finals.append(env.unwrapped.data.qpos.copy())
+    steps, seconds, replayed = bench.replay_physics(bench._ControlRecorder.episodes, env.unwrapped.frame_skip)
+    assert steps == 80 and seconds > 0
+    for got, want in zip(replayed, finals):
+        np.testing.assert_array_equal(got, want)
