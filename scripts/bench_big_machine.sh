@@ -47,5 +47,5 @@ fi
 
 echo "== ES throughput and worker scaling (issue 6)"
 timeout "${ES_LIMIT:-180}" "$py" scripts/bench_es.py \
-  ${ES_ARGS:---workers 1,4,8,16 --kernels numpy --episode-steps 300 --generations 1 --memory-generations 0} \
+  ${ES_ARGS:---workers 1,4,8,16 --kernels numpy --lockstep-sizes auto --episode-steps 300 --generations 1 --memory-generations 0} \
   2>&1 | tee "$out/es.log"
