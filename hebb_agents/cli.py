@@ -28,6 +28,14 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def lockstep_size(text: str) -> int | str:
+    """argparse type for ``--lockstep-size``: ``auto``, ``all`` or a positive integer."""
+    try:
+        return parse_lockstep_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="evolve a Hebbian (or static) policy with OpenAI-ES")
     p.add_argument(
@@ -65,10 +73,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument(
         "--lockstep-size",
-        type=parse_lockstep_size,
+        type=lockstep_size,
         default=None,
         help="members a worker steps together: auto (default; groups sized to the cache), all, or a "
-        "number; same results either way",
+        "number; same results either way (up to float rounding with a torch encoder)",
     )
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
     p.add_argument("--seed", type=int, default=0)

@@ -53,8 +53,10 @@ class RolloutSpec:
         and not the luck of the draw (common random numbers).
     :param lockstep_size: members a worker steps together: its share of the population runs as
         consecutive groups of this many, on as many environment copies. ``auto``: groups whose
-        evolved parameters fill at most :data:`LOCKSTEP_BYTES` (whole shares for small networks);
-        ``all``: the whole share at once. Results do not depend on it.
+        evolved parameters fill at most :data:`LOCKSTEP_BYTES` (whole shares for small networks
+        and for policies with an encoder); ``all``: the whole share at once. Results do not depend
+        on it, except with a torch encoder, whose batched float32 arithmetic may round differently
+        at another batch size (as with another worker count).
     """
 
     env_id: str
@@ -210,6 +212,8 @@ class LockstepEvaluator:
         if size == "all":
             return max(1, population)
         if size == "auto":
+            if self.policy.encoder is not None:  # batch size must not change its rounding
+                return max(1, population)
             size = LOCKSTEP_BYTES // (4 * max(1, self.num_params))
         return max(1, min(population, int(size)))
 

@@ -28,7 +28,7 @@ import numpy as np
 from hebb_agents.backends import BACKENDS, Backend, Candidates, make_backend
 from hebb_agents.checkpoint import load_checkpoint, save_checkpoint, split_state
 from hebb_agents.es import OpenES
-from hebb_agents.rollout import LockstepEvaluator, RolloutSpec
+from hebb_agents.rollout import LockstepEvaluator, RolloutSpec, parse_lockstep_size
 
 CSV_COLUMNS = (
     "generation",
@@ -67,7 +67,7 @@ class TrainConfig:
     :param backend: ``serial``, ``process`` or ``ray``.
     :param workers: worker count for ``process`` / ``ray`` (``None``: all cores).
     :param lockstep_size: members a worker steps together (``auto``, ``all`` or a number, see
-        :class:`~hebb_agents.rollout.RolloutSpec`); never changes results.
+        :class:`~hebb_agents.rollout.RolloutSpec`); does not change results without an encoder.
     :param ray_address: address of a running Ray cluster (``ray`` backend only).
     :param seed: fixes ES noise, initial coefficients, weight draws and environment resets.
     :param checkpoint_every: save ``checkpoint.npz`` every this many generations (and at the end).
@@ -105,6 +105,7 @@ class TrainConfig:
             raise ValueError(f"unknown backend {self.backend!r}; accepted: {', '.join(BACKENDS)}")
         if self.generations < 0:
             raise ValueError(f"generations must be >= 0, got {self.generations}")
+        self.lockstep_size = parse_lockstep_size(self.lockstep_size)
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 

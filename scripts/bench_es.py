@@ -37,6 +37,7 @@ import importlib.util
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import mujoco
@@ -95,7 +96,7 @@ class _ControlRecorder(gym.Wrapper):
 
     episodes: list[tuple[mujoco.MjModel, dict[str, np.ndarray], list[np.ndarray]]] = []
 
-    def reset(self, **kwargs):
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         out = self.env.reset(**kwargs)
         data = self.env.unwrapped.data
         state = {name: getattr(data, name).copy() for name in ("qpos", "qvel", "act", "qacc_warmstart")}
@@ -103,7 +104,7 @@ class _ControlRecorder(gym.Wrapper):
         self.episodes.append((self.env.unwrapped.model, state, self._controls))
         return out
 
-    def step(self, action):
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         out = self.env.step(action)
         self._controls.append(self.env.unwrapped.data.ctrl.copy())
         return out

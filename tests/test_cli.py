@@ -101,6 +101,9 @@ def test_unknown_env_rule_and_option_fail_with_accepted_values(tmp_path, capsys)
     with pytest.raises(SystemExit):
         main([*TRAIN, "--env-kwargs", "{not json"])
     assert "not valid JSON" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*TRAIN, "--lockstep-size", "0"])
+    assert "lockstep_size must be 'auto', 'all' or an integer >= 1, got '0'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.npz")]) == 2
 
 

@@ -90,6 +90,9 @@ def test_intact_is_gymnasiums_env_bit_for_bit(stock_id, damage_id, kwargs):
         (AntDamageEnv, {}),
         (AntDamageEnv, {"use_contact_forces": True, "healthy_z_range": (0.2, 1.0)}),
         (AntDamageEnv, {KEEP_X: False, "terminate_when_unhealthy": False}),
+        # weights given as NumPy float32 scalars: NumPy 2 promotes them differently from Python floats
+        (HalfCheetahDamageEnv, {"forward_reward_weight": np.float32(1.3)}),
+        (AntDamageEnv, {"forward_reward_weight": np.float32(1.3), "healthy_reward": np.float32(1.0)}),
     ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -113,8 +116,9 @@ def test_step_equals_gymnasiums_step_bit_for_bit(cls, kwargs, dtype):
             np.testing.assert_array_equal(obs, want_obs)
             assert obs.dtype == want_obs.dtype and obs.shape == ours.observation_space.shape
             assert reward == want_reward and terminated == want_terminated and not truncated
+            assert np.asarray(reward).dtype == np.asarray(want_reward).dtype
             for key, value in want_info.items():
-                assert info[key] == value, key
+                assert info[key] == value and np.asarray(info[key]).dtype == np.asarray(value).dtype, key
             assert set(info) == set(want_info) | {"damage", "x_progress"}
             checked += 1
             if terminated:

@@ -72,6 +72,10 @@ def test_auto_lockstep_groups_fit_the_cache_budget():
     expected = LOCKSTEP_BYTES // (4 * big.num_params)
     assert 1 <= expected < 200 and big.group_size(200) == expected and big.group_size(3) == min(3, expected)
     assert LockstepEvaluator(RolloutSpec(**{**vars(SPEC), "lockstep_size": "all"})).group_size(200) == 200
+    # a torch encoder's float32 batches may round differently at other sizes: auto keeps one group
+    encoded = {"hidden": [512, 512], "encoder": {"type": "lsh", "window": 8}}
+    with_encoder = LockstepEvaluator(RolloutSpec(env_id="Pendulum-v1", policy_config=encoded))
+    assert with_encoder.num_params * 4 > LOCKSTEP_BYTES and with_encoder.group_size(200) == 200
 
 
 def test_max_steps_and_episodes():

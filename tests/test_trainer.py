@@ -98,6 +98,9 @@ def test_bad_configs_fail_clearly(tmp_path):
         TrainConfig(backend="gpu")
     with pytest.raises(ValueError, match="unknown training options"):
         TrainConfig.from_dict({"env_id": "CartPole-v1", "pop": 3})
+    with pytest.raises(ValueError, match="lockstep_size must be 'auto', 'all' or an integer >= 1"):
+        TrainConfig(lockstep_size="bogus")
+    assert TrainConfig(lockstep_size="4").lockstep_size == 4
     with pytest.raises(ValueError, match="even popsize"):
         ESTrainer(TrainConfig(**{**TINY, "popsize": 7}))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
