@@ -258,7 +258,6 @@ def _robot(env_id: str) -> str:
 
     Read from the registered env class: no environment is built.
     """
-    import gymnasium as gym
     from gymnasium.envs.registration import load_env_creator
 
     if env_id not in gym.registry:

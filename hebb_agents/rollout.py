@@ -209,11 +209,10 @@ class LockstepEvaluator:
     def group_size(self, population: int) -> int:
         """Members stepped together when evaluating ``population`` of them (see ``lockstep_size``)."""
         size = self.spec.lockstep_size
-        if size == "all":
+        # an encoder's torch batches may round differently at another size: auto keeps one group
+        if size == "all" or (size == "auto" and self.policy.encoder is not None):
             return max(1, population)
         if size == "auto":
-            if self.policy.encoder is not None:  # batch size must not change its rounding
-                return max(1, population)
             size = LOCKSTEP_BYTES // (4 * max(1, self.num_params))
         return max(1, min(population, int(size)))
 
