@@ -299,9 +299,9 @@ def lsh_attention(
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
 
     keys = F.normalize(qk, dim=-1)
-    queries = qk * d**-0.5
     batch_offset = (torch.arange(b, device=device) * padded)[:, None, None]  # (B, 1, 1)
-    flat_q = queries.reshape(b * padded, d)
+    # Queries are scaled after their gather (the same products), so no scaled copy of qk is kept.
+    flat_q = qk.reshape(b * padded, d)
     flat_k = keys.reshape(b * padded, d)
     flat_v = v.reshape(b * padded, dv)
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
@@ -328,9 +328,7 @@ def lsh_attention(
         if needs_grad:
             sorted_out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout)
         else:
-            sq, sk, sv = rows.gather(flat_q, flat_k, flat_v)
-            sorted_out, lse, _, _ = _chunked_attention_forward(sq, sk, sv, mask, dropout)
-            del sq, sk, sv  # before the next round gathers its own
+            sorted_out, lse, _, _ = _chunked_attention_forward(flat_q, flat_k, flat_v, rows, mask, dropout)
         # Undo the sort: token t of this round sits at slot slot_of[t].
         out_h = _permute_rows(sorted_out.reshape(-1, dv), back, q_idx).view(b, padded, dv)
         lse_h = _permute_rows(lse.reshape(-1, 1), back, q_idx).view(b, padded)
@@ -410,7 +408,7 @@ class _ChunkMask:
         return bad
 
     def scores(self, sq: Tensor, sk: Tensor) -> Tensor:
-        """Masked scores ``(B, n, c, K)``."""
+        """Masked scores ``(B, n, c, K)`` of scaled sorted queries ``sq`` and their keys ``sk``."""
         mask_value, self_value = _mask_scores(sq.dtype)
         scores = sq @ sk.transpose(-1, -2)
         c = sq.shape[2]
@@ -428,20 +426,22 @@ class _SortedRows:
     """Where one round's sorted queries and look-back keys come from in the flat ``(B*Lp, d)`` rows.
 
     Keys and values are gathered with their look-back in one pass (``k_idx`` lists each chunk's
-    own tokens, then the previous chunk's), rather than gathered, rolled and concatenated.
+    own tokens, then the previous chunk's), rather than gathered, rolled and concatenated. Each
+    gather is its own call, so that a sorted copy can be dropped as soon as it has been used.
     """
 
     def __init__(self, q_idx: Tensor, k_idx: Tensor, back: Tensor, shape: tuple[int, int, int]) -> None:
         self.q_idx, self.k_idx, self.back = q_idx, k_idx, back
         self.b, self.n, self.c = shape
 
-    def gather(self, flat_q: Tensor, flat_k: Tensor, flat_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Sorted queries ``(B, n, c, d)`` and look-back keys and values ``(B, n, K, d)``."""
-        b, n = self.b, self.n
-        sq = flat_q.index_select(0, self.q_idx).view(b, n, self.c, -1)
-        sk = flat_k.index_select(0, self.k_idx).view(b, n, -1, flat_k.shape[-1])
-        sv = flat_v.index_select(0, self.k_idx).view(b, n, -1, flat_v.shape[-1])
-        return sq, sk, sv
+    def queries(self, flat_qk: Tensor) -> Tensor:
+        """Sorted queries ``(B, n, c, d)``, scaled by ``d ** -0.5`` (a fresh tensor)."""
+        sq = flat_qk.index_select(0, self.q_idx).view(self.b, self.n, self.c, -1)
+        return sq.mul_(sq.shape[-1] ** -0.5)
+
+    def look_back(self, flat: Tensor) -> Tensor:
+        """Each chunk's keys (or values) with its look-back, ``(B, n, K, ...)``."""
+        return flat.index_select(0, self.k_idx).view(self.b, self.n, -1, flat.shape[-1])
 
     def scatter(self, d_sorted: Tensor, look_back: bool) -> Tensor:
         """Gradient for the flat rows from a gradient over sorted slots (summing the look-back copy)."""
@@ -452,16 +452,22 @@ class _SortedRows:
 
 
 def _chunked_attention_forward(
-    sq: Tensor, sk: Tensor, sv: Tensor, mask: _ChunkMask, dropout: float, keep_probs: bool = False
+    flat_qk: Tensor,
+    flat_k: Tensor,
+    flat_v: Tensor,
+    rows: _SortedRows,
+    mask: _ChunkMask,
+    dropout: float,
+    keep_probs: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """Softmax attention of each chunk's queries over its keys; in-place, no autograd.
 
-    ``sq`` ``(B, n, c, d)`` holds each chunk's queries, ``sk`` and ``sv`` ``(B, n, K, ...)`` its
-    keys and values, look-back included. Returns the output ``(B, n, c, dv)``, the log-sum-exp
-    ``(B, n, c)``, the dropout keep mask (or None) and, with ``keep_probs``, the attention
-    probabilities before dropout.
+    Gathers this round's sorted queries (from the unscaled ``flat_qk``), look-back keys and values
+    from the flat ``(B*Lp, ...)`` rows, each only while it is needed. Returns the output
+    ``(B, n, c, dv)``, the log-sum-exp ``(B, n, c)``, the dropout keep mask (or None) and, with
+    ``keep_probs``, the attention probabilities before dropout.
     """
-    scores = mask.scores(sq, sk)
+    scores = mask.scores(rows.queries(flat_qk), rows.look_back(flat_k))
     # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
     # the large negative mask scores (several times slower here). The log-sum-exp follows from
     # the largest probability: p_max = exp(top - lse), so lse = top - log(p_max), p_max >= 1/K.
@@ -475,61 +481,59 @@ def _chunked_attention_forward(
         keep = torch.rand_like(probs) >= dropout
         used = probs * keep if keep_probs else probs.mul_(keep)
         used.mul_(1.0 / (1.0 - dropout))
-    return used @ sv, lse, keep, (probs if keep_probs else None)
+    return used @ rows.look_back(flat_v), lse, keep, (probs if keep_probs else None)
 
 
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention with a hand-written backward.
 
-    Takes the flat, unsorted queries, keys and values and this round's row indices. Per round it
-    saves the indices, the output and one ``(B, n, c, K)`` probability tensor
+    Takes the flat, unsorted (unscaled) queries, keys and values and this round's row indices.
+    Per round it saves the indices, the output and one ``(B, n, c, K)`` probability tensor
     (``O(L * bucket_size)``, the algorithm's own bound); the flat inputs it saves are the same
     tensors for every round. No sorted copies and none of autograd's several intermediates of
     the probabilities' size (scores, masks, softmax, dropout) are kept: the sorted rows and the
-    boolean masks are gathered again in the backward pass.
+    boolean masks are gathered again in the backward pass, one at a time.
     """
 
     @staticmethod
-    def forward(ctx, flat_q, flat_k, flat_v, rows, mask, dropout):  # type: ignore[override]
-        sq, sk, sv = rows.gather(flat_q, flat_k, flat_v)
-        out, lse, keep, probs = _chunked_attention_forward(sq, sk, sv, mask, dropout, keep_probs=True)
-        ctx.save_for_backward(flat_q, flat_k, flat_v, out, keep, probs)
+    def forward(ctx, flat_qk, flat_k, flat_v, rows, mask, dropout):  # type: ignore[override]
+        out, lse, keep, probs = _chunked_attention_forward(
+            flat_qk, flat_k, flat_v, rows, mask, dropout, keep_probs=True
+        )
+        ctx.save_for_backward(flat_qk, flat_k, flat_v, out, keep, probs)
         ctx.rows, ctx.mask, ctx.dropout = rows, mask, dropout
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
-        flat_q, flat_k, flat_v, out, keep, probs = ctx.saved_tensors
+        flat_qk, flat_k, flat_v, out, keep, probs = ctx.saved_tensors
         rows, mask, dropout = ctx.rows, ctx.mask, ctx.dropout
-        sq, sk, sv = rows.gather(flat_q, flat_k, flat_v)
-        c = sq.shape[2]
-        bad = mask.forbidden()
+        c = probs.shape[2]
+        look_back = probs.shape[3] > c
+        sv = rows.look_back(flat_v)
         d_probs = d_out @ sv.transpose(-1, -2)
+        del sv
         if keep is not None:
             scale = 1.0 / (1.0 - dropout)
             used = probs * keep * scale
             d_probs.mul_(keep).mul_(scale)
         else:
             used = probs
-        d_v = used.transpose(-1, -2) @ d_out
+        d_v = rows.scatter(used.transpose(-1, -2) @ d_out, look_back)
+        del used
         # d softmax: P * (dP - sum_j P_j dP_j); that sum equals d_out . out per query.
         row = (d_out * out).sum(dim=-1) - d_lse  # (B, n, c)
         d_scores = d_probs.sub_(row[..., None]).mul_(probs)
         # Entries replaced by constants carry no gradient.
         d_scores[..., :c].diagonal(dim1=-2, dim2=-1).zero_()
+        bad = mask.forbidden()
         if bad is not None:
             d_scores.masked_fill_(bad, 0.0)
-        d_q = d_scores @ sk
-        d_k = d_scores.transpose(-1, -2) @ sq
-        look_back = sk.shape[2] > c
-        return (
-            rows.scatter(d_q, look_back=False),
-            rows.scatter(d_k, look_back),
-            rows.scatter(d_v, look_back),
-            None,
-            None,
-            None,
-        )
+        del bad
+        # Scores are (d ** -0.5 * q) . k: the query gradient takes the scale once more.
+        d_qk = rows.scatter((d_scores @ rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5), False)
+        d_k = rows.scatter(d_scores.transpose(-1, -2) @ rows.queries(flat_qk), look_back)
+        return d_qk, d_k, d_v, None, None, None
 
 
 def _log_shared_rounds(chunk_of: Tensor, q_pos: Tensor, k_pos: Tensor, n_chunks: int) -> Tensor:
