@@ -125,6 +125,34 @@ def test_gradients_through_several_rounds_pass_gradcheck(dedup: bool) -> None:
     assert torch.autograd.gradcheck(lambda q, w: attn(q, w, key_padding_mask=mask), (qk, v), fast_mode=True)
 
 
+def test_skipping_the_log_sum_exp_changes_nothing_else() -> None:
+    # One round without return_lse skips computing it; outputs and gradients must not move.
+    qk, v = _inputs(2, 29, 4, 3, seed=4, dtype=torch.float64)
+    qk.requires_grad_(True)
+    v.requires_grad_(True)
+    mask = torch.zeros(2, 29, dtype=torch.bool)
+    mask[0, 20:] = True
+    rotations = torch.randn(4, 1, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def attend(q: torch.Tensor, w: torch.Tensor, return_lse: bool) -> tuple:
+        return lsh_attention(
+            q, w, rotations, bucket_size=4, causal=True, key_padding_mask=mask, return_lse=return_lse
+        )
+
+    with_lse, lse = attend(qk, v, True)
+    without, none = attend(qk, v, False)
+    assert none is None and lse is not None
+    assert torch.equal(with_lse, without)
+    grad = torch.randn_like(without)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            torch.autograd.grad(with_lse, (qk, v), grad), torch.autograd.grad(without, (qk, v), grad)
+        )
+    )
+    assert torch.autograd.gradcheck(lambda q, w: attend(q, w, False)[0], (qk, v), fast_mode=True)
+
+
 def test_error_against_full_attention_falls_as_hashes_grow() -> None:
     errors = []
     for n_hashes in (1, 2, 4, 8):

@@ -241,6 +241,7 @@ class LSHAttention(nn.Module):
             key_padding_mask=key_padding_mask,
             dropout=self.dropout if self.training else 0.0,
             allow_duplicate_attention=self.allow_duplicate_attention,
+            return_lse=False,
         )
         return out
 
@@ -254,10 +255,12 @@ def lsh_attention(
     key_padding_mask: Tensor | None = None,
     dropout: float = 0.0,
     allow_duplicate_attention: bool = True,
-) -> tuple[Tensor, Tensor]:
+    return_lse: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Functional LSH attention; returns the output ``(B, L, dv)`` and its log-sum-exp ``(B, L)``.
 
     ``rotations`` ``(d, n_hashes, n_buckets // 2)`` fixes the hashes (see :class:`LSHAttention`).
+    With ``return_lse=False`` the log-sum-exp is None, and a single round skips computing it.
     """
     b, length, d = qk.shape
     dv = v.shape[-1]
@@ -305,6 +308,7 @@ def lsh_attention(
     flat_k = keys.reshape(b * padded, d)
     flat_v = v.reshape(b * padded, dv)
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
+    with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
     out_acc: Tensor | None = None
     lse_acc: Tensor | None = None
@@ -326,11 +330,15 @@ def lsh_attention(
         mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
         rows = _SortedRows(q_idx, k_idx, back, (b, n_chunks, c))
         if needs_grad:
-            sorted_out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout)
+            sorted_out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout, with_lse)
         else:
-            sorted_out, lse, _, _ = _chunked_attention_forward(flat_q, flat_k, flat_v, rows, mask, dropout)
+            sorted_out, lse, _, _ = _chunked_attention_forward(
+                flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse
+            )
         # Undo the sort: token t of this round sits at slot slot_of[t].
         out_h = _permute_rows(sorted_out.reshape(-1, dv), back, q_idx).view(b, padded, dv)
+        if lse is None:  # one round, log-sum-exp not asked for
+            return out_h[:, :length], None
         lse_h = _permute_rows(lse.reshape(-1, 1), back, q_idx).view(b, padded)
         if out_acc is None or lse_acc is None:
             out_acc, lse_acc = out_h, lse_h
@@ -343,7 +351,7 @@ def lsh_attention(
             )
             lse_acc = lse_new
     assert out_acc is not None and lse_acc is not None
-    return out_acc[:, :length], lse_acc[:, :length]
+    return out_acc[:, :length], (lse_acc[:, :length] if return_lse else None)
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -459,22 +467,23 @@ def _chunked_attention_forward(
     mask: _ChunkMask,
     dropout: float,
     keep_probs: bool = False,
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    with_lse: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Softmax attention of each chunk's queries over its keys; in-place, no autograd.
 
     Gathers this round's sorted queries (from the unscaled ``flat_qk``), look-back keys and values
     from the flat ``(B*Lp, ...)`` rows, each only while it is needed. Returns the output
-    ``(B, n, c, dv)``, the log-sum-exp ``(B, n, c)``, the dropout keep mask (or None) and, with
-    ``keep_probs``, the attention probabilities before dropout.
+    ``(B, n, c, dv)``, the log-sum-exp ``(B, n, c)`` (None unless ``with_lse``), the dropout keep
+    mask (or None) and, with ``keep_probs``, the attention probabilities before dropout.
     """
     scores = mask.scores(rows.queries(flat_qk), rows.look_back(flat_k))
     # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
     # the large negative mask scores (several times slower here). The log-sum-exp follows from
     # the largest probability: p_max = exp(top - lse), so lse = top - log(p_max), p_max >= 1/K.
-    top = scores.amax(dim=-1)
+    top = scores.amax(dim=-1) if with_lse else None
     probs = torch.softmax(scores, dim=-1)
     del scores
-    lse = top - probs.amax(dim=-1).log()
+    lse = None if top is None else top - probs.amax(dim=-1).log()
     keep = None
     used = probs
     if dropout > 0.0:
@@ -496,9 +505,9 @@ class _ChunkedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, flat_qk, flat_k, flat_v, rows, mask, dropout):  # type: ignore[override]
+    def forward(ctx, flat_qk, flat_k, flat_v, rows, mask, dropout, with_lse):  # type: ignore[override]
         out, lse, keep, probs = _chunked_attention_forward(
-            flat_qk, flat_k, flat_v, rows, mask, dropout, keep_probs=True
+            flat_qk, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse
         )
         ctx.save_for_backward(flat_qk, flat_k, flat_v, out, keep, probs)
         ctx.rows, ctx.mask, ctx.dropout = rows, mask, dropout
@@ -522,7 +531,9 @@ class _ChunkedAttention(torch.autograd.Function):
         d_v = rows.scatter(used.transpose(-1, -2) @ d_out, look_back)
         del used
         # d softmax: P * (dP - sum_j P_j dP_j); that sum equals d_out . out per query.
-        row = (d_out * out).sum(dim=-1) - d_lse  # (B, n, c)
+        row = (d_out * out).sum(dim=-1)  # (B, n, c)
+        if d_lse is not None:
+            row = row - d_lse
         d_scores = d_probs.sub_(row[..., None]).mul_(probs)
         # Entries replaced by constants carry no gradient.
         d_scores[..., :c].diagonal(dim1=-2, dim2=-1).zero_()
@@ -533,7 +544,7 @@ class _ChunkedAttention(torch.autograd.Function):
         # Scores are (d ** -0.5 * q) . k: the query gradient takes the scale once more.
         d_qk = rows.scatter((d_scores @ rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5), False)
         d_k = rows.scatter(d_scores.transpose(-1, -2) @ rows.queries(flat_qk), look_back)
-        return d_qk, d_k, d_v, None, None, None
+        return d_qk, d_k, d_v, None, None, None, None
 
 
 def _log_shared_rounds(chunk_of: Tensor, q_pos: Tensor, k_pos: Tensor, n_chunks: int) -> Tensor:
