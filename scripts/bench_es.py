@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -89,6 +90,43 @@ def raw_physics_rate(env_id: str, steps: int) -> float:
         best = min(best, time.process_time() - start)
     env.close()
     return steps / best
+
+
+def _physics_for(env_id: str, seconds: float, barrier: Any) -> int:
+    """Random-control ``mj_step`` calls made in ``seconds`` of wall time, started at ``barrier``."""
+    env = make_env(env_id)
+    env.reset(seed=0)
+    model, data, skip = env.unwrapped.model, env.unwrapped.data, env.unwrapped.frame_skip
+    low, high = model.actuator_ctrlrange.T
+    controls = np.random.default_rng(os.getpid()).uniform(low, high, (1000, model.nu))
+    steps = 0
+    barrier.wait()
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        for ctrl in controls[:50]:
+            data.ctrl[:] = ctrl
+            mujoco.mj_step(model, data, nstep=skip)
+        steps += 50
+        controls = np.roll(controls, 50, axis=0)
+    env.close()
+    return steps
+
+
+def physics_scaling(env_id: str, processes: int, seconds: float = 3.0, repeats: int = 2) -> float:
+    """Wall-clock physics rate of ``processes`` concurrent ``mj_step`` loops over that of one.
+
+    The machine's own ceiling for a worker speed-up: shared caches, memory bandwidth and other
+    tenants limit it before any ES code runs. Best of ``repeats`` alternating measurements each.
+    """
+    context = multiprocessing.get_context("spawn")
+    best = {1: 0.0, processes: 0.0}
+    for _ in range(repeats):
+        for count in best:
+            with context.Manager() as manager, context.Pool(count) as pool:
+                barrier = manager.Barrier(count)
+                steps = pool.starmap(_physics_for, [(env_id, seconds, barrier)] * count)
+            best[count] = max(best[count], sum(steps) / seconds)
+    return best[processes] / best[1]
 
 
 class _ControlRecorder(gym.Wrapper):
@@ -337,6 +375,13 @@ def main() -> None:
             print(
                 f"raw mj_step on ES trajectories  : {replayed:7.0f} steps/s  {replayed / physics:.2f}x raw "
                 f"(first {args.replay_members} members of generation 0 replayed)"
+            )
+        for count in workers[1:]:
+            ceiling = physics_scaling(env_id, count)
+            print(
+                f"raw mj_step, {count} processes at once: {ceiling:.2f}x the wall rate of 1 "
+                f"(this machine's ceiling for a {workers[0]} -> {count} worker speed-up)",
+                flush=True,
             )
         runs: dict[tuple[str, int], dict] = {}
         rows = [(kernel, "hebbian", g) for kernel in kernels for g in groups]
