@@ -31,9 +31,11 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
                                   reset observation repeated)
     copy         bool   False     return an independent array each step; by default a
                                   read-only view into the ring buffer is returned, valid until
-                                  the next ``step``/``reset`` (vector envs and Stable-Baselines3
-                                  copy observations into their own buffers, so the view is safe
-                                  there; set ``copy=True`` if you keep observations yourself)
+                                  the next ``step`` (vector envs and Stable-Baselines3 copy
+                                  observations into their own buffers, so the view is safe
+                                  there; set ``copy=True`` if you keep observations yourself).
+                                  ``reset`` starts a new buffer, so an episode's last window
+                                  (e.g. SB3's ``terminal_observation``) stays valid
     ===========  =====  ========  ===========================================================
 
     The observation space is a ``Box`` of shape ``(L, *obs_shape)`` with the wrapped bounds
@@ -73,9 +75,10 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        if self.fill == "zeros":
-            self._buffer[:] = 0
-        else:
+        # A new buffer, not an overwrite: the last episode's final window may still be held as a
+        # view (vector envs keep it as the terminal observation while they reset).
+        self._buffer = np.zeros_like(self._buffer)
+        if self.fill == "first":
             self._buffer[:] = np.asarray(obs, dtype=self._buffer.dtype)
         self._pos = self.span - 1
         return self.observation(obs), info

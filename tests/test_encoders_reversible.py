@@ -112,3 +112,17 @@ def test_chunked_feed_forward_equals_unchunked() -> None:
     assert torch.allclose(chunked, ff(x), atol=1e-6)
     with pytest.raises(ValueError, match="chunks"):
         ChunkedFeedForward(8, chunks=0)
+
+
+def test_a_seeded_stack_gives_every_layer_its_own_rotations() -> None:
+    stack = reformer_stack(16, depth=3, heads=2, bucket_size=4, n_hashes=2, seed=7)
+    layers = [block.f.attn.attn for block in stack.blocks]
+    assert [layer.seed for layer in layers] == [7, 8, 9]
+    first, second = (layer.draw_rotations(8, 64) for layer in layers[:2])
+    assert not torch.equal(first, second)
+    assert torch.equal(
+        first,
+        reformer_stack(16, depth=1, heads=2, bucket_size=4, n_hashes=2, seed=7)
+        .blocks[0]
+        .f.attn.attn.draw_rotations(8, 64),
+    )

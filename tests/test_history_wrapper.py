@@ -80,6 +80,28 @@ def test_views_are_safe_inside_vector_envs() -> None:
     assert not np.array_equal(kept[0], kept[-1])
 
 
+def test_terminal_observation_survives_the_vector_env_reset() -> None:
+    # SB3 keeps the final window in info["terminal_observation"] and resets at once; PPO
+    # bootstraps truncated episodes from it, so the reset must not overwrite it.
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    def make() -> gym.Env:
+        return ObservationHistory(gym.make("Pendulum-v1", max_episode_steps=5), length=3)
+
+    vec = DummyVecEnv([make])
+    vec.seed(0)
+    last = vec.reset()
+    for _ in range(5):
+        obs, _, dones, infos = vec.step(np.zeros((1, 1), np.float32))
+        if not dones[0]:
+            last = obs
+    assert dones[0]
+    terminal = infos[0]["terminal_observation"]  # (3, 3): the window after step 5
+    np.testing.assert_array_equal(terminal[:-1], last[0, 1:])  # it follows step 4's window
+    assert np.abs(terminal).min() > 0  # and no longer holds the zero fill of the start
+    assert np.count_nonzero(obs[0].any(axis=-1)) == 1  # the new episode: one reset observation
+
+
 def test_bad_arguments_name_the_value() -> None:
     base = gym.make("Pendulum-v1")
     with pytest.raises(ValueError, match="length"):

@@ -42,6 +42,50 @@ def test_one_round_covering_sequence_equals_full_attention(causal: bool, length:
         assert (g_got - g_want).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("dedup", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n_hashes", [2, 4])
+def test_several_rounds_covering_sequence_equal_full_attention(
+    n_hashes: int, causal: bool, dedup: bool
+) -> None:
+    # Every round's window is the whole sequence: combining rounds must give full attention back,
+    # including the causal first token, which sees only itself (log-sum-exp at SELF_SCORE).
+    qk, v = _inputs(2, 100, 32, 16, seed=n_hashes)
+    attn = LSHAttention(
+        bucket_size=64, n_hashes=n_hashes, causal=causal, allow_duplicate_attention=not dedup, seed=1
+    )
+    rotations = attn.draw_rotations(32, 100)
+    out, lse = lsh_attention(
+        qk, v, rotations, 64, causal=causal, allow_duplicate_attention=not dedup, return_lse=True
+    )
+    ref, ref_lse = full_shared_qk_attention(qk, v, causal=causal, return_lse=True)
+    assert (out - ref).abs().max().item() <= 1e-5
+    # each pair counted once with de-duplication, once per round without
+    extra = 0.0 if dedup else math.log(n_hashes)
+    assert torch.allclose(lse, ref_lse + extra, rtol=0, atol=1e-5 * ref_lse.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_a_token_that_sees_only_itself_returns_its_value_in_every_dtype(dtype: torch.dtype) -> None:
+    # Four rounds all give the first causal token its own value with weight 1; combined, still 1.
+    qk, v = _inputs(1, 5, 16, 8, seed=2, dtype=dtype)
+    out = LSHAttention(bucket_size=4, n_hashes=4, causal=True, seed=0)(qk, v)
+    torch.testing.assert_close(out[0, 0], v[0, 0])  # the dtype's own tolerance: a few roundings
+    single = LSHAttention(bucket_size=4, n_hashes=8, seed=0)(qk[:, :1], v[:, :1])
+    torch.testing.assert_close(single[0, 0], v[0, 0])
+
+
+def test_float16_backward_is_finite_with_internal_padding() -> None:
+    # 60 tokens, bucket 16: four zero padding rows, whose keys must not become 0 / 0.
+    qk, v = _inputs(1, 60, 16, 8, seed=3, dtype=torch.float16)
+    qk.requires_grad_(True)
+    v.requires_grad_(True)
+    out = LSHAttention(bucket_size=16, n_hashes=2, seed=0)(qk, v)
+    out.float().sum().backward()
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(qk.grad).all() and torch.isfinite(v.grad).all()
+
+
 def _naive_buckets(qk: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """(L, H) bucket ids by the textbook formula argmax([xR ; -xR])."""
     rotated = torch.einsum("ld,dhr->lhr", qk, rotations)
@@ -110,19 +154,48 @@ def test_many_rounds_and_chunks_match_an_independent_reference(dedup: bool, caus
     want = torch.softmax(logits, dim=-1) @ v[0]
     keep = ~masked
     assert (counts[keep].sum(1) < length * 3).all(), "windows must not cover everything"
-    assert torch.allclose(out[0, keep], want[keep], atol=1e-10)
-    assert torch.allclose(lse[0, keep], want_lse[keep], atol=1e-8)
+    assert torch.allclose(out[0, keep], want[keep], rtol=0, atol=1e-10)
+    assert torch.allclose(lse[0, keep], want_lse[keep], rtol=0, atol=1e-8)
 
 
-@pytest.mark.parametrize("dedup", [False, True])
-def test_gradients_through_several_rounds_pass_gradcheck(dedup: bool) -> None:
-    qk, v = _inputs(2, 23, 4, 3, seed=2, dtype=torch.float64)
+@pytest.mark.parametrize(
+    ("length", "causal", "masked", "dedup"),
+    [
+        (23, True, True, False),
+        (23, True, True, True),
+        (23, False, False, False),
+        (23, False, True, True),
+        (5, False, False, True),  # two chunks: every round's window is the whole sequence
+    ],
+)
+def test_gradients_through_several_rounds_pass_gradcheck(
+    length: int, causal: bool, masked: bool, dedup: bool
+) -> None:
+    qk, v = _inputs(2, length, 4, 3, seed=2, dtype=torch.float64)
     qk.requires_grad_(True)
     v.requires_grad_(True)
-    mask = torch.zeros(2, 23, dtype=torch.bool)
-    mask[1, 15:] = True
-    attn = LSHAttention(bucket_size=3, n_hashes=3, causal=True, allow_duplicate_attention=not dedup, seed=3)
+    mask = None
+    if masked:
+        mask = torch.zeros(2, length, dtype=torch.bool)
+        mask[1, 15:] = True
+    attn = LSHAttention(bucket_size=3, n_hashes=3, causal=causal, allow_duplicate_attention=not dedup, seed=3)
     assert torch.autograd.gradcheck(lambda q, w: attn(q, w, key_padding_mask=mask), (qk, v), fast_mode=True)
+
+
+def test_gradients_with_attention_dropout_pass_gradcheck() -> None:
+    # The same dropout masks at every call (seed reset inside), so the function is deterministic.
+    qk, v = _inputs(1, 19, 4, 3, seed=5, dtype=torch.float64)
+    qk.requires_grad_(True)
+    v.requires_grad_(True)
+    attn = LSHAttention(bucket_size=4, n_hashes=2, dropout=0.3, seed=2).train()
+
+    def attend(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(0)
+        return attn(q, w)
+
+    assert not torch.equal(attend(qk, v), attn.eval()(qk, v))  # dropout is on
+    attn.train()
+    assert torch.autograd.gradcheck(attend, (qk, v), fast_mode=True)
 
 
 def test_skipping_the_log_sum_exp_changes_nothing_else() -> None:

@@ -20,8 +20,14 @@ sorts are undone by inverse permutations (gathers both ways, no ``index_add``).
 Conventions: ``qk`` is ``(B, L, d)``, ``v`` is ``(B, L, dv)``; ``key_padding_mask`` is ``(B, L)``
 bool with ``True`` where a token must not be attended to (PyTorch's convention). Masked tokens
 are also left out of the hashing (they sort behind every real token, like internal padding), so
-neither their content nor their presence changes any other token's output; the outputs at
-masked positions themselves are not meaningful.
+their content never changes another token's output. Their number can, through the length the
+attention works on: it sets the bucket count (unless ``n_buckets`` is fixed), and the first
+chunk's look-back wraps to the last chunk, which may then hold masked tokens only. The outputs
+at masked positions themselves are not meaningful.
+
+Rounds are combined relative to the largest log-sum-exp, not with ``logaddexp``: a token that
+sees only itself has a log-sum-exp near ``SELF_SCORE``, where ``logaddexp`` would round its
+weights by ~1e-3 in float32 (and to nothing in float16).
 """
 
 from __future__ import annotations
@@ -50,6 +56,15 @@ def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
     return _HALF_SCORES if dtype == torch.float16 else (MASK_SCORE, SELF_SCORE)
 
 
+def _unit(qk: Tensor) -> Tensor:
+    """Keys: ``qk`` L2-normalised; a zero row (padding) stays zero in every dtype.
+
+    ``F.normalize``'s default ``eps`` (1e-12) is zero in float16, where ``0 / 0`` would give NaN keys
+    whose gradient poisons the backward pass even though the forward pass masks them.
+    """
+    return F.normalize(qk, dim=-1, eps=max(1e-12, torch.finfo(qk.dtype).tiny))
+
+
 def full_shared_qk_attention(
     qk: Tensor,
     v: Tensor,
@@ -65,7 +80,7 @@ def full_shared_qk_attention(
     """
     b, length, d = qk.shape
     mask_value, self_value = _mask_scores(qk.dtype)
-    keys = F.normalize(qk, dim=-1)
+    keys = _unit(qk)
     scores = torch.einsum("bid,bjd->bij", qk * d**-0.5, keys)  # (B, L, L)
     eye = torch.eye(length, dtype=torch.bool, device=qk.device)
     scores = scores.masked_fill(eye, self_value)
@@ -114,7 +129,7 @@ def hash_buckets(vectors: Tensor, rotations: Tensor) -> Tensor:
     _, n_hashes, half = rotations.shape
     # Blocks 16x larger on accelerators, where many small matmuls would cost launch overhead.
     budget = _HASH_BLOCK_ELEMENTS * (16 if vectors.device.type != "cpu" else 1)
-    block = max(1, budget // max(1, half))
+    block = max(1, budget // max(1, half * b))
     rotations = rotations.to(vectors.dtype)
     rounds = []
     # Lists and cat rather than writes into a preallocated tensor: works under torch.vmap.
@@ -263,6 +278,8 @@ def lsh_attention(
     With ``return_lse=False`` the log-sum-exp is None, and a single round skips computing it.
     """
     b, length, d = qk.shape
+    if b == 0 or length == 0:
+        raise ValueError(f"LSH attention needs at least one sequence of one token, got qk {tuple(qk.shape)}")
     dv = v.shape[-1]
     n_hashes = rotations.shape[1]
     c = bucket_size
@@ -301,7 +318,7 @@ def lsh_attention(
     if not allow_duplicate_attention and n_hashes > 1 and n_chunks > 2:
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
 
-    keys = F.normalize(qk, dim=-1)
+    keys = _unit(qk)
     batch_offset = (torch.arange(b, device=device) * padded)[:, None, None]  # (B, 1, 1)
     # Queries are scaled after their gather (the same products), so no scaled copy of qk is kept.
     flat_q = qk.reshape(b * padded, d)
@@ -310,8 +327,10 @@ def lsh_attention(
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
-    out_acc: Tensor | None = None
-    lse_acc: Tensor | None = None
+    # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
+    # weighted output sum and weight sum (see the module's docstring).
+    top: Tensor | None = None
+    out_sum = weight_sum = qk.new_zeros(())
     for h in range(n_hashes):
         q_pos = order[:, h].view(b, n_chunks, c)  # token index of each sorted slot
         q_idx = (q_pos + batch_offset).reshape(-1)  # row of each slot
@@ -324,9 +343,9 @@ def lsh_attention(
         log_count = None
         if not allow_duplicate_attention and n_hashes > 1:
             if chunk_of is not None:
-                log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks)
+                log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks, qk.dtype)
             else:  # every round's window is the whole sequence
-                log_count = torch.full((), math.log(n_hashes), device=device)
+                log_count = torch.full((), math.log(n_hashes), device=device, dtype=qk.dtype)
         mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
         rows = _SortedRows(q_idx, k_idx, back, (b, n_chunks, c))
         if needs_grad:
@@ -340,18 +359,19 @@ def lsh_attention(
         if lse is None:  # one round, log-sum-exp not asked for
             return out_h[:, :length], None
         lse_h = _permute_rows(lse.reshape(-1, 1), back, q_idx).view(b, padded)
-        if out_acc is None or lse_acc is None:
-            out_acc, lse_acc = out_h, lse_h
+        # The result does not depend on top (it cancels), so it carries no gradient.
+        new_top = lse_h.detach() if top is None else torch.maximum(top, lse_h.detach())
+        weight = torch.exp(lse_h - new_top)
+        if top is None:
+            out_sum, weight_sum = out_h * weight[..., None], weight
         else:
-            # Running softmax over rounds of their log-sum-exp.
-            lse_new = torch.logaddexp(lse_acc, lse_h)
-            out_acc = (
-                out_acc * torch.exp(lse_acc - lse_new)[..., None]
-                + out_h * torch.exp(lse_h - lse_new)[..., None]
-            )
-            lse_acc = lse_new
-    assert out_acc is not None and lse_acc is not None
-    return out_acc[:, :length], (lse_acc[:, :length] if return_lse else None)
+            decay = torch.exp(top - new_top)
+            out_sum = out_sum * decay[..., None] + out_h * weight[..., None]
+            weight_sum = weight_sum * decay + weight
+        top = new_top
+    assert top is not None
+    out = out_sum[:, :length] / weight_sum[:, :length, None]
+    return out, ((top + weight_sum.log())[:, :length] if return_lse else None)
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -547,7 +567,9 @@ class _ChunkedAttention(torch.autograd.Function):
         return d_qk, d_k, d_v, None, None, None, None
 
 
-def _log_shared_rounds(chunk_of: Tensor, q_pos: Tensor, k_pos: Tensor, n_chunks: int) -> Tensor:
+def _log_shared_rounds(
+    chunk_of: Tensor, q_pos: Tensor, k_pos: Tensor, n_chunks: int, dtype: torch.dtype
+) -> Tensor:
     """``log`` of the number of rounds whose window holds each (query, key) pair of this round.
 
     ``chunk_of`` ``(B, H, Lp)``; ``q_pos`` ``(B, n, c)`` and ``k_pos`` ``(B, n, K)`` are token
@@ -559,7 +581,7 @@ def _log_shared_rounds(chunk_of: Tensor, q_pos: Tensor, k_pos: Tensor, n_chunks:
     for h in range(n_hashes):
         q_chunk = chunk_of[:, h].gather(1, q_pos.reshape(b, -1)).view(q_pos.shape)[..., None]
         k_chunk = chunk_of[:, h].gather(1, k_pos.reshape(b, -1)).view(k_pos.shape)[:, :, None, :]
-        together = ((k_chunk == q_chunk) | (k_chunk == (q_chunk - 1) % n_chunks)).float()
+        together = ((k_chunk == q_chunk) | (k_chunk == (q_chunk - 1) % n_chunks)).to(dtype)
         count = together if count is None else count + together
     assert count is not None
     # Each pair lies in this round's own window, so count >= 1.
@@ -645,7 +667,7 @@ def shared_qk_sdpa(qk: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     The benchmark's honest competitor: same keys (normalised ``qk``) and scale, but the
     self-key is not masked (SDPA takes no such mask without materialising ``L x L``).
     """
-    keys = F.normalize(qk, dim=-1)
+    keys = _unit(qk)
     # (B, 1, L, d): the 4-D head layout lets SDPA pick its fused (flash) CPU/GPU kernels.
     out = F.scaled_dot_product_attention(qk[:, None], keys[:, None], v[:, None], is_causal=causal)
     return out[:, 0]

@@ -205,15 +205,20 @@ def reformer_stack(
     replay_randomness: bool = True,
     **attention_kwargs: Any,
 ) -> ReversibleSequence:
-    """``depth`` reversible blocks of (pre-norm LSH self-attention, chunked feed-forward)."""
+    """``depth`` reversible blocks of (pre-norm LSH self-attention, chunked feed-forward).
+
+    A ``seed`` among the attention arguments fixes the rotations of block ``i`` to ``seed + i``:
+    every layer hashes with its own rotations, as with fresh draws.
+    """
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth!r}")
+    seed = attention_kwargs.pop("seed", None)
     blocks = [
         ReversibleBlock(
-            PreNormAttention(dim, **attention_kwargs),
+            PreNormAttention(dim, **attention_kwargs, seed=None if seed is None else seed + layer),
             ChunkedFeedForward(dim, mult=ff_mult, dropout=ff_dropout, chunks=ff_chunks),
         )
-        for _ in range(depth)
+        for layer in range(depth)
     ]
     return ReversibleSequence(blocks, reversible=reversible, replay_randomness=replay_randomness)
 
