@@ -22,6 +22,7 @@ import abc
 import logging
 import multiprocessing as mp
 import os
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -118,6 +119,10 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 (an optional hook: the serial backend holds nothing)
         """Release workers."""
 
+    def abort(self) -> None:
+        """Release workers at once, dropping any work in flight (after an interrupt)."""
+        self.close()
+
     def __enter__(self) -> Backend:
         return self
 
@@ -137,20 +142,30 @@ class SerialBackend(Backend):
 
 
 def _worker_main(spec: RolloutSpec, conn: Connection) -> None:
-    """Worker loop: build environments once, then evaluate slices until told to stop."""
+    """Worker loop: build environments once, then evaluate slices until told to stop.
+
+    Ctrl-C in a terminal reaches the whole process group: workers ignore it and leave the
+    decision to the parent, which stops them. A parent that is gone (its end of the pipe closed)
+    ends the loop quietly.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     evaluator = LockstepEvaluator(spec)
-    conn.send(("ready", os.getpid()))
-    while True:
-        message = conn.recv()
-        if message is None:
-            break
-        kind, payload, member_ids, seed, generation = message
-        try:
-            # "candidates": rebuild this slice's vectors from (mean, sigma, noise seed) here.
-            params = payload.rows(member_ids) if kind == "candidates" else payload
-            conn.send(("ok", evaluator.evaluate(params, member_ids, seed, generation)))
-        except Exception as err:  # reported to the parent, which raises it
-            conn.send(("error", (type(err).__name__, str(err))))
+    try:
+        conn.send(("ready", os.getpid()))
+        while True:
+            message = conn.recv()
+            if message is None:
+                break
+            kind, payload, member_ids, seed, generation = message
+            try:
+                # "candidates": rebuild this slice's vectors from (mean, sigma, noise seed) here.
+                params = payload.rows(member_ids) if kind == "candidates" else payload
+                reply: tuple = ("ok", evaluator.evaluate(params, member_ids, seed, generation))
+            except Exception as err:  # reported to the parent, which raises it
+                reply = ("error", (type(err).__name__, str(err)))
+            conn.send(reply)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the parent went away
 
 
 class ProcessBackend(Backend):
@@ -284,6 +299,16 @@ class ProcessBackend(Backend):
             if process.is_alive():
                 process.kill()
             conn.close()
+        self._workers = [None] * self.num_workers
+
+    def abort(self) -> None:
+        """Kill the workers now: their slices in flight are of no use after an interrupt."""
+        for worker in self._workers:
+            if worker is not None:
+                process, conn = worker
+                process.kill()
+                process.join(timeout=5)
+                conn.close()
         self._workers = [None] * self.num_workers
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,6 +114,11 @@ def resolve_fitness(fitness: str | None, env_id: str, env_kwargs: dict[str, Any]
     raise ValueError(f"fitness {fitness!r} is not available on {env_id}; accepted: {', '.join(accepted)}")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM handler: stop training like Ctrl-C does (the trainer saves its last generation)."""
+    raise KeyboardInterrupt
+
+
 def _train(args: argparse.Namespace) -> int:
     from hebb_agents.trainer import ESTrainer, TrainConfig
 
@@ -185,7 +191,20 @@ def _train(args: argparse.Namespace) -> int:
         )
         trainer = ESTrainer(config, out_dir=args.out, progress=True)
         print(f"{config.policy} policy, {trainer.policy.num_params} parameters, env {config.env_id}")
-    stats = trainer.train()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C too
+    try:
+        stats = trainer.train()
+    except KeyboardInterrupt:
+        saved = trainer.saved_generation
+        where = f"checkpoint at generation {saved}" if saved is not None else "no checkpoint yet"
+        print(
+            f"\ninterrupted during generation {trainer.generation + 1}; {args.out}: {where}; "
+            f"continue with: hebb train --resume --out {args.out}",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if stats:
         first, last = stats[0], stats[-1]
         print(

@@ -10,15 +10,21 @@ A run lives in one output folder:
 - ``policy.npz``      the current ES centre, as a loadable policy.
 
 Rollouts depend only on ``(seed, generation, member)`` and the optimiser state is saved whole,
-so ``N`` generations straight equal ``N/2``, a kill, a resume and ``N/2`` more.
+so ``N`` generations straight equal ``N/2``, a kill, a resume and ``N/2`` more. An interrupt
+(Ctrl-C, or SIGTERM where the caller turns it into ``KeyboardInterrupt`` as ``hebb train`` does)
+is honoured only between the parts of a generation that change the optimiser's state: the
+trainer then saves the last finished generation, stops its workers and re-raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +34,7 @@ import numpy as np
 from hebb_agents.backends import BACKENDS, Backend, Candidates, make_backend
 from hebb_agents.checkpoint import load_checkpoint, save_checkpoint, split_state
 from hebb_agents.es import OpenES
-from hebb_agents.rollout import LockstepEvaluator, RolloutSpec, parse_lockstep_size
+from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec, parse_lockstep_size
 
 CSV_COLUMNS = (
     "generation",
@@ -43,6 +49,31 @@ CSV_COLUMNS = (
     "eval_time",
     "es_time",
 )
+
+
+@contextlib.contextmanager
+def _deferred_signals() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then deliver them (main thread only).
+
+    Keeps an optimiser update, its log row or a checkpoint from being cut in half by Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, _frame: Any) -> None:
+        held.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            # None: a handler not installed from Python; the default is the closest we can restore
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
 
 
 @dataclass
@@ -195,6 +226,7 @@ class ESTrainer:
             seed=config.seed,
         )
         self.generation = 0
+        self.saved_generation: int | None = None  # generation held by checkpoint.npz, if any
         self.env_steps = 0
         self.wall_time = 0.0
         self.best_fitness = -np.inf
@@ -233,6 +265,14 @@ class ESTrainer:
                     if self.out_dir is not None:
                         self.save()
                     break
+        except KeyboardInterrupt:
+            # The optimiser holds the last finished generation (see _deferred_signals): keep it.
+            if self._backend is not None:
+                self._backend.abort()
+                self._backend = None
+            if self.out_dir is not None and self.generation != self.saved_generation and self.generation:
+                self.save()
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -247,6 +287,11 @@ class ESTrainer:
         asked = time.perf_counter()
         result = self.backend.evaluate_candidates(candidates, self.config.seed, self.generation)
         evaluated = time.perf_counter()
+        with _deferred_signals():  # the generation's results land whole, or not at all
+            return self._commit(result, start, asked, evaluated)
+
+    def _commit(self, result: EvalResult, start: float, asked: float, evaluated: float) -> GenerationStats:
+        """Tell the optimiser a generation's fitness; update counters, best and log."""
         sigma, lr = float(self.es.sigma), float(self.es.lr)
         finite = np.where(np.isfinite(result.fitness), result.fitness, -np.inf)
         top = int(np.argmax(finite))
@@ -316,6 +361,11 @@ class ESTrainer:
         """Write ``checkpoint.npz`` (optimiser state), ``policy.npz`` (centre) and ``best.npz``."""
         if self.out_dir is None:
             raise ValueError("this trainer has no out_dir to save to")
+        with _deferred_signals():
+            self._save(self.out_dir)
+        self.saved_generation = self.generation
+
+    def _save(self, out_dir: Path) -> None:
         es_arrays, es_scalars = split_state(self.es.state_dict())
         arrays = {f"es/{key}": value for key, value in es_arrays.items()}
         if self.best_params is not None:
@@ -329,7 +379,7 @@ class ESTrainer:
             "best_fitness": self.best_fitness if np.isfinite(self.best_fitness) else None,
             "es_state": es_scalars,
         }
-        save_checkpoint(self.out_dir / "checkpoint.npz", arrays, meta)
+        save_checkpoint(out_dir / "checkpoint.npz", arrays, meta)
         run_info = {
             "env_id": self.config.env_id,
             "env_kwargs": self.config.env_kwargs,
@@ -338,10 +388,10 @@ class ESTrainer:
             "generation": self.generation,
         }
         self.policy.set_params(self.es.mean)
-        self.policy.save(self.out_dir / "policy.npz", extra=run_info)
+        self.policy.save(out_dir / "policy.npz", extra=run_info)
         if self.best_params is not None:
             self.policy.set_params(self.best_params)
-            self.policy.save(self.out_dir / "best.npz", extra={**run_info, "fitness": self.best_fitness})
+            self.policy.save(out_dir / "best.npz", extra={**run_info, "fitness": self.best_fitness})
 
     @classmethod
     def resume(

@@ -116,3 +116,59 @@ def test_a_fresh_run_does_not_extend_an_old_log(tmp_path):
     rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
     assert [int(r["generation"]) for r in rows] == [1, 2]
     assert (tmp_path / "progress.previous.csv").read_text() == "generation\n1\n2\n"
+
+
+def test_ctrl_c_mid_update_lands_the_generation_saves_it_and_resume_is_exact(tmp_path, monkeypatch):
+    """A SIGINT raised inside the optimiser update waits for the generation to land whole."""
+    import signal
+
+    from hebb_agents.es import OpenES
+
+    straight = ESTrainer(TrainConfig(**TINY, generations=5), out_dir=tmp_path / "straight")
+    straight.train()
+    config = TrainConfig(**TINY, generations=5, checkpoint_every=10)
+    trainer = ESTrainer(config, out_dir=tmp_path / "run")
+    tell = OpenES.tell
+
+    def tell_then_ctrl_c(es: OpenES, fitness: np.ndarray) -> None:
+        if trainer.generation == 2:
+            signal.raise_signal(signal.SIGINT)  # arrives in the middle of generation 3's update
+        tell(es, fitness)
+
+    monkeypatch.setattr(OpenES, "tell", tell_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    monkeypatch.undo()
+    assert trainer.generation == 3 and trainer.saved_generation == 3  # landed, then saved
+    rows = list(csv.DictReader((tmp_path / "run" / "progress.csv").open()))
+    assert [int(r["generation"]) for r in rows] == [1, 2, 3]
+    resumed = ESTrainer.resume(tmp_path / "run")
+    assert resumed.generation == 3
+    resumed.train()
+    np.testing.assert_array_equal(straight.es.mean, resumed.es.mean)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_hebb_train_stops_cleanly_on_sigterm_and_resumes(tmp_path):
+    """SIGTERM to the whole process group: no traceback, the last generation saved, workers gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "hebb_agents.cli", "train", "--out", str(out), "--popsize", "8"]
+    command += ["--generations", "500", "--max-steps", "100", "--workers", "2", "--checkpoint-every", "1000"]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out / "progress.csv").exists() or len((out / "progress.csv").read_text().splitlines()) < 3:
+        assert time.time() < deadline and child.poll() is None, child.stderr.read() if child.stderr else ""
+        time.sleep(0.2)
+    os.killpg(child.pid, signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "continue with: hebb train --resume" in err, err
+    resumed = ESTrainer.resume(out)
+    rows = list(csv.DictReader((out / "progress.csv").open()))
+    assert resumed.generation >= 2 and int(rows[-1]["generation"]) == resumed.generation
