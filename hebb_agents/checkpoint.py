@@ -15,7 +15,8 @@ Array order: coefficients are flat vectors in the project's one layout (per laye
 C order and concatenated over layers), which is exactly the row order of the reference's
 ``(n_synapses, k)`` files. MATLAB export writes each layer as a 3-D array so that MATLAB's
 ``W(i, j, c)`` (1-based) is Python's ``W[i-1, j-1, c-1]``; the flat vector it also writes is stated
-to be in C order, with the MATLAB line that rebuilds a layer from it.
+to be in C order, with the MATLAB line that rebuilds a layer from it. For a Hebbian policy,
+``export_policy_matlab(policy, "coefficients.mat")`` writes its coefficients in that layout.
 """
 
 from __future__ import annotations
@@ -291,8 +292,14 @@ def validate_arrays(
 
 
 # ---------------------------------------------------------------------------- reference import
+# Array dtypes a reference file may hold: floats are imported (cast to float32); integer and bool
+# arrays load too, only to be refused with a message naming their dtype. All are plain data.
+REFERENCE_FLOAT_DTYPES = ("float16", "float32", "float64")
+_REFERENCE_LOADABLE_DTYPES = (*REFERENCE_FLOAT_DTYPES, "int8", "int16", "int32", "int64", "uint8", "bool")
+
+
 def _reference_safe_globals() -> list[Any]:
-    """Exactly what unpickling one float32 numpy array needs, under both numpy module names."""
+    """Exactly what unpickling one plain numeric numpy array needs, under both numpy module names."""
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 1.26 has no numpy._core
@@ -304,7 +311,8 @@ def _reference_safe_globals() -> list[Any]:
         (_reconstruct, "numpy._core.multiarray._reconstruct"),
         np.ndarray,
         np.dtype,
-        type(np.dtype(np.float32)),
+        # numpy >= 1.20 rebuilds each dtype as an instance of its own class (e.g. Float64DType).
+        *dict.fromkeys(type(np.dtype(name)) for name in _REFERENCE_LOADABLE_DTYPES),
     ]
 
 
@@ -315,10 +323,10 @@ def load_reference_coefficients(
 
     The reference wrote ``torch.save`` of a float32 numpy array (n_synapses, k), rows ordered
     layer by layer, ``i * n_out + j`` within a layer, columns in the rule's file order. That is
-    our layout, so the result is the array flattened in C order: (n_synapses * k,). Plain torch
-    tensors saved with ``torch.save`` load too. The file is read with ``weights_only=True`` and
-    only numpy's array-rebuilding globals allowed: a file holding any other Python object is
-    refused, never executed.
+    our layout, so the result is the array flattened in C order: (n_synapses * k,). float16 and
+    float64 arrays, and plain torch tensors saved with ``torch.save``, load too (cast to float32).
+    The file is read with ``weights_only=True`` and only numpy's array-rebuilding globals allowed:
+    a file holding any other Python object is refused, never executed.
     """
     import torch
 
@@ -332,18 +340,23 @@ def load_reference_coefficients(
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
-            f"refused to load {path}: it holds Python objects other than a float32 array or tensor, and "
-            f"loading it could run code ({reason})"
+            f"refused to load {path}: it holds Python objects other than a numeric array or tensor "
+            f"(accepted: {', '.join(REFERENCE_FLOAT_DTYPES)}), and loading it could run code ({reason})"
         ) from None
     except Exception as err:  # damaged files fail in zip, struct or pickle code with many error types
         raise ValueError(f"{path} is not a readable torch.save file ({type(err).__name__}: {err})") from None
 
     if isinstance(obj, torch.Tensor):
+        if obj.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+            obj = obj.float()
         obj = obj.detach().cpu().numpy()
     if not isinstance(obj, np.ndarray):
         raise ValueError(f"{path} holds a {type(obj).__name__}, expected an array of shape (n_synapses, k)")
-    if obj.dtype.kind != "f":
-        raise ValueError(f"{path} holds a {obj.dtype} array; coefficients must be floating point")
+    if obj.dtype.name not in REFERENCE_FLOAT_DTYPES:
+        raise ValueError(
+            f"{path} holds a {obj.dtype} array; coefficients must be floating point "
+            f"(accepted: {', '.join(REFERENCE_FLOAT_DTYPES)})"
+        )
     if obj.ndim != 2 or obj.shape[1] != rule.k:
         fits = [name for name, other in RULES.items() if obj.ndim == 2 and other.k == obj.shape[-1]]
         hint = f"; that shape fits rules with k={obj.shape[-1]}: {', '.join(fits)}" if fits else ""
@@ -357,6 +370,9 @@ def load_reference_coefficients(
         )
     if not np.isfinite(obj).all():
         raise ValueError(f"{path} holds {int((~np.isfinite(obj)).sum())} NaN or infinite coefficients")
+    limit = float(np.finfo(np.float32).max)
+    if obj.size and float(np.abs(obj).max()) > limit:  # float64 values that float32 cannot hold
+        raise ValueError(f"{path} holds {obj.dtype} coefficients beyond float32's range (|x| <= {limit:.3g})")
     return np.ascontiguousarray(obj, dtype=np.float32).reshape(-1)
 
 
@@ -366,13 +382,77 @@ def _check_matlab_path(path: Path) -> None:
         raise ValueError(f"MATLAB files must end in '.mat', got {path.name!r}")
 
 
+def _matlab_layers(
+    coefficients_by_layer: Sequence[np.ndarray],
+    rule: HebbianRule,
+    layer_shapes: Sequence[Sequence[int]] | None,
+) -> list[np.ndarray]:
+    """Check (and with ``layer_shapes``, reshape) per-layer coefficients to ``(n_in, n_out, k)`` each."""
+    if len(coefficients_by_layer) == 0:
+        raise ValueError("coefficients_by_layer is empty; pass one (n_in, n_out, k) array per layer")
+    if layer_shapes is not None and len(layer_shapes) != len(coefficients_by_layer):
+        raise ValueError(
+            f"layer_shapes names {len(layer_shapes)} layers but {len(coefficients_by_layer)} coefficient "
+            "arrays were given; pass one (n_in, n_out) per layer"
+        )
+    columns = f"with columns {list(rule.columns)}"
+    layers = []
+    for index, layer in enumerate(coefficients_by_layer):
+        layer = np.asarray(layer)
+        if layer.dtype.kind != "f":
+            raise ValueError(
+                f"layer {index} has dtype {layer.dtype}; coefficients must be floating point "
+                "(accepted: float16, float32, float64)"
+            )
+        if layer_shapes is not None:
+            n_in, n_out = (int(n) for n in layer_shapes[index])
+            if layer.shape == (n_in * n_out, rule.k):
+                layer = layer.reshape(n_in, n_out, rule.k)  # row i * n_out + j is synapse i -> j
+            elif layer.shape != (n_in, n_out, rule.k):
+                raise ValueError(
+                    f"layer {index} has shape {layer.shape}; rule {rule.name!r} on a ({n_in}, {n_out}) "
+                    f"layer needs (n_in, n_out, k) = {(n_in, n_out, rule.k)} or per-synapse rows "
+                    f"(n_in * n_out, k) = {(n_in * n_out, rule.k)}, {columns}"
+                )
+        elif layer.ndim != 3 or layer.shape[2] != rule.k:
+            hint = (
+                "; a 2-D (n_rows, k) table (e.g. HebbianPolicy.coefficients_by_layer()) needs "
+                "layer_shapes=[(n_in, n_out), ...], or use export_policy_matlab(policy, path)"
+                if layer.ndim == 2 and layer.shape[1] == rule.k
+                else ""
+            )
+            raise ValueError(
+                f"layer {index} has shape {layer.shape}; rule {rule.name!r} needs (n_in, n_out, {rule.k}) "
+                f"{columns}{hint}"
+            )
+        layers.append(layer)
+    for index in range(1, len(layers)):
+        n_out_before, n_in = layers[index - 1].shape[1], layers[index].shape[0]
+        if n_in not in (n_out_before, n_out_before + 1):
+            raise ValueError(
+                f"layer {index} has shape {layers[index].shape} but layer {index - 1} has shape "
+                f"{layers[index - 1].shape}: consecutive layers must chain, so layer {index} needs "
+                f"n_in = {n_out_before} (or {n_out_before + 1} with a bias); each layer must be one "
+                "policy's (n_in, n_out, k) array, without a population axis"
+            )
+    return layers
+
+
 def export_matlab(
     path: str | os.PathLike,
     coefficients_by_layer: Sequence[np.ndarray],
     rule_name: str,
     extra: Mapping[str, Any] | None = None,
+    *,
+    layer_shapes: Sequence[Sequence[int]] | None = None,
 ) -> Path:
-    """Write per-layer coefficients (each (n_in, n_out, k)) to a MATLAB ``.mat`` file, atomically.
+    """Write one policy's coefficients, per layer (n_in, n_out, k), to a MATLAB ``.mat`` file, atomically.
+
+    ``layer_shapes`` (one ``(n_in, n_out)`` per layer, e.g. ``policy.network.layer_shapes``) also
+    accepts per-synapse tables ``(n_in * n_out, k)`` (row ``i * n_out + j``) and reshapes them to the
+    README's layout; without it every layer must already be ``(n_in, n_out, k)``, and consecutive
+    layers must chain (``n_in`` of a layer is the previous ``n_out``, +1 with a bias). For a policy,
+    :func:`export_policy_matlab` does all this.
 
     Variables: ``layer_1`` ... ``layer_L`` (3-D, MATLAB ``W(i, j, c)`` == Python ``W[i-1, j-1, c-1]``),
     ``coefficients_flat`` (column vector, our C-order flat layout), ``rule``, ``columns``,
@@ -384,19 +464,7 @@ def export_matlab(
     path = Path(path)
     _check_matlab_path(path)
     rule = get_rule(rule_name)
-    if len(coefficients_by_layer) == 0:
-        raise ValueError("coefficients_by_layer is empty; pass one (n_in, n_out, k) array per layer")
-    layers = []
-    for index, layer in enumerate(coefficients_by_layer):
-        layer = np.asarray(layer)
-        if layer.ndim != 3 or layer.shape[2] != rule.k:
-            raise ValueError(
-                f"layer {index} has shape {layer.shape}; rule {rule.name!r} needs (n_in, n_out, {rule.k}) "
-                f"with columns {list(rule.columns)}"
-            )
-        if layer.dtype.kind != "f":
-            raise ValueError(f"layer {index} has dtype {layer.dtype}; coefficients must be floating point")
-        layers.append(layer)
+    layers = _matlab_layers(coefficients_by_layer, rule, layer_shapes)
     shapes = [list(layer.shape) for layer in layers]
     flat = np.concatenate([layer.reshape(-1) for layer in layers])  # C order, our layout
     metadata = {
@@ -429,6 +497,31 @@ def export_matlab(
         scipy.io.savemat(handle, variables, format="5", do_compression=False, oned_as="column")
 
     return atomic_write(path, write)
+
+
+def export_policy_matlab(
+    policy: Any, path: str | os.PathLike, extra: Mapping[str, Any] | None = None
+) -> Path:
+    """Write a Hebbian policy's (first member's) rule coefficients to MATLAB, one (n_in, n_out, k) per layer.
+
+    E.g. ``export_policy_matlab(EvolvablePolicy.load("run/policy.npz"), "coefficients.mat")``.
+    Shared rules (``per_post``, ``per_pre``, ``per_layer``) are written per synapse, repeated over
+    the synapses that use them. The metadata's ``extra`` gains the policy's ``layer_sizes`` and
+    ``config``; read the file back with :func:`import_matlab`.
+    """
+    from hebb_agents.policy import HebbianPolicy
+
+    if not isinstance(policy, HebbianPolicy):
+        raise TypeError(
+            f"export_policy_matlab takes a HebbianPolicy (the one with rule coefficients), got "
+            f"{type(policy).__name__}"
+        )
+    config = policy.config()
+    if config.get("sharing") == "custom":
+        config["sharing"] = "custom (written per synapse)"
+    info = {"layer_sizes": list(policy.layer_sizes), "config": config, **dict(extra or {})}
+    layers = policy.coefficients_per_synapse()
+    return export_matlab(path, layers, policy.rule, extra=info, layer_shapes=policy.network.layer_shapes)
 
 
 def import_matlab(path: str | os.PathLike) -> tuple[list[np.ndarray], dict[str, Any]]:

@@ -14,7 +14,7 @@ from hebb_agents.backends import BACKENDS
 from hebb_agents.es import OPTIMIZERS
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
 from hebb_agents.policy import POLICIES
-from hebb_agents.rollout import EARLY_STOPS, make_env, parse_lockstep_size
+from hebb_agents.rollout import EARLY_STOPS, is_number, make_env, parse_lockstep_size
 from hebb_agents.rules import RULES
 
 
@@ -26,6 +26,17 @@ def json_object(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"key\": 1}}', got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed, an integer >= 0 (what NumPy's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is an integer >= 0, got {text!r}")
     return value
 
 
@@ -80,7 +91,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "number; same results either way (up to float rounding with a torch encoder)",
     )
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/hebb"), help="output folder")
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--tensorboard", action="store_true")
@@ -108,9 +119,10 @@ def resolve_fitness(fitness: str | None, env_id: str, env_kwargs: dict[str, Any]
         step_info = env.step(env.action_space.sample())[4]
     finally:
         env.close()
-    if fitness != "distance" and fitness in step_info:
+    numeric = sorted(key for key, value in step_info.items() if is_number(value))
+    if fitness != "distance" and fitness in numeric:
         return fitness
-    accepted = ["return", *(["distance"] if walks else []), *sorted(step_info)]
+    accepted = ["return", *(["distance"] if walks else []), *numeric]
     raise ValueError(f"fitness {fitness!r} is not available on {env_id}; accepted: {', '.join(accepted)}")
 
 
@@ -224,13 +236,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env-kwargs", type=json_object, default=None, help="JSON object passed to gym.make")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--max-steps", type=int, default=None, help="default: the training run's")
-    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--seed", type=seed, default=1000)
     p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
     from hebb_agents.checkpoint import load_checkpoint
-    from hebb_agents.evaluation import run_episodes
+    from hebb_agents.evaluation import check_spaces, run_episodes
     from hebb_agents.policy import policy_from_metadata
 
     if (args.checkpoint / "baseline.json").exists():
@@ -257,16 +269,7 @@ def _eval(args: argparse.Namespace) -> int:
     if env_kwargs is None:
         env_kwargs = run_config.get("env_kwargs", {}) if args.env is None else {}
     max_steps = args.max_steps if args.max_steps is not None else run_config.get("max_steps")
-    from hebb_agents.rollout import make_env
-
-    probe = make_env(env_id, **env_kwargs)
-    obs_space, act_space = probe.observation_space, probe.action_space
-    probe.close()
-    if obs_space.shape != policy.observation_space.shape or act_space != policy.action_space:
-        raise ValueError(
-            f"{path} was trained for observations {policy.observation_space} and actions "
-            f"{policy.action_space}; {env_id} has {obs_space} and {act_space}"
-        )
+    check_spaces((policy.observation_space, policy.action_space), env_id, env_kwargs, source=str(path))
     stats = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs, max_steps).summary()
     print(
         f"{path} on {env_id}, {args.episodes} episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"

@@ -67,6 +67,17 @@ class Agent(abc.ABC):
             self.start(list(range(observation.shape[0])))
         return self.act(observation), state
 
+    @property
+    def spaces(self) -> tuple[gym.Space, gym.Space] | None:
+        """The (observation, action) spaces the agent was trained for; ``None`` if it does not say.
+
+        By default those of an SB3-style ``model`` attribute (a baseline agent's network).
+        """
+        model = getattr(self, "model", None)
+        if model is None:
+            return None
+        return model.observation_space, model.action_space
+
 
 class PolicyAgent(Agent):
     """An evolved :class:`~hebb_agents.policy.HebbianPolicy` or :class:`StaticPolicy` (its first member)."""
@@ -87,6 +98,10 @@ class PolicyAgent(Agent):
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.policy.act(np.asarray(obs))
+
+    @property
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
+        return self.policy.observation_space, self.policy.action_space
 
     @property
     def weights(self) -> list[np.ndarray]:
@@ -119,6 +134,30 @@ def load_agent(path: str | Path, name: str | None = None) -> Agent:
         f"cannot tell what agent {path} is; accepted: an ES run folder, a baseline folder, "
         "or a policy .npz/.safetensors file"
     )
+
+
+def check_spaces(
+    spaces: tuple[gym.Space, gym.Space] | None,
+    env_id: str,
+    env_kwargs: Mapping[str, Any] | None = None,
+    source: str = "the agent",
+) -> None:
+    """Fail now, naming both, unless ``env_id`` has the (observation, action) ``spaces`` ``source`` was
+    trained for (observations: same shape; actions: equal). ``None`` (spaces unknown) passes.
+
+    Called before any episode or output file, so that an agent meant for another robot costs nothing.
+    """
+    if spaces is None:
+        return
+    obs_trained, act_trained = spaces
+    probe = make_env(env_id, **dict(env_kwargs or {}))
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    if obs_space.shape != obs_trained.shape or act_space != act_trained:
+        raise ValueError(
+            f"{source} was trained for observations {obs_trained} and actions {act_trained}; "
+            f"{env_id} has {obs_space} and {act_space}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- rollouts
@@ -412,6 +451,39 @@ def moving_mean(values: np.ndarray, window: int) -> np.ndarray:
     return np.stack([np.convolve(row, kernel, mode="valid") for row in rows])
 
 
+def check_adaptation_settings(
+    window: int, fraction: float, damage_step: int | None = None, steps: int | None = None
+) -> None:
+    """Fail, naming the accepted range, unless the speeds of :func:`adaptation_metrics` can be measured.
+
+    ``window`` (steps averaged for a speed) >= 1; ``fraction`` (of the pre-damage speed that counts
+    as recovered) in (0, 1]; with a ``damage_step``, a full window before the damage and, within
+    ``steps`` (the episode length, when known), one after it.
+    """
+    if window < 1:
+        raise ValueError(
+            f"window (--window) must be >= 1 step (the steps averaged for a speed), got {window}"
+        )
+    if not 0 < fraction <= 1:
+        raise ValueError(
+            "fraction (--fraction) must be in (0, 1] (recovered = back to this fraction of the "
+            f"pre-damage speed), got {fraction}"
+        )
+    if damage_step is None:
+        return
+    episode = "" if steps is None else f" in episodes of {steps} steps"
+    if damage_step < 1 or (steps is not None and damage_step >= steps):
+        accepted = ">= 1" if steps is None else f"in 1..{steps - 1}{episode}"
+        raise ValueError(f"damage_step (--damage-step) must be {accepted}, got {damage_step}")
+    # a full window before the damage, and one after it inside the episode
+    largest = damage_step if steps is None else min(damage_step, steps - damage_step)
+    if window > largest:
+        raise ValueError(
+            f"window (--window) must be in 1..{largest} for damage_step (--damage-step) {damage_step}"
+            f"{episode} (a window before the damage and one after it), got {window}"
+        )
+
+
 def adaptation_metrics(
     velocity: np.ndarray, damage_step: int, window: int = 20, fraction: float = 0.8
 ) -> dict[str, np.ndarray]:
@@ -429,13 +501,7 @@ def adaptation_metrics(
     velocity = np.asarray(velocity, dtype=float)
     if velocity.ndim != 2:
         raise ValueError(f"velocity must be (episodes, steps), got shape {velocity.shape}")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    if window < 1 or damage_step < window or damage_step + window > velocity.shape[1]:
-        raise ValueError(
-            f"need window <= damage_step and damage_step + window <= steps; got window={window}, "
-            f"damage_step={damage_step}, steps={velocity.shape[1]}"
-        )
+    check_adaptation_settings(window, fraction, damage_step, velocity.shape[1])
     before = np.nanmean(velocity[:, damage_step - window : damage_step], axis=1)
     after = np.nanmean(velocity[:, damage_step : damage_step + window], axis=1)
     final = np.nanmean(velocity[:, -window:], axis=1)
@@ -580,6 +646,23 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
 
 
 # ---------------------------------------------------------------------------------------------- video
+def max_frame_size() -> int:
+    """The largest frame side MuJoCo's OpenGL backend can render offscreen (``GL_MAX_RENDERBUFFER_SIZE``).
+
+    Gymnasium grows the model's offscreen framebuffer (``model.vis.global_.offwidth`` /
+    ``offheight``) to the requested frame size, so the OpenGL driver's limit is the one that holds.
+    """
+    import mujoco
+    from OpenGL import GL
+
+    context = mujoco.GLContext(1, 1)
+    context.make_current()
+    try:
+        return int(GL.glGetIntegerv(GL.GL_MAX_RENDERBUFFER_SIZE))
+    finally:
+        context.free()
+
+
 def record_video(
     agent: Agent,
     env_id: str,
@@ -597,7 +680,9 @@ def record_video(
     Headless rendering needs ``MUJOCO_GL=egl`` (or ``osmesa``) set before MuJoCo is imported; it is
     set here if absent. ``every`` keeps one frame in ``every`` (software rendering is ~0.3 s a
     frame); the video plays at the environment's real-time rate divided by ``every``.
-    Returns the episode's return, distance, frame count and path.
+    The video is written beside ``path`` and renamed over it once complete, so a failed recording
+    leaves an existing file untouched.
+    Returns the episode's return, distance (NaN if the env reports no ``x_position``), frame count and path.
     """
     import os
 
@@ -606,25 +691,39 @@ def record_video(
 
     if steps < 1 or every < 1:
         raise ValueError(f"steps and every must be >= 1, got steps={steps}, every={every}")
-    width, height = size
+    width, height = (int(v) for v in size)
+    if width < 1 or height < 1:
+        raise ValueError(f"size (--size W H) must be positive pixel counts, got {width} x {height}")
+    check_spaces(agent.spaces, env_id, env_kwargs, source=f"agent {agent.name!r}")
     kwargs = {**dict(env_kwargs or {}), "render_mode": "rgb_array"}
     try:  # MuJoCo envs take a frame size; others (CartPole, ...) render at their own size
-        env = make_env(env_id, **kwargs, width=int(width), height=int(height))
+        env = make_env(env_id, **kwargs, width=width, height=height)
+        sized = True
     except ValueError:
         env = make_env(env_id, **kwargs)
-    env = _with_damage(env, damage, damage_step)
-    fps = float(env.metadata.get("render_fps", 20)) / every
+        sized = False
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     frames = 0
     try:
+        if sized:
+            largest = max_frame_size()
+            if max(width, height) > largest:
+                raise ValueError(
+                    f"size (--size W H) must be within 1..{largest} pixels each (the largest frame "
+                    f"this OpenGL renders offscreen), got {width} x {height}"
+                )
+        env = _with_damage(env, damage, damage_step)
+        fps = float(env.metadata.get("render_fps", 20)) / every
         obs, info = env.reset(seed=int(seed))
         x0 = info.get("x_position", np.nan)
         x = x0
         agent.start([int(seed)])
         total = 0.0
-        with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=8) as writer:
-            writer.append_data(env.render())
+        first = env.render()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with imageio.get_writer(partial, fps=fps, codec="libx264", macro_block_size=8) as writer:
+            writer.append_data(first)
             frames += 1
             for t in range(steps):
                 action = agent.act(np.asarray(obs)[None])[0]
@@ -636,8 +735,12 @@ def record_video(
                     frames += 1
                 if terminated or truncated:
                     break
+        if not partial.exists() or partial.stat().st_size == 0:
+            raise ValueError(f"ffmpeg wrote no video for {path} (see its messages above)")
+        partial.replace(path)
     finally:
         env.close()
+        partial.unlink(missing_ok=True)
     return {"path": str(path), "return": total, "distance": float(x - x0), "frames": frames}
 
 
@@ -661,7 +764,7 @@ def add_video_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 def _video_command(args: argparse.Namespace) -> int:
     if (args.damage_at is None) != (args.damage_to is None):
         raise ValueError("give both --damage-at and --damage-to, or neither")
-    agent = load_agent(args.agent)
+    agent = load_agent(args.agent, name=str(args.agent))
     env_kwargs = {"damage": args.damage} if args.damage else {}
     result = record_video(
         agent,
@@ -675,8 +778,6 @@ def _video_command(args: argparse.Namespace) -> int:
         size=tuple(args.size),
         every=args.every,
     )
-    print(
-        f"wrote {result['path']}: {result['frames']} frames, return {result['return']:.2f}, "
-        f"distance {result['distance']:.2f}"
-    )
+    distance = f", distance {result['distance']:.2f}" if math.isfinite(result["distance"]) else ""
+    print(f"wrote {result['path']}: {result['frames']} frames, return {result['return']:.2f}{distance}")
     return 0

@@ -38,6 +38,14 @@ def member_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, keys)]))
 
 
+class ParamsNotLoadedError(ValueError, RuntimeError):
+    """A policy was used before it held evolved vectors.
+
+    A ``ValueError`` like the project's other errors; also a ``RuntimeError`` because ``reset``
+    raised that before, so existing handlers keep working.
+    """
+
+
 def _space_to_json(space: gym.Space) -> dict[str, Any]:
     if isinstance(space, gym.spaces.Box):
         return {
@@ -144,6 +152,17 @@ class EvolvablePolicy(abc.ABC):
     def population(self) -> int:
         return self.network.population
 
+    def _loaded_params(self, action: str) -> np.ndarray:
+        """The loaded vectors ``(P, num_params)``, or a clear error naming how to load them."""
+        params = getattr(self, "_params", None)
+        if params is None:
+            raise ParamsNotLoadedError(
+                f"cannot {action} a {type(self).__name__} that holds no parameters yet; load them first "
+                "with set_params(...) (e.g. set_params(policy.initial_params(rng)) for a fresh start), "
+                "EvolvablePolicy.load(path), or the trainer"
+            )
+        return params
+
     def set_params(self, params: np.ndarray) -> None:
         """Load evolved vectors ``(P, num_params)`` (or one ``(num_params,)``) for ``P`` members."""
         owner = f"{type(self).__name__} with layers {self.layer_sizes}"
@@ -156,12 +175,12 @@ class EvolvablePolicy(abc.ABC):
         """Keep only the ``members`` rows with their plastic state (drops finished members)."""
         if self.encoder is not None:
             raise NotImplementedError("members cannot be dropped from a policy with a stateful encoder")
-        self._params = self._params[members]
+        self._params = self._loaded_params("select members of")[members]
         self.network.select(members)
 
     def get_params(self) -> np.ndarray:
         """The evolved vectors ``(P, num_params)`` currently loaded."""
-        return self._params.copy()
+        return self._loaded_params("get the parameters of").copy()
 
     # -------------------------------------------------------------- episodes
     def reset(self, seed: int | Sequence[int] | None = None, members: np.ndarray | None = None) -> None:
@@ -170,8 +189,7 @@ class EvolvablePolicy(abc.ABC):
         ``seed`` is one int (members get independent streams derived from it), one int per member,
         or ``None`` to continue the policy's own random stream.
         """
-        if not hasattr(self, "_params"):
-            raise RuntimeError("load parameters first (set_params, load, or the trainer)")
+        self._loaded_params("reset")
         index = np.arange(self.population) if members is None else np.asarray(members)
         if seed is None:
             rngs = list(self._rng.spawn(len(index)))
@@ -194,6 +212,7 @@ class EvolvablePolicy(abc.ABC):
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for one observation per member; a single unbatched observation when ``P = 1``."""
+        self._loaded_params("act with")
         obs = np.asarray(obs)
         single = obs.shape == tuple(self.observation_space.shape or ()) and self.population == 1
         batch = obs[None] if single else obs
@@ -227,15 +246,16 @@ class EvolvablePolicy(abc.ABC):
         members, each with its own plastic weights. The policy has no stochastic head, so
         ``deterministic`` changes nothing.
         """
+        loaded = self._loaded_params("predict with")
         observation = np.asarray(observation)
         obs_shape = tuple(self.observation_space.shape or ())
         vectorised = observation.shape != obs_shape
         batch = observation if vectorised else observation[None]
         n = batch.shape[0]
         if self.population != n:
-            base = self._params[:1]  # what is copied to each vectorised environment
-            if self._params.shape[0] != 1 and not np.all(self._params == base):
-                raise ValueError(f"policy holds {self._params.shape[0]} members but got {n} observations")
+            base = loaded[:1]  # what is copied to each vectorised environment
+            if loaded.shape[0] != 1 and not np.all(loaded == base):
+                raise ValueError(f"policy holds {loaded.shape[0]} members but got {n} observations")
             self.set_params(np.repeat(base, n, axis=0))
             self.reset()
         elif episode_start is not None and np.any(episode_start):
@@ -260,6 +280,7 @@ class EvolvablePolicy(abc.ABC):
         """Write the first member's vector and the configuration (npz or safetensors, no pickle)."""
         from hebb_agents.checkpoint import save_checkpoint
 
+        params = self._loaded_params("save")
         if self.config().get("sharing") == "custom":
             raise ValueError("cannot save a policy with custom sharing maps; use a named sharing mode")
         if self.encoder is not None and self.encoder_spec is None:
@@ -269,7 +290,7 @@ class EvolvablePolicy(abc.ABC):
                 "build it from a spec, e.g. encoder={'type': 'lsh', 'window': 64}, so it can be rebuilt"
             )
         meta = {**self.metadata(), **(extra or {})}
-        return save_checkpoint(path, {"params": self._params[0]}, meta)
+        return save_checkpoint(path, {"params": params[0]}, meta)
 
     @staticmethod
     def load(path: str | Path) -> EvolvablePolicy:
@@ -337,7 +358,7 @@ class HebbianPolicy(EvolvablePolicy):
     @property
     def coefficients(self) -> np.ndarray:
         """The first member's Hebbian coefficients, flat in the documented layout."""
-        return self._params[0, : self._network.num_coefficients].copy()
+        return self._loaded_params("read the coefficients of")[0, : self._network.num_coefficients].copy()
 
     @coefficients.setter
     def coefficients(self, value: np.ndarray) -> None:
@@ -352,8 +373,25 @@ class HebbianPolicy(EvolvablePolicy):
         self.set_params(params)
 
     def coefficients_by_layer(self) -> list[np.ndarray]:
-        """The first member's coefficient tables per layer, ``(n_rows, k)``."""
-        return self._network.split_coefficients(self._params[:1, : self._network.num_coefficients])
+        """The first member's coefficient tables per layer, each ``(n_rows, k)`` (no population axis).
+
+        ``n_rows`` is the number of rules the layer's sharing gives it: ``n_in * n_out`` for
+        ``per_synapse``, where row ``i * n_out + j`` is synapse ``i -> j``. For the per-synapse
+        ``(n_in, n_out, k)`` arrays of the README's coefficient layout use
+        :meth:`coefficients_per_synapse`.
+        """
+        params = self._loaded_params("read the coefficients of")
+        tables = self._network.split_coefficients(params[:1, : self._network.num_coefficients])
+        return [table[0].copy() for table in tables]
+
+    def coefficients_per_synapse(self) -> list[np.ndarray]:
+        """The first member's coefficients per layer as ``(n_in, n_out, k)``: ``W[i, j]`` is synapse i -> j.
+
+        Shared rules (``per_post``, ``per_pre``, ``per_layer``) are repeated over the synapses that
+        use them; with a bias, ``n_in`` counts the constant input as the last row.
+        """
+        tables = self.coefficients_by_layer()
+        return [table[mapping] for table, mapping in zip(tables, self._network.sharing_maps)]
 
     def initial_params(self, rng: np.random.Generator) -> np.ndarray:
         """Coefficients ~ N(0, 0.1) (reference: N(0, 1) scaled down for stability), co-evolved

@@ -112,6 +112,12 @@ def parse_lockstep_size(value: int | str) -> int | str:
     return size
 
 
+def is_number(value: Any) -> bool:
+    """True for a real number (Python or NumPy scalar, not bool): what a fitness can sum."""
+    real = isinstance(value, (int, float, np.integer, np.floating))
+    return real and not isinstance(value, (bool, np.bool_))
+
+
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """``gym.make`` with an error that lists the registered ids when ``env_id`` is unknown."""
     import hebb_envs  # noqa: F401  (registers the hebb/ ids)
@@ -132,6 +138,8 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         raise
     except TypeError as err:  # an env constructor that does not take one of the kwargs
         raise ValueError(f"{env_id} does not accept the keyword arguments {kwargs}: {err}") from err
+    except Exception as err:  # a constructor refusing a value (e.g. frame_skip=0 divides by zero)
+        raise ValueError(f"{env_id} could not be built with {kwargs}: {type(err).__name__}: {err}") from err
 
 
 def build_policy(spec: RolloutSpec, env: gym.Env) -> EvolvablePolicy:
@@ -276,13 +284,15 @@ class LockstepEvaluator:
                 returns[p] += r
                 obs_rows[row] = o
                 if sum_key:
-                    if spec.fitness not in info:
+                    value = info.get(spec.fitness)
+                    if not is_number(value):
                         walks = ["distance"] if "x_position" in info else []
+                        numeric = sorted(key for key, item in info.items() if is_number(item))
                         raise ValueError(
-                            f"fitness {spec.fitness!r} is not a key of {spec.env_id}'s info; "
-                            f"accepted: {', '.join(['return', *walks, *sorted(info)])}"
+                            f"fitness {spec.fitness!r} is not a numeric key of {spec.env_id}'s info; "
+                            f"accepted: {', '.join(['return', *walks, *numeric])}"
                         )
-                    score[p] += info[spec.fitness]
+                    score[p] += value
                 if track_x:
                     x_last[p] = info.get("x_position", x_last[p])
                 done = terminated or truncated or (limits[p] is not None and length >= limits[p])

@@ -117,11 +117,14 @@ def compare(
     """
     groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id)
     ev.check_morphologies(env_id, [*(n for names in groups.values() for n in names), *damages])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    say = log or (lambda _msg: None)
+    ev.check_adaptation_settings(window, fraction, damage_step if damages else None, max_steps)
     start = time.perf_counter()
     loaded = {name: ev.load_agent(path, name=name) for name, path in agents.items()}
+    for name, agent in loaded.items():
+        ev.check_spaces(agent.spaces, env_id, env_kwargs, source=f"agent {name} ({agents[name]})")
+    out = Path(out_dir)  # made only once the inputs are known to be good
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda _msg: None)
     written: dict[str, list[Path]] = {"tables": [], "figures": [], "meta": []}
 
     rows = ev.evaluate_morphologies(loaded, env_id, groups, episodes, seed, env_kwargs, max_steps, log=log)

@@ -139,6 +139,8 @@ class TrainConfig:
         self.lockstep_size = parse_lockstep_size(self.lockstep_size)
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     def rollout_spec(self) -> RolloutSpec:
         return RolloutSpec(

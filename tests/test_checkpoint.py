@@ -260,6 +260,39 @@ def test_torch_tensor_file_imports(tmp_path):
     np.testing.assert_array_equal(flat, coeffs.reshape(-1))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_reference_float64_and_float16_arrays_import_as_float32(tmp_path, dtype):
+    coeffs = np.linspace(-1, 1, 100 * 5).reshape(100, 5).astype(dtype)
+    path = tmp_path / "c.dat"
+    torch.save(coeffs, path)
+    flat = load_reference_coefficients(path, "ABCD_lr", expected_synapses=100)
+    assert flat.dtype == np.float32 and flat.shape == (500,)
+    np.testing.assert_array_equal(flat, coeffs.astype(np.float32).reshape(-1))
+    torch.save(np.zeros((100, 5), np.float64), path)
+    np.testing.assert_array_equal(load_reference_coefficients(path, "ABCD_lr"), np.zeros(500, np.float32))
+
+
+def test_reference_float64_and_bfloat16_tensors_import_as_float32(tmp_path):
+    coeffs = torch.linspace(-1, 1, 60, dtype=torch.float64).reshape(12, 5)
+    torch.save(coeffs, tmp_path / "t64.pt")
+    flat = load_reference_coefficients(tmp_path / "t64.pt", "ABCD_lr")
+    assert flat.dtype == np.float32
+    np.testing.assert_array_equal(flat, coeffs.numpy().astype(np.float32).reshape(-1))
+    torch.save(coeffs.to(torch.bfloat16), tmp_path / "tbf16.pt")
+    flat = load_reference_coefficients(tmp_path / "tbf16.pt", "ABCD_lr")
+    np.testing.assert_array_equal(flat, coeffs.to(torch.bfloat16).float().numpy().reshape(-1))
+
+
+def test_reference_non_float_or_out_of_range_arrays_name_the_dtype(tmp_path):
+    path = tmp_path / "c.dat"
+    torch.save(np.zeros((10, 5), np.int64), path)
+    with pytest.raises(ValueError, match=r"holds a int64 array; .*accepted: float16, float32, float64"):
+        load_reference_coefficients(path, "ABCD_lr")
+    torch.save(np.full((10, 5), 1e300), path)
+    with pytest.raises(ValueError, match="float64 coefficients beyond float32's range"):
+        load_reference_coefficients(path, "ABCD_lr")
+
+
 class NotAnArray:
     def __init__(self):
         self.data = [1, 2, 3]
@@ -391,3 +424,79 @@ def test_matlab_bad_inputs(tmp_path):
     scipy.io.savemat(tmp_path / "other.mat", {"w": np.zeros(3)})
     with pytest.raises(ValueError, match="not written by hebb_agents.export_matlab"):
         import_matlab(tmp_path / "other.mat")
+
+
+# ---------------------------------------------------------------- MATLAB export of a real policy
+def small_policy(tmp_path, **config):
+    """A saved-and-reloaded Hebbian policy (4 -> 8 -> 2), as a user would export it."""
+    import gymnasium as gym
+
+    from hebb_agents.policy import EvolvablePolicy, HebbianPolicy
+
+    box = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    policy = HebbianPolicy(box, gym.spaces.Discrete(2), hidden=(8,), **config)
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    return EvolvablePolicy.load(policy.save(tmp_path / "policy.npz"))
+
+
+def test_policy_round_trips_through_matlab_in_the_readme_layout(tmp_path):
+    from hebb_agents.checkpoint import export_policy_matlab
+
+    policy = small_policy(tmp_path)
+    flat = policy.coefficients  # (4*8 + 8*2) * 5, C order
+    path = export_policy_matlab(policy, tmp_path / "cp.mat", extra={"gen": 3})
+    layers, meta = import_matlab(path)
+    assert [layer.shape for layer in layers] == [(4, 8, 5), (8, 2, 5)]
+    np.testing.assert_array_equal(np.concatenate([layer.reshape(-1) for layer in layers]), flat)
+    # W[i, j, c] is column c of synapse i -> j: flat index (i * n_out + j) * k + c within the layer
+    assert layers[0][1, 2, 3] == flat[(1 * 8 + 2) * 5 + 3]
+    assert layers[1][5, 1, 4] == flat[4 * 8 * 5 + (5 * 2 + 1) * 5 + 4]
+    assert meta["rule"] == "ABCD_lr" and meta["layer_shapes"] == [[4, 8, 5], [8, 2, 5]]
+    assert meta["extra"]["gen"] == 3 and meta["extra"]["layer_sizes"] == [4, 8, 2]
+    # The (n_rows, k) tables with the network's layer shapes give the same file.
+    again = export_matlab(
+        tmp_path / "again.mat", policy.coefficients_by_layer(), "ABCD_lr", layer_shapes=[(4, 8), (8, 2)]
+    )
+    for ours, theirs in zip(layers, import_matlab(again)[0]):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_policy_matlab_export_spreads_shared_rules_per_synapse(tmp_path):
+    from hebb_agents.checkpoint import export_policy_matlab
+
+    policy = small_policy(tmp_path, sharing="per_post", bias=True)
+    tables = policy.coefficients_by_layer()
+    assert [table.shape for table in tables] == [(8, 5), (2, 5)]
+    layers, meta = import_matlab(export_policy_matlab(policy, tmp_path / "shared.mat"))
+    assert [layer.shape for layer in layers] == [(5, 8, 5), (9, 2, 5)]  # bias input is the last row
+    np.testing.assert_array_equal(layers[0][3], tables[0])  # every pre i uses post j's rule
+    assert meta["extra"]["config"]["sharing"] == "per_post"
+
+
+def test_export_matlab_refuses_tables_and_population_axes_naming_the_expected_shape(tmp_path):
+    from hebb_agents.checkpoint import export_policy_matlab
+    from hebb_agents.policy import StaticPolicy
+
+    policy = small_policy(tmp_path)
+    tables = policy.coefficients_by_layer()  # (32, 5), (16, 5)
+    with pytest.raises(
+        ValueError, match=r"layer 0 has shape \(32, 5\).*needs \(n_in, n_out, 5\).*layer_shapes"
+    ):
+        export_matlab(tmp_path / "x.mat", tables, "ABCD_lr")
+    # The old, wrong layout (a leading population axis) no longer slips through.
+    with pytest.raises(ValueError, match=r"layer 1 has shape \(1, 16, 5\).*needs n_in = 32.*population axis"):
+        export_matlab(tmp_path / "x.mat", [table[None] for table in tables], "ABCD_lr")
+    with pytest.raises(ValueError, match=r"needs \(n_in, n_out, k\) = \(4, 8, 5\) or per-synapse rows"):
+        export_matlab(
+            tmp_path / "x.mat", [tables[0][None], tables[1]], "ABCD_lr", layer_shapes=[(4, 8), (8, 2)]
+        )
+    with pytest.raises(ValueError, match="layer_shapes names 1 layers but 2"):
+        export_matlab(tmp_path / "x.mat", tables, "ABCD_lr", layer_shapes=[(4, 8)])
+    with pytest.raises(ValueError, match=r"dtype int64; .*accepted: float16, float32, float64"):
+        export_matlab(tmp_path / "x.mat", [np.zeros((4, 8, 5), np.int64)], "ABCD_lr")
+    import gymnasium as gym
+
+    static = StaticPolicy(gym.spaces.Box(-1.0, 1.0, (4,), np.float32), gym.spaces.Discrete(2), hidden=(8,))
+    with pytest.raises(TypeError, match="takes a HebbianPolicy"):
+        export_policy_matlab(static, tmp_path / "x.mat")
+    assert not (tmp_path / "x.mat").exists()

@@ -78,6 +78,10 @@ def test_unavailable_fitness_fails_before_training_and_lists_what_the_env_offers
     assert "fitness 'distanc' is not available on CartPole-v1; accepted: return" in err
     assert "distance" not in err.split("accepted:")[1]  # CartPole reports no x_position
     assert not (tmp_path / "a").exists()  # nothing written
+    cheetah = ["--env", "hebb/HalfCheetahDamage-v0", "--fitness", "damage", "--out", str(tmp_path / "b")]
+    assert main([*args, *cheetah]) == 2  # info["damage"] is the body's name, not a number
+    accepted = capsys.readouterr().err.split("accepted:")[1]
+    assert "reward_forward" in accepted and "damage" not in accepted
     assert main([*args, "--fitness", "distance", "--out", str(tmp_path / "b")]) == 2
     assert "accepted: return" in capsys.readouterr().err
 
@@ -104,6 +108,9 @@ def test_unknown_env_rule_and_option_fail_with_accepted_values(tmp_path, capsys)
     with pytest.raises(SystemExit):
         main([*TRAIN, "--lockstep-size", "0"])
     assert "lockstep_size must be 'auto', 'all' or an integer >= 1, got '0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*TRAIN, "--seed", "-1"])
+    assert "argument --seed: a seed is an integer >= 0, got '-1'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.npz")]) == 2
 
 

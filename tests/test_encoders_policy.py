@@ -89,3 +89,16 @@ def test_conv_encoder_drives_a_hebbian_policy_on_car_racing() -> None:
             break
     assert np.isfinite(total)
     env.close()
+
+
+def test_unknown_encoder_options_are_named_with_the_accepted_ones() -> None:
+    import gymnasium as gym
+
+    from hebb_agents.encoders import make_encoder
+
+    space = gym.spaces.Box(-1.0, 1.0, (3,))
+    with pytest.raises(ValueError, match=r"'windw'.*accepted: .*window"):
+        make_encoder({"type": "lsh", "windw": 64}, space)
+    with pytest.raises(ValueError, match=r"'window'.*accepted: evolvable, seed"):
+        make_encoder({"type": "conv", "window": 8}, space)
+    assert make_encoder({"type": "lsh", "window": 4, "depth": 1, "n_hashes": 1}, space).window == 4

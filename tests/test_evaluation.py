@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,137 @@ def test_committed_checkpoint_loads_and_reproduces_its_table_row():
     )
     assert float(row["distance_mean"]) == pytest.approx(traj.distances.mean(), rel=1e-9, abs=1e-9)
     assert float(row["return_mean"]) == pytest.approx(traj.returns.mean(), rel=1e-9, abs=1e-9)
+
+
+# ---------------------------------------------------------------------- `hebb video` / `hebb compare` input
+ANT = "hebb/AntDamage-v0"
+
+
+def saved_policy(folder, env_id=CHEETAH, kind="hebbian"):
+    """A tiny policy for ``env_id`` saved as ``folder/policy.npz``; returns the file."""
+    env = make_env(env_id)
+    policy = make_policy(kind, env.observation_space, env.action_space, hidden=(8,))
+    env.close()
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    folder.mkdir(parents=True, exist_ok=True)
+    policy.save(folder / "policy.npz", extra={"env_id": env_id})
+    return folder / "policy.npz"
+
+
+def test_video_for_other_spaces_fails_clearly_and_keeps_the_existing_file(tmp_path, capsys):
+    from hebb_agents.cli import main
+
+    policy = saved_policy(tmp_path / "cheetah")
+    out = tmp_path / "existing.mp4"
+    out.write_bytes(b"a good video")
+    assert main(["video", str(policy), "--env", ANT, "--out", str(out), "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained for observations" in err and ANT in err and "(27,)" in err
+    assert out.read_bytes() == b"a good video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cheetah", "existing.mp4"]
+
+
+def test_eval_and_video_share_one_space_check(tmp_path):
+    agent = ev.load_agent(saved_policy(tmp_path / "cheetah"))
+    ev.check_spaces(agent.spaces, CHEETAH)  # its own env passes
+    with pytest.raises(
+        ValueError, match=r"^the agent was trained for observations .*; hebb/AntDamage-v0 has"
+    ):
+        ev.check_spaces(agent.spaces, ANT)
+
+
+class FailingAgent(ev.Agent):
+    """Acts like ``inner`` for ``steps`` steps, then raises (a recording that breaks half-way)."""
+
+    def __init__(self, inner, steps):
+        self.inner, self.steps, self.name = inner, steps, "failing"
+
+    def start(self, seeds):
+        self.inner.start(seeds)
+        self.left = self.steps
+
+    def act(self, obs):
+        self.left -= 1
+        if self.left < 0:
+            raise RuntimeError("broke mid-episode")
+        return self.inner.act(obs)
+
+
+def test_a_video_that_fails_half_way_leaves_the_existing_file_alone(tmp_path):
+    pytest.importorskip("imageio_ffmpeg", reason="the video extra (imageio, imageio-ffmpeg) is not installed")
+    out = tmp_path / "v.mp4"
+    out.write_bytes(b"a good video")
+    agent = FailingAgent(ev.load_agent(saved_policy(tmp_path / "cheetah")), steps=2)
+    with pytest.raises(RuntimeError, match="broke"):
+        ev.record_video(agent, CHEETAH, out, steps=5, size=(64, 48))
+    assert out.read_bytes() == b"a good video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cheetah", "v.mp4"]  # no partial file left
+    result = ev.record_video(agent.inner, CHEETAH, out, steps=3, size=(64, 48))
+    assert result["frames"] == 4 and out.read_bytes()[4:8] == b"ftyp"  # success replaces it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cheetah", "v.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("size", "accepted"),
+    [(("0", "0"), "positive"), (("-10", "50"), "positive"), (("100000", "100000"), "within 1..")],
+)
+def test_video_size_is_checked_and_names_the_option(tmp_path, capsys, size, accepted):
+    from hebb_agents.cli import main
+
+    policy = saved_policy(tmp_path / "cheetah")
+    out = tmp_path / "v.mp4"
+    args = ["video", str(policy), "--env", CHEETAH, "--steps", "2", "--size", *size, "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: size (--size W H) must be") and accepted in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_video_without_x_position_prints_no_distance(tmp_path, capsys):
+    pytest.importorskip("imageio_ffmpeg", reason="the video extra (imageio, imageio-ffmpeg) is not installed")
+    from hebb_agents.cli import main
+
+    policy = saved_policy(tmp_path / "cartpole", "CartPole-v1")
+    assert (
+        main(["video", str(policy), "--env", "CartPole-v1", "--steps", "2", "--out", str(tmp_path / "c.mp4")])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert text.startswith("wrote ") and "distance" not in text and "nan" not in text
+
+
+def test_compare_for_other_spaces_fails_clearly_and_makes_no_folder(tmp_path, capsys, monkeypatch):
+    from hebb_agents.cli import main
+
+    policy = saved_policy(tmp_path / "cheetah")
+    monkeypatch.setattr(ev, "rollout", lambda *a, **k: pytest.fail("evaluated before the check"))
+    out = tmp_path / "cmp"
+    assert main(["compare", f"hebbian={policy}", "--env", ANT, "--episodes", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "agent hebbian" in err and "was trained for observations" in err and ANT in err
+    assert not out.exists()
+    assert main(["compare", f"hebbian={tmp_path / 'missing'}", "--env", CHEETAH, "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--window", "0"], r"window \(--window\) must be >= 1"),
+        (["--fraction", "2"], r"fraction \(--fraction\) must be in \(0, 1\]"),
+        (["--fraction", "0"], r"fraction \(--fraction\) must be in \(0, 1\]"),
+        (["--damage-step", "10", "--window", "20"], r"window \(--window\) must be in 1\.\.10"),
+        (["--damage-step", "40", "--max-steps", "50"], r"window \(--window\) must be in 1\.\.10 .* 50 steps"),
+        (["--damage-step", "60", "--max-steps", "50"], r"damage_step \(--damage-step\) must be in 1\.\.49"),
+    ],
+)
+def test_compare_checks_window_and_fraction_before_evaluating(tmp_path, capsys, monkeypatch, flags, message):
+    from hebb_agents.cli import main
+
+    policy = saved_policy(tmp_path / "cheetah")
+    monkeypatch.setattr(ev, "rollout", lambda *a, **k: pytest.fail("evaluated before the check"))
+    out = tmp_path / "cmp"
+    args = ["compare", f"hebbian={policy}", "--env", CHEETAH, "--damages", "front_shin_paralysed", *flags]
+    assert main([*args, "--out", str(out)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()

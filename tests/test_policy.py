@@ -51,8 +51,13 @@ def test_coefficients_round_trip_in_documented_layout():
     policy.coefficients = values
     np.testing.assert_array_equal(policy.coefficients, values)
     layers = policy.coefficients_by_layer()
+    assert [layer.shape for layer in layers] == [(4 * 8, 5), (8 * 2, 5)]  # (n_rows, k), no population axis
     # layer 0, synapse (i=1, j=2), column eta (index 3) sits at (1*8 + 2)*5 + 3
-    assert layers[0][0, 1 * 8 + 2, 3] == (1 * 8 + 2) * 5 + 3
+    assert layers[0][1 * 8 + 2, 3] == (1 * 8 + 2) * 5 + 3
+    per_synapse = policy.coefficients_per_synapse()
+    assert [layer.shape for layer in per_synapse] == [(4, 8, 5), (8, 2, 5)]
+    assert per_synapse[0][1, 2, 3] == (1 * 8 + 2) * 5 + 3
+    assert per_synapse[1][5, 1, 4] == 4 * 8 * 5 + (5 * 2 + 1) * 5 + 4
     with pytest.raises(ValueError, match=f"takes {n} coefficients"):
         policy.coefficients = np.zeros(n + 1)
 
@@ -149,3 +154,32 @@ def test_custom_sharing_maps_refuse_to_save(tmp_path):
     policy.set_params(policy.initial_params(np.random.default_rng(0)))
     with pytest.raises(ValueError, match="custom sharing"):
         policy.save(tmp_path / "p.npz")
+
+
+@pytest.mark.parametrize("kind", ["hebbian", "static"])
+def test_fresh_policy_without_parameters_fails_clearly(tmp_path, kind):
+    from hebb_agents.policy import ParamsNotLoadedError
+
+    policy = make_policy(kind, BOX, gym.spaces.Discrete(2), hidden=(8,))
+    obs = np.ones(4, dtype=np.float32)
+    calls = {
+        "save": lambda: policy.save(tmp_path / "p.npz"),
+        "get the parameters of": policy.get_params,
+        "predict with": lambda: policy.predict(obs),
+        "act with": lambda: policy.act(obs),
+        "reset": lambda: policy.reset(0),
+        "select members of": lambda: policy.select(np.array([0])),
+    }
+    if kind == "hebbian":
+        calls["read the coefficients of"] = policy.coefficients_by_layer
+    for action, call in calls.items():
+        with pytest.raises(ValueError, match=f"cannot {action} a .*set_params.*initial_params.*load"):
+            call()
+    assert issubclass(ParamsNotLoadedError, RuntimeError)  # what reset raised before
+    assert not (tmp_path / "p.npz").exists()
+    # loading parameters is all it takes
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    action, _ = policy.predict(obs)
+    assert policy.action_space.contains(int(action))
+    assert policy.get_params().shape == (1, policy.num_params)
+    assert EvolvablePolicy.load(policy.save(tmp_path / "p.npz")).num_params == policy.num_params

@@ -107,6 +107,15 @@ def test_distance_and_info_key_fitness():
         bad.evaluate(params, np.arange(2), 0, 0)
 
 
+def test_a_text_info_key_is_no_fitness():
+    # the damaged cheetah reports its body's name in info["damage"]: not something to sum
+    spec = RolloutSpec(env_id="hebb/HalfCheetahDamage-v0", policy_config={"hidden": [8]}, max_steps=5)
+    evaluator = LockstepEvaluator(RolloutSpec(**{**spec.__dict__, "fitness": "damage"}))
+    with pytest.raises(ValueError, match="'damage' is not a numeric key") as error:
+        evaluator.evaluate(_params(evaluator, 2), np.arange(2), 0, 0)
+    assert "reward_forward" in str(error.value) and "damage," not in str(error.value)
+
+
 def test_divergent_members_get_nan_fitness():
     spec = RolloutSpec(
         env_id="CartPole-v1", policy_config={"hidden": [8], "normalisation": "none"}, max_steps=200
@@ -173,6 +182,8 @@ def test_worker_value_errors_stay_value_errors_and_the_backend_stays_usable():
 def test_bad_env_kwargs_and_distance_without_x_position_fail_clearly():
     with pytest.raises(ValueError, match="does not accept the keyword arguments"):
         LockstepEvaluator(RolloutSpec(env_id="CartPole-v1", env_kwargs={"gravity_scale": 2}))
+    with pytest.raises(ValueError, match=r"could not be built with \{'frame_skip': 0\}: ZeroDivisionError"):
+        LockstepEvaluator(RolloutSpec(env_id="HalfCheetah-v5", env_kwargs={"frame_skip": 0}))
     ev = LockstepEvaluator(
         RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, fitness="distance")
     )

@@ -11,6 +11,8 @@ Reformer blocks, and the front ends of the Hebbian policy.
 
 from __future__ import annotations
 
+import inspect
+
 from hebb_agents.encoders.base import PolicyEncoder, TorchPolicyEncoder
 from hebb_agents.encoders.lsh import LSHAttention, LSHSelfAttention, full_shared_qk_attention
 from hebb_agents.encoders.reversible import ReversibleBlock, ReversibleSequence, reformer_stack
@@ -42,13 +44,34 @@ def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
         raise ValueError(
             f"an encoder spec is a dict with a 'type' ({', '.join(ENCODER_TYPES)}), got {spec!r}"
         )
+    kind = spec["type"]
     kwargs = {key: value for key, value in spec.items() if key != "type"}
-    if spec["type"] == "lsh":
-        from hebb_agents.encoders.history import LSHPolicyEncoder
+    if kind == "lsh":
+        from hebb_agents.encoders.history import HistoryEncoder, LSHPolicyEncoder
 
+        # LSHPolicyEncoder passes what it does not take to HistoryEncoder (obs_dim and out_dim it sets)
+        accepted = _keywords(LSHPolicyEncoder) | (_keywords(HistoryEncoder) - {"obs_dim", "out_dim"})
+        _check_keys(kind, kwargs, accepted)
         return LSHPolicyEncoder(observation_space, **kwargs)
-    if spec["type"] == "conv":
+    if kind == "conv":
         from hebb_agents.encoders.conv import ConvEncoder
 
+        _check_keys(kind, kwargs, _keywords(ConvEncoder))
         return ConvEncoder(**kwargs)
-    raise ValueError(f"unknown encoder type {spec['type']!r}; accepted: {', '.join(ENCODER_TYPES)}")
+    raise ValueError(f"unknown encoder type {kind!r}; accepted: {', '.join(ENCODER_TYPES)}")
+
+
+def _keywords(cls: type) -> set[str]:
+    """Named keyword arguments of ``cls``'s constructor."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in parameters if p.kind in named} - {"self", "observation_space"}
+
+
+def _check_keys(kind: str, kwargs: dict, accepted: set[str]) -> None:
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(
+            f"unknown {kind!r} encoder option(s) {', '.join(map(repr, unknown))}; accepted: "
+            f"{', '.join(sorted(accepted))}"
+        )
