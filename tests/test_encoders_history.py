@@ -186,3 +186,15 @@ def test_lsh_policy_encoder_resets_single_members() -> None:
 def enc_alone(enc: LSHPolicyEncoder, obs: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return enc.module.encoder(torch.from_numpy(obs[:, None])).numpy()[0]
+
+
+def test_front_ends_are_importable_from_the_package_as_the_readme_says() -> None:
+    import hebb_agents.encoders as encoders
+    from hebb_agents.encoders import ConvEncoder, HistoryEncoder, LSHHistoryExtractor, LSHPolicyEncoder
+    from hebb_agents.encoders.conv import ConvEncoder as conv_class
+    from hebb_agents.encoders.history import LSHHistoryExtractor as extractor_class
+
+    assert LSHHistoryExtractor is extractor_class and ConvEncoder is conv_class
+    assert HistoryEncoder.__module__ == LSHPolicyEncoder.__module__ == "hebb_agents.encoders.history"
+    with pytest.raises(AttributeError, match="no attribute 'Extractor'"):
+        encoders.Extractor  # noqa: B018

@@ -11,6 +11,7 @@ Reformer blocks, and the front ends of the Hebbian policy.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 
 from hebb_agents.encoders.base import PolicyEncoder, TorchPolicyEncoder
@@ -19,6 +20,10 @@ from hebb_agents.encoders.reversible import ReversibleBlock, ReversibleSequence,
 
 __all__ = [
     "ENCODER_TYPES",
+    "ConvEncoder",
+    "HistoryEncoder",
+    "LSHHistoryExtractor",
+    "LSHPolicyEncoder",
     "LSHAttention",
     "LSHSelfAttention",
     "PolicyEncoder",
@@ -31,6 +36,20 @@ __all__ = [
 ]
 
 ENCODER_TYPES = ("lsh", "conv")
+# Importable from here, loaded on first use: history imports Stable-Baselines3, conv is torch-only.
+_LAZY = {
+    "HistoryEncoder": "history",
+    "LSHHistoryExtractor": "history",
+    "LSHPolicyEncoder": "history",
+    "ConvEncoder": "conv",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
