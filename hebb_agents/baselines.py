@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from hebb_agents.cli import json_object
+from hebb_agents.cli import json_object, natural, positive
 from hebb_agents.evaluation import Agent
 from hebb_agents.rollout import make_env
 
@@ -262,16 +262,16 @@ def add_baseline_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument(
         "--env-kwargs", type=json_object, default={}, help='JSON for gym.make, e.g. \'{"damage": "seen"}\''
     )
-    p.add_argument("--steps", type=int, required=True, help="environment steps of training")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-episode-steps", type=int, default=None, help="episode cap during training")
+    p.add_argument("--steps", type=positive, required=True, help="environment steps of training")
+    p.add_argument("--seed", type=natural, default=0)
+    p.add_argument("--max-episode-steps", type=positive, default=None, help="episode cap during training")
     p.add_argument("--hyperparams", type=json_object, default={}, help="JSON overrides of the rl-zoo3 entry")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
         "--eval-morphologies", nargs="*", default=[], help="catalogue names to evaluate on afterwards"
     )
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--eval-seed", type=int, default=1000)
+    p.add_argument("--eval-episodes", type=positive, default=10)
+    p.add_argument("--eval-seed", type=natural, default=1000)
     p.set_defaults(func=_baseline_command)
     return p
 

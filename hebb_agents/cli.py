@@ -29,15 +29,24 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def seed(text: str) -> int:
-    """argparse type: a seed, an integer >= 0 (what NumPy's generators take)."""
+def _integer_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a seed is an integer >= 0, got {text!r}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
     return value
+
+
+def natural(text: str) -> int:
+    """argparse type: an integer >= 0 (seeds, step counts where 0 means "the default")."""
+    return _integer_at_least(text, 0)
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1 (sizes and counts)."""
+    return _integer_at_least(text, 1)
 
 
 def lockstep_size(text: str) -> int | str:
@@ -56,7 +65,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env-kwargs", type=json_object, default={}, help="JSON object passed to gym.make")
     p.add_argument("--policy", choices=tuple(POLICIES), default="hebbian")
     p.add_argument("--rule", choices=tuple(RULES), default="ABCD_lr")
-    p.add_argument("--hidden", type=int, nargs="+", default=[128, 64])
+    p.add_argument("--hidden", type=positive, nargs="+", default=[128, 64])
     p.add_argument("--init", choices=INIT_SCHEMES, default="uniform")
     p.add_argument("--normalisation", choices=NORMALISATIONS, default="max_abs")
     p.add_argument("--sharing", choices=SHARING, default="per_synapse")
@@ -66,14 +75,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help='front end as JSON (types lsh, conv), e.g. \'{"type": "lsh", "window": 64}\'',
     )
-    p.add_argument("--popsize", type=int, default=64)
+    p.add_argument("--popsize", type=positive, default=64)
     p.add_argument("--sigma", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--generations", type=int, default=None, help="total generations (default 30)")
-    p.add_argument("--episodes", type=int, default=1, help="episodes per evaluation")
-    p.add_argument("--max-steps", type=int, default=0, help="cap on episode length (0: the env's own)")
+    p.add_argument("--generations", type=positive, default=None, help="total generations (default 30)")
+    p.add_argument("--episodes", type=positive, default=1, help="episodes per evaluation")
+    p.add_argument("--max-steps", type=natural, default=0, help="cap on episode length (0: the env's own)")
     p.add_argument(
         "--fitness",
         default=None,
@@ -82,7 +91,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--early-stop", choices=EARLY_STOPS, default="none")
     p.add_argument("--backend", choices=BACKENDS, default=None, help="default: process")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--workers", type=positive, default=None, help="worker processes (default: all cores)")
     p.add_argument(
         "--lockstep-size",
         type=lockstep_size,
@@ -91,9 +100,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "number; same results either way (up to float rounding with a torch encoder)",
     )
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
-    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--seed", type=natural, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/hebb"), help="output folder")
-    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--checkpoint-every", type=positive, default=10)
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_train)
@@ -234,9 +243,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="a policy file (policy.npz, best.npz) or a run folder")
     p.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
     p.add_argument("--env-kwargs", type=json_object, default=None, help="JSON object passed to gym.make")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--max-steps", type=int, default=None, help="default: the training run's")
-    p.add_argument("--seed", type=seed, default=1000)
+    p.add_argument("--episodes", type=positive, default=10)
+    p.add_argument("--max-steps", type=positive, default=None, help="default: the training run's")
+    p.add_argument("--seed", type=natural, default=1000)
     p.set_defaults(func=_eval)
 
 

@@ -746,15 +746,19 @@ def record_video(
 
 def add_video_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``hebb video``: record a saved agent on a morphology to MP4."""
+    from hebb_agents.cli import natural, positive
+
     p = subparsers.add_parser("video", help="record a saved agent on a morphology to MP4")
     p.add_argument("agent", type=Path, help="ES run folder, policy .npz, or baseline folder")
     p.add_argument("--env", required=True, help="e.g. hebb/HalfCheetahDamage-v0")
     p.add_argument("--damage", default=None, help="catalogue name of the body (default: intact)")
-    p.add_argument("--damage-at", type=int, default=None, help="switch to --damage-to after this many steps")
+    p.add_argument(
+        "--damage-at", type=positive, default=None, help="switch to --damage-to after this many steps"
+    )
     p.add_argument("--damage-to", default=None, help="body to switch to mid-episode")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--every", type=int, default=1, help="keep one frame in this many")
+    p.add_argument("--steps", type=positive, default=300)
+    p.add_argument("--seed", type=natural, default=0)
+    p.add_argument("--every", type=positive, default=1, help="keep one frame in this many")
     p.add_argument("--size", type=int, nargs=2, default=(480, 360), metavar=("W", "H"))
     p.add_argument("--out", type=Path, required=True, help="output .mp4")
     p.set_defaults(func=_video_command)

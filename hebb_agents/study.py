@@ -28,7 +28,7 @@ import numpy as np
 
 from hebb_agents import evaluation as ev
 from hebb_agents import plots
-from hebb_agents.cli import json_object
+from hebb_agents.cli import json_object, natural, positive
 
 FAMILY_COLUMNS = ("family", "group", "seeds", "return_mean", "return_std", "distance_mean", "distance_std")
 
@@ -223,9 +223,9 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument(
         "--env-kwargs", type=json_object, default={}, help="JSON for gym.make (damage is set per row)"
     )
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=1000, help="episode e uses seed + e")
-    p.add_argument("--max-steps", type=int, default=None, help="episode length (default: the env's)")
+    p.add_argument("--episodes", type=positive, default=10)
+    p.add_argument("--seed", type=natural, default=1000, help="episode e uses seed + e")
+    p.add_argument("--max-steps", type=positive, default=None, help="episode length (default: the env's)")
     p.add_argument(
         "--seen", nargs="*", default=None, help="morphologies of the seen group (default: catalogue)"
     )

@@ -110,7 +110,16 @@ def test_unknown_env_rule_and_option_fail_with_accepted_values(tmp_path, capsys)
     assert "lockstep_size must be 'auto', 'all' or an integer >= 1, got '0'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*TRAIN, "--seed", "-1"])
-    assert "argument --seed: a seed is an integer >= 0, got '-1'" in capsys.readouterr().err
+    assert "argument --seed: expected an integer >= 0, got '-1'" in capsys.readouterr().err
+    for command in (
+        [*TRAIN, "--hidden", "0"],
+        ["eval", "run", "--episodes", "0"],
+        ["baseline", "--steps", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            main([*command, "--out", str(tmp_path / "never")] if command[0] != "eval" else command)
+        assert f"argument {command[-2]}: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
     assert main(["eval", str(tmp_path / "missing.npz")]) == 2
 
 
