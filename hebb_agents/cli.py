@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hebb_agents.backends import BACKENDS
 from hebb_agents.es import OPTIMIZERS
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
@@ -183,10 +185,16 @@ def _train(args: argparse.Namespace) -> int:
         policy_config: dict[str, Any] = {"hidden": args.hidden}
         if args.encoder is not None:
             policy_config["encoder"] = args.encoder
+        plastic = {"rule": args.rule, "init": args.init, "normalisation": args.normalisation}
+        plastic["sharing"] = args.sharing
         if args.policy == "hebbian":
-            policy_config.update(
-                rule=args.rule, init=args.init, normalisation=args.normalisation, sharing=args.sharing
-            )
+            policy_config.update(plastic)
+        else:
+            defaults = vars(build_parser().parse_args(["train"]))
+            ignored = [name for name, value in plastic.items() if value != defaults[name]]
+            if ignored:
+                flags = ", ".join(f"--{name}" for name in ignored)
+                print(f"warning: --policy {args.policy} has no plasticity; ignored: {flags}", file=sys.stderr)
         config = TrainConfig(
             env_id=args.env,
             env_kwargs=args.env_kwargs,
@@ -229,7 +237,8 @@ def _train(args: argparse.Namespace) -> int:
     if stats:
         first, last = stats[0], stats[-1]
         print(
-            f"generation {last.generation}: population mean fitness {first.fitness_mean:.2f} -> "
+            f"generation {last.generation}: population mean fitness {first.fitness_mean:.2f} "
+            f"(generation {first.generation}) -> "
             f"{last.fitness_mean:.2f}, best {last.best_so_far:.2f}, {last.env_steps} env-steps, "
             f"{last.wall_time:.0f} s"
         )
@@ -266,6 +275,11 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"error: {path} does not exist (pass a run folder or a policy file)", file=sys.stderr)
         return 2
     arrays, meta = load_checkpoint(path)
+    if meta.get("kind") == "es_trainer":
+        raise ValueError(
+            f"{path} is the trainer's checkpoint (optimiser state); evaluate the run folder "
+            f"{path.parent} or its policy.npz / best.npz"
+        )
     policy = policy_from_metadata(meta, arrays.get("params"), source=str(path))
     env_id = args.env or meta.get("env_id")
     if env_id is None:
@@ -283,6 +297,8 @@ def _eval(args: argparse.Namespace) -> int:
     print(
         f"{path} on {env_id}, {args.episodes} episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"
     )
+    if not np.isfinite(stats["returns_mean"]):
+        print("  warning: the network's outputs were not finite (diverging weights or NaN parameters)")
     print(f"  return   {stats['returns_mean']:.2f} ± {stats['returns_std']:.2f}")
     if stats["distances_mean"] == stats["distances_mean"]:  # not NaN: the env reports x_position
         print(f"  distance {stats['distances_mean']:.2f} ± {stats['distances_std']:.2f}")

@@ -53,11 +53,15 @@ ENVS = {"cheetah": ("hebb/HalfCheetahDamage-v0", "HalfCheetah-v5"), "ant": ("heb
 
 
 def resolve_env(name: str) -> str:
-    """The hebb id when the environments package registers it, else the stock id."""
+    """``cheetah`` / ``ant``: the hebb id if registered, else the stock one; other registered ids as is."""
     import hebb_envs  # noqa: F401  (registers the hebb/ ids)
 
-    hebb_id, stock_id = ENVS[name]
-    return hebb_id if hebb_id in gym.registry else stock_id
+    if name in ENVS:
+        hebb_id, stock_id = ENVS[name]
+        return hebb_id if hebb_id in gym.registry else stock_id
+    if name in gym.registry:
+        return name
+    raise SystemExit(f"--envs: unknown {name!r}; accepted: {', '.join(ENVS)} or a registered MuJoCo env id")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -335,7 +339,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--envs", default="cheetah,ant", help="comma list of: cheetah, ant")
+    parser.add_argument("--envs", default="cheetah,ant", help="comma list of: cheetah, ant, or env ids")
     parser.add_argument("--popsize", type=int, default=200)
     parser.add_argument("--episode-steps", type=int, default=1000)
     parser.add_argument("--generations", type=int, default=2, help="timed generations (after one warm-up)")

@@ -173,3 +173,13 @@ def test_eval_on_an_env_with_other_spaces_names_both(tmp_path, capsys):
     assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
     assert main(["eval", str(out), "--env", "Pendulum-v1"]) == 2
     assert "was trained for observations" in capsys.readouterr().err
+
+
+def test_static_policy_warns_about_hebbian_flags_and_eval_names_a_trainer_checkpoint(tmp_path, capsys):
+    out = tmp_path / "static"
+    args = [*TRAIN, "--policy", "static", "--rule", "ABC", "--backend", "serial", "--out", str(out)]
+    assert main(args) == 0
+    assert "warning: --policy static has no plasticity; ignored: --rule" in capsys.readouterr().err
+    assert main(["eval", str(out / "checkpoint.npz"), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is the trainer's checkpoint" in err and "policy.npz" in err
