@@ -23,6 +23,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -183,8 +184,12 @@ class ProcessBackend(Backend):
         self.max_retries = max_retries
         self._ctx = mp.get_context("spawn")
         self._workers: list[tuple[Any, Connection] | None] = [None] * self.num_workers
-        for index in range(self.num_workers):
-            self._start(index)
+        try:
+            for index in range(self.num_workers):
+                self._start(index)
+        except BaseException:  # e.g. Ctrl-C while workers start: none may outlive this
+            self.abort()
+            raise
 
     def _start(self, index: int) -> None:
         parent, child = self._ctx.Pipe()
@@ -194,18 +199,30 @@ class ProcessBackend(Backend):
         saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
         for name in _THREAD_VARIABLES:
             os.environ.setdefault(name, "1")
+        # Started with SIGINT ignored, so that a Ctrl-C while the worker imports cannot reach it
+        # (spawned children keep an ignored signal; the worker keeps ignoring it, see _worker_main).
+        ignore = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
         try:
             process.start()
         finally:
+            if ignore:
+                signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
         child.close()
-        status, _ = parent.recv()
-        if status != "ready":
-            raise RuntimeError(f"worker {index} failed to start")
+        try:
+            status, _ = parent.recv()
+            if status != "ready":
+                raise RuntimeError(f"worker {index} failed to start")
+        except BaseException:  # not ready (or Ctrl-C while waiting): it must not outlive us
+            process.kill()
+            process.join(timeout=5)
+            parent.close()
+            raise
         self._workers[index] = (process, parent)
 
     @property

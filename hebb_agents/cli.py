@@ -224,13 +224,13 @@ def _train(args: argparse.Namespace) -> int:
     try:
         stats = trainer.train()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping already: a second Ctrl-C changes nothing
         saved = trainer.saved_generation
-        where = f"checkpoint at generation {saved}" if saved is not None else "no checkpoint yet"
-        print(
-            f"\ninterrupted during generation {trainer.generation + 1}; {args.out}: {where}; "
-            f"continue with: hebb train --resume --out {args.out}",
-            file=sys.stderr,
-        )
+        if saved is None:
+            advice = "nothing saved yet; run the same command again to start over"
+        else:
+            advice = f"checkpoint at generation {saved}; continue with: hebb train --resume --out {args.out}"
+        print(f"\ninterrupted after generation {trainer.generation}; {args.out}: {advice}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -324,12 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hebb`` console script."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started (imports, checks, worker start-up)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from hebb_agents import evaluation as ev
-from hebb_agents import plots
 from hebb_agents.cli import json_object, natural, positive
 
 FAMILY_COLUMNS = ("family", "group", "seeds", "return_mean", "return_std", "distance_mean", "distance_std")
@@ -117,6 +116,8 @@ def compare(
     """
     groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id)
     ev.check_morphologies(env_id, [*(n for names in groups.values() for n in names), *damages])
+    from hebb_agents import plots  # matplotlib: loaded when figures are drawn, not with the CLI
+
     ev.check_adaptation_settings(window, fraction, damage_step if damages else None, max_steps)
     start = time.perf_counter()
     loaded = {name: ev.load_agent(path, name=name) for name, path in agents.items()}

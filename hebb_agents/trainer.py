@@ -268,12 +268,14 @@ class ESTrainer:
                         self.save()
                     break
         except KeyboardInterrupt:
-            # The optimiser holds the last finished generation (see _deferred_signals): keep it.
-            if self._backend is not None:
-                self._backend.abort()
-                self._backend = None
-            if self.out_dir is not None and self.generation != self.saved_generation and self.generation:
-                self.save()
+            # The optimiser holds the last finished generation (see _deferred_signals): save it
+            # first, then stop the workers; a second Ctrl-C meanwhile waits until both are done.
+            with _deferred_signals():
+                if self.out_dir is not None and self.generation not in (0, self.saved_generation):
+                    self.save()
+                if self._backend is not None:
+                    self._backend.abort()
+                    self._backend = None
             raise
         finally:
             if bar is not None:
@@ -365,7 +367,7 @@ class ESTrainer:
             raise ValueError("this trainer has no out_dir to save to")
         with _deferred_signals():
             self._save(self.out_dir)
-        self.saved_generation = self.generation
+            self.saved_generation = self.generation
 
     def _save(self, out_dir: Path) -> None:
         es_arrays, es_scalars = split_state(self.es.state_dict())
@@ -430,7 +432,7 @@ class ESTrainer:
         state = dict(meta["es_state"])
         state.update({key[3:]: value for key, value in arrays.items() if key.startswith("es/")})
         trainer.es.load_state_dict(state)
-        trainer.generation = int(meta["generation"])
+        trainer.generation = trainer.saved_generation = int(meta["generation"])
         trainer.env_steps = int(meta["env_steps"])
         trainer.wall_time = float(meta["wall_time"])
         best = meta.get("best_fitness")

@@ -172,3 +172,31 @@ def test_hebb_train_stops_cleanly_on_sigterm_and_resumes(tmp_path):
     resumed = ESTrainer.resume(out)
     rows = list(csv.DictReader((out / "progress.csv").open()))
     assert resumed.generation >= 2 and int(rows[-1]["generation"]) == resumed.generation
+
+
+def test_a_second_ctrl_c_while_saving_still_leaves_the_checkpoint(tmp_path, monkeypatch):
+    import signal
+
+    from hebb_agents.es import OpenES
+
+    trainer = ESTrainer(TrainConfig(**TINY, generations=5, checkpoint_every=10), out_dir=tmp_path)
+    tell, save = OpenES.tell, ESTrainer._save
+    saves = []
+
+    def tell_then_ctrl_c(es: OpenES, fitness: np.ndarray) -> None:
+        if trainer.generation == 2:
+            signal.raise_signal(signal.SIGINT)
+        tell(es, fitness)
+
+    def save_with_ctrl_c(self: ESTrainer, out_dir) -> None:
+        signal.raise_signal(signal.SIGINT)  # impatient user: a second Ctrl-C during the save
+        save(self, out_dir)
+        saves.append(self.generation)
+
+    monkeypatch.setattr(OpenES, "tell", tell_then_ctrl_c)
+    monkeypatch.setattr(ESTrainer, "_save", save_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert saves == [3] and trainer.saved_generation == 3
+    monkeypatch.undo()
+    assert ESTrainer.resume(tmp_path).generation == 3

@@ -52,6 +52,10 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
     """Build a policy front end from a JSON spec, e.g. ``{"type": "lsh", "window": 64}``.
 
