@@ -118,7 +118,19 @@ def test_a_fresh_run_does_not_extend_an_old_log(tmp_path):
     assert (tmp_path / "progress.previous.csv").read_text() == "generation\n1\n2\n"
 
 
-def test_ctrl_c_mid_update_lands_the_generation_saves_it_and_resume_is_exact(tmp_path, monkeypatch):
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C raises KeyboardInterrupt here, even where the test runner was started ignoring SIGINT."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_mid_update_lands_the_generation_saves_it_and_resume_is_exact(
+    tmp_path, monkeypatch, default_sigint
+):
     """A SIGINT raised inside the optimiser update waits for the generation to land whole."""
     import signal
 
@@ -174,7 +186,7 @@ def test_hebb_train_stops_cleanly_on_sigterm_and_resumes(tmp_path):
     assert resumed.generation >= 2 and int(rows[-1]["generation"]) == resumed.generation
 
 
-def test_a_second_ctrl_c_while_saving_still_leaves_the_checkpoint(tmp_path, monkeypatch):
+def test_a_second_ctrl_c_while_saving_still_leaves_the_checkpoint(tmp_path, monkeypatch, default_sigint):
     import signal
 
     from hebb_agents.es import OpenES
