@@ -36,16 +36,29 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
                                   there; set ``copy=True`` if you keep observations yourself).
                                   ``reset`` starts a new buffer, so an episode's last window
                                   (e.g. SB3's ``terminal_observation``) stays valid
+    flag_fill    bool   False     append a last column to each row: 1.0 where the row stands
+                                  for a step before the episode began, 0.0 for a real
+                                  observation (1-D observations only); ``LSHHistoryExtractor(
+                                  fill_flag=True)`` masks the flagged rows out of attention
     ===========  =====  ========  ===========================================================
 
     The observation space is a ``Box`` of shape ``(L, *obs_shape)`` with the wrapped bounds
-    repeated along the first axis. Works for ``Box`` observation spaces only.
+    repeated along the first axis (``(L, obs_dim + 1)`` with ``flag_fill``, the flag in [0, 1]).
+    Works for ``Box`` observation spaces only.
     """
 
     def __init__(
-        self, env: gym.Env, length: int, stride: int = 1, fill: str = "zeros", copy: bool = False
+        self,
+        env: gym.Env,
+        length: int,
+        stride: int = 1,
+        fill: str = "zeros",
+        copy: bool = False,
+        flag_fill: bool = False,
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, length=length, stride=stride, fill=fill, copy=copy)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, length=length, stride=stride, fill=fill, copy=copy, flag_fill=flag_fill
+        )
         gym.ObservationWrapper.__init__(self, env)
         space = env.observation_space
         if not isinstance(space, spaces.Box):
@@ -58,19 +71,26 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
             raise ValueError(f"unknown fill {fill!r}; accepted: {', '.join(FILLS)}")
         if fill == "zeros" and not (np.all(space.low <= 0) and np.all(space.high >= 0)):
             raise ValueError('fill="zeros" needs 0 inside the observation bounds; use fill="first"')
+        if flag_fill and len(space.shape) != 1:
+            raise ValueError(f"flag_fill needs 1-D observations (it appends a column), got {space.shape}")
         self.length = int(length)
         self.stride = int(stride)
         self.fill = fill
         self.copy = bool(copy)
+        self.flag_fill = bool(flag_fill)
+        low, high = space.low, space.high
+        if self.flag_fill:  # the flag column: 1 before the episode began, 0 for a real observation
+            low, high = np.append(low, 0).astype(space.dtype), np.append(high, 1).astype(space.dtype)
         self.observation_space = spaces.Box(
-            low=np.repeat(space.low[None], self.length, axis=0),
-            high=np.repeat(space.high[None], self.length, axis=0),
+            low=np.repeat(low[None], self.length, axis=0),
+            high=np.repeat(high[None], self.length, axis=0),
             dtype=space.dtype,
         )
         # span raw steps are needed; each is stored at rows p and p + span of the buffer, so the
         # last span steps are always buffer[p + 1 : p + 1 + span] with the newest at the end.
         self.span = (self.length - 1) * self.stride + 1
-        self._buffer = np.zeros((2 * self.span, *space.shape), dtype=space.dtype)  # (2 * span, *obs)
+        row = self.observation_space.shape[1:]  # one observation (with its flag)
+        self._buffer = np.zeros((2 * self.span, *row), dtype=space.dtype)  # (2 * span, *row)
         self._pos = self.span - 1
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -78,14 +98,19 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         # A new buffer, not an overwrite: the last episode's final window may still be held as a
         # view (vector envs keep it as the terminal observation while they reset).
         self._buffer = np.zeros_like(self._buffer)
+        values = self._buffer[:, :-1] if self.flag_fill else self._buffer
         if self.fill == "first":
-            self._buffer[:] = np.asarray(obs, dtype=self._buffer.dtype)
+            values[:] = np.asarray(obs, dtype=self._buffer.dtype)
+        if self.flag_fill:
+            self._buffer[:, -1] = 1  # every row is fill until an observation lands in it
         self._pos = self.span - 1
         return self.observation(obs), info
 
     def observation(self, observation: Any) -> np.ndarray:
         """Push ``observation`` and return the window ``(L, *obs_shape)``."""
         self._pos = (self._pos + 1) % self.span
+        if self.flag_fill:
+            observation = np.append(np.asarray(observation, dtype=self._buffer.dtype), 0)
         self._buffer[self._pos] = observation
         self._buffer[self._pos + self.span] = observation
         window = self._buffer[self._pos + 1 : self._pos + 1 + self.span : self.stride]

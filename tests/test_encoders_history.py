@@ -53,19 +53,22 @@ def test_bad_encoder_options_list_accepted_values() -> None:
         LSHHistoryExtractor(gym.spaces.Box(0, 1, (4,)))
 
 
-def test_sb3_extractor_trains_in_ppo() -> None:
+@pytest.mark.parametrize("flag", [False, True])
+def test_sb3_extractor_trains_in_ppo(flag: bool) -> None:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
     from hebb_envs.memory import MemoryTask
 
     def make() -> gym.Env:
-        return ObservationHistory(MemoryTask(delay=6), length=12)
+        return ObservationHistory(MemoryTask(delay=6), length=12, flag_fill=flag)
 
     env = make_vec_env(make, n_envs=2, seed=0)
     kwargs = dict(
         features_extractor_class=LSHHistoryExtractor,
-        features_extractor_kwargs=dict(features_dim=16, d_model=16, bucket_size=4, n_hashes=2),
+        features_extractor_kwargs=dict(
+            features_dim=16, d_model=16, bucket_size=4, n_hashes=2, fill_flag=flag
+        ),
     )
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=2, policy_kwargs=kwargs, seed=0)
     extractor = model.policy.features_extractor
@@ -77,6 +80,36 @@ def test_sb3_extractor_trains_in_ppo() -> None:
     assert sum(moved) > len(moved) // 2  # gradients reached the attention layers
     action, _ = model.predict(env.reset(), deterministic=True)
     assert action.shape == (2,)
+
+
+def test_flagged_fill_rows_are_masked_by_the_sb3_extractor() -> None:
+    # ObservationHistory(flag_fill=True) marks the rows before the episode began; the extractor
+    # with fill_flag=True must not see what they hold (the rows a "first" fill repeats, say).
+    env = ObservationHistory(gym.make("Pendulum-v1"), length=6, fill="first", flag_fill=True)
+    env.reset(seed=0)
+    for _ in range(2):
+        window = env.step(np.zeros(1, np.float32))[0].copy()
+    assert window.shape == (6, 4)
+    np.testing.assert_array_equal(window[:, -1], [1, 1, 1, 0, 0, 0])  # 3 fill rows, then 3 steps
+    torch.manual_seed(0)
+    extractor = LSHHistoryExtractor(
+        env.observation_space,
+        features_dim=8,
+        fill_flag=True,
+        d_model=16,
+        bucket_size=4,
+        n_hashes=2,
+        lsh_seed=1,
+    )
+    other = window.copy()
+    other[:3, :-1] = np.random.default_rng(0).uniform(-1, 1, (3, 3))  # other fill content
+    features = [extractor(torch.as_tensor(w[None])) for w in (window, other)]
+    assert torch.equal(features[0], features[1])
+    for w in (window, other):
+        w[:, -1] = 0  # unflagged, the fill rows count as observations: their content matters
+    assert not torch.equal(*(extractor(torch.as_tensor(w[None])) for w in (window, other)))
+    with pytest.raises(ValueError, match="1-D observations"):
+        ObservationHistory(gym.make("CarRacing-v3"), length=2, flag_fill=True)
 
 
 def _policy_encoders() -> list[PolicyEncoder]:

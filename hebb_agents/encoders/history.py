@@ -155,11 +155,19 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
     Use ``policy_kwargs=dict(features_extractor_class=LSHHistoryExtractor,
     features_extractor_kwargs=dict(features_dim=64, d_model=32, ...))`` with an environment
     wrapped in ``ObservationHistory``. The observation space must be a ``Box`` of shape
-    ``(L, *obs_shape)``; trailing axes are flattened into ``obs_dim``. Other keyword arguments go
+    ``(L, *obs_shape)``; trailing axes are flattened into ``obs_dim``. With ``fill_flag`` the last
+    channel of each row is ``ObservationHistory(flag_fill=True)``'s flag, and flagged rows (steps
+    before the episode began) are masked out of attention and pooling. Other keyword arguments go
     to :class:`HistoryEncoder`.
     """
 
-    def __init__(self, observation_space: gym.Space, features_dim: int = 64, **encoder_kwargs: Any) -> None:
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        features_dim: int = 64,
+        fill_flag: bool = False,
+        **encoder_kwargs: Any,
+    ) -> None:
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) < 2:
             raise ValueError(
                 "LSHHistoryExtractor needs a Box observation of shape (L, *obs_shape), "
@@ -167,11 +175,16 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
             )
         super().__init__(observation_space, features_dim)
         self.window = int(observation_space.shape[0])
-        obs_dim = int(np.prod(observation_space.shape[1:]))
+        self.fill_flag = bool(fill_flag)
+        obs_dim = int(np.prod(observation_space.shape[1:])) - int(self.fill_flag)
+        if obs_dim < 1:
+            raise ValueError(f"fill_flag needs rows of an observation plus the flag, got {observation_space}")
         self.encoder = HistoryEncoder(obs_dim, out_dim=features_dim, **encoder_kwargs)
 
     def forward(self, observations: Tensor) -> Tensor:
         history = observations.reshape(observations.shape[0], self.window, -1).float()
+        if self.fill_flag:
+            return self.encoder(history[..., :-1], key_padding_mask=history[..., -1] > 0.5)
         return self.encoder(history)
 
 
