@@ -241,6 +241,8 @@ class ESTrainer:
     def train(self, generations: int | None = None) -> list[GenerationStats]:
         """Run until ``config.generations`` (or ``generations`` more); returns this call's stats."""
         target = self.config.generations if generations is None else self.generation + generations
+        if self.generation < target:
+            self.backend  # noqa: B018 - start the workers (or fail: no cluster, bad count) before writing
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))

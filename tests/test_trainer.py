@@ -212,3 +212,10 @@ def test_a_second_ctrl_c_while_saving_still_leaves_the_checkpoint(tmp_path, monk
     assert saves == [3] and trainer.saved_generation == 3
     monkeypatch.undo()
     assert ESTrainer.resume(tmp_path).generation == 3
+
+
+def test_a_backend_that_cannot_start_writes_no_run_folder(tmp_path):
+    config = TrainConfig(**{**TINY, "backend": "process", "workers": 0}, generations=2)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        ESTrainer(config, out_dir=tmp_path / "run").train()
+    assert not (tmp_path / "run").exists()
