@@ -109,7 +109,7 @@ def test_flagged_fill_rows_are_masked_by_the_sb3_extractor() -> None:
         w[:, -1] = 0  # unflagged, the fill rows count as observations: their content matters
     assert not torch.equal(*(extractor(torch.as_tensor(w[None])) for w in (window, other)))
     with pytest.raises(ValueError, match="1-D observations"):
-        ObservationHistory(gym.make("CarRacing-v3"), length=2, flag_fill=True)
+        ObservationHistory(ObservationHistory(gym.make("Pendulum-v1"), length=2), length=2, flag_fill=True)
 
 
 def _policy_encoders() -> list[PolicyEncoder]:
