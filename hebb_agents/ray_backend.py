@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,20 @@ class EvaluatorActor:
         return self.evaluator.evaluate(params, member_ids, seed, generation)
 
 
+def init_keeping_sigterm(ray: Any, **init_kwargs: Any) -> None:
+    """``ray.init(**init_kwargs)``, keeping a SIGTERM handler the caller installed.
+
+    ``ray.init`` replaces the SIGTERM handler with one that exits at once; ``hebb train``'s own
+    (stop like Ctrl-C, saving the last finished generation) must survive it. Without a Python
+    handler of the caller's, Ray's stays.
+    """
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if on_main else None
+    ray.init(**init_kwargs)
+    if callable(previous):
+        signal.signal(signal.SIGTERM, previous)
+
+
 class RayBackend(Backend):
     """Ray actors, each stepping a contiguous slice of the population in lockstep.
 
@@ -92,7 +108,9 @@ class RayBackend(Backend):
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             try:
-                ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+                init_keeping_sigterm(
+                    ray, address=address, include_dashboard=False, logging_level=logging.WARNING
+                )
             except ConnectionError as error:
                 raise ValueError(
                     f"no Ray cluster reachable at address {address!r} ({error}); start one with "

@@ -88,3 +88,29 @@ def test_unreachable_cluster_address_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(ray, "init", refuse)
     with pytest.raises(ValueError, match=r"no Ray cluster reachable at address 'auto'.*ray start --head"):
         RayBackend(RolloutSpec(env_id="CartPole-v1"), address="auto")
+
+
+def test_ray_init_keeps_the_callers_sigterm_handler():
+    import signal
+    import types
+
+    from hebb_agents.ray_backend import init_keeping_sigterm
+
+    def ray_like_exit(signum, frame):  # what ray.init installs
+        raise SystemExit(signum)
+
+    fake = types.SimpleNamespace(init=lambda **kwargs: signal.signal(signal.SIGTERM, ray_like_exit))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+
+        def ours(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, ours)
+        init_keeping_sigterm(fake, address=None)
+        assert signal.getsignal(signal.SIGTERM) is ours  # hebb train's stop-and-save survives
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        init_keeping_sigterm(fake, address=None)
+        assert signal.getsignal(signal.SIGTERM) is ray_like_exit  # no handler of ours: Ray's stays
+    finally:
+        signal.signal(signal.SIGTERM, previous)
