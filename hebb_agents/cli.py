@@ -137,6 +137,15 @@ def resolve_fitness(fitness: str | None, env_id: str, env_kwargs: dict[str, Any]
     raise ValueError(f"fitness {fitness!r} is not available on {env_id}; accepted: {', '.join(accepted)}")
 
 
+def _warn_ignored(args: argparse.Namespace, names: Sequence[str], reason: str) -> None:
+    """Warn about the ``hebb train`` options among ``names`` given a non-default value."""
+    defaults = vars(build_parser().parse_args(["train"]))
+    ignored = [name for name in names if getattr(args, name) != defaults.get(name)]
+    if ignored:
+        flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
+        print(f"warning: {reason}; ignored: {flags}", file=sys.stderr)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     """SIGTERM handler: stop training like Ctrl-C does (the trainer saves its last generation)."""
     raise KeyboardInterrupt
@@ -155,12 +164,10 @@ def _train(args: argparse.Namespace) -> int:
             "ray_address": args.address,
         }
         overrides = {key: value for key, value in given.items() if value is not None}
-        defaults = vars(build_parser().parse_args(["train"]))
         kept = {"resume", "out", "func", "command", *given, "address"} - {"ray_address"}
-        ignored = [k for k, v in vars(args).items() if k not in kept and v != defaults.get(k)]
-        if ignored:
-            flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
-            print(f"warning: --resume keeps the saved run's settings; ignored: {flags}", file=sys.stderr)
+        _warn_ignored(
+            args, [name for name in vars(args) if name not in kept], "--resume keeps the saved run's settings"
+        )
         trainer = ESTrainer.resume(args.out, progress=True, **overrides)
         if trainer.generation >= trainer.config.generations:
             print(
@@ -185,16 +192,11 @@ def _train(args: argparse.Namespace) -> int:
         policy_config: dict[str, Any] = {"hidden": args.hidden}
         if args.encoder is not None:
             policy_config["encoder"] = args.encoder
-        plastic = {"rule": args.rule, "init": args.init, "normalisation": args.normalisation}
-        plastic["sharing"] = args.sharing
+        plastic = ("rule", "init", "normalisation", "sharing")
         if args.policy == "hebbian":
-            policy_config.update(plastic)
+            policy_config.update({name: getattr(args, name) for name in plastic})
         else:
-            defaults = vars(build_parser().parse_args(["train"]))
-            ignored = [name for name, value in plastic.items() if value != defaults[name]]
-            if ignored:
-                flags = ", ".join(f"--{name}" for name in ignored)
-                print(f"warning: --policy {args.policy} has no plasticity; ignored: {flags}", file=sys.stderr)
+            _warn_ignored(args, plastic, f"--policy {args.policy} has no plasticity")
         config = TrainConfig(
             env_id=args.env,
             env_kwargs=args.env_kwargs,
