@@ -38,6 +38,9 @@ for causal in (False, True):
     print(f"{device} causal={causal}: max |LSH - full| over output and gradients = {err:.2e}")
 PY
 
+echo "== fused Triton LSH kernels against the PyTorch path (issue 4)"
+timeout 120 "$py" scripts/check_lsh_kernels.py 2>&1 | tee "$out/lsh_kernels_check.txt"
+
 echo "== LSH attention (issue 4)"
 timeout "${LSH_LIMIT:-220}" "$py" scripts/bench_lsh.py --repeats 3 --budget 1 \
   ${LSH_ARGS:---lengths 262144 65536 32768 16384 8192 4096 2048 1024} --out "$out/lsh.json" 2>&1 | tee "$out/lsh.log"
@@ -47,5 +50,5 @@ fi
 
 echo "== ES throughput and worker scaling (issue 6)"
 timeout "${ES_LIMIT:-180}" "$py" scripts/bench_es.py \
-  ${ES_ARGS:---workers 1,4,8,16 --kernels numpy --lockstep-sizes auto --episode-steps 300 --generations 1 --memory-generations 0} \
+  ${ES_ARGS:---envs ant,cheetah --workers 1,4,8,16 --kernels numba --lockstep-sizes auto --episode-steps 300 --generations 1 --memory-generations 0} \
   2>&1 | tee "$out/es.log"

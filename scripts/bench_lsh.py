@@ -4,7 +4,8 @@ Issue 4's benchmark. Shared-QK attention, batch 1, dim 64, bucket 64, non-causal
 L = 1,024 ... 65,536 (and 262,144 on CUDA) and 1/2/4/8 hash rounds; forward (inference, no
 autograd) and forward+backward (sum of outputs). Methods:
 
-- ``ours``: :class:`hebb_agents.encoders.lsh.LSHAttention`;
+- ``ours``: :class:`hebb_agents.encoders.lsh.LSHAttention` (on CUDA: its fused Triton kernels);
+- ``ours_torch`` (CUDA only): the same layer with ``kernel="torch"``, its PyTorch-operations path;
 - ``full``: materialised ``L x L`` shared-QK attention (skipped where it would need > ~8 GiB);
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` with the same keys
   (fp32; on CUDA also ``sdpa_bf16``);
@@ -41,6 +42,7 @@ from pathlib import Path
 DIM = 64
 BUCKET = 64
 FULL_LIMIT_BYTES = 8 * 2**30
+ROUND_METHODS = ("ours", "ours_torch", "reformer")  # methods timed at every number of rounds
 
 
 def _rss_bytes() -> int:
@@ -69,8 +71,10 @@ def _make_call(spec: dict):
         qk.requires_grad_(True)
         v.requires_grad_(True)
 
-    if method == "ours":
-        layer = LSHAttention(bucket_size=BUCKET, n_hashes=hashes)
+    if method in ("ours", "ours_torch"):
+        layer = LSHAttention(
+            bucket_size=BUCKET, n_hashes=hashes, kernel="torch" if method == "ours_torch" else "auto"
+        )
 
         def attend():
             return layer(qk, v)
@@ -90,7 +94,9 @@ def _make_call(spec: dict):
         def attend():
             return shared_qk_sdpa(qk, v)
     else:
-        raise ValueError(f"unknown method {method!r}; accepted: ours, reformer, full, sdpa, sdpa_bf16")
+        raise ValueError(
+            f"unknown method {method!r}; accepted: ours, ours_torch, reformer, full, sdpa, sdpa_bf16"
+        )
 
     def call() -> None:
         if backward:
@@ -243,7 +249,7 @@ def main() -> None:
         return
     if args.table_from:
         merged = [r for path in args.table_from for r in json.loads(Path(path).read_text())]
-        order = ["ours", "sdpa", "full", "sdpa_bf16", "reformer"]
+        order = ["ours", "ours_torch", "sdpa", "full", "sdpa_bf16", "reformer"]
         present = [m for m in order if any(r["method"] == m for r in merged)]
         print_table(merged, present, sorted({r["hashes"] for r in merged if r["method"] == "ours"}))
         return
@@ -259,7 +265,8 @@ def main() -> None:
         lengths = [1024, 2048, 4096, 8192, 16384, 32768, 65536] + ([262144] if device == "cuda" else [])
         hashes = [1, 2, 4, 8]
     lengths, hashes = args.lengths or lengths, args.hashes or hashes
-    methods = ["ours", "sdpa", "full"] + (["sdpa_bf16"] if device == "cuda" else [])
+    methods = ["ours"] + (["ours_torch"] if device == "cuda" else []) + ["sdpa", "full"]
+    methods += ["sdpa_bf16"] if device == "cuda" else []
     if not args.no_reformer and has_reformer():
         methods.append("reformer")
     if args.methods:
@@ -279,7 +286,7 @@ def main() -> None:
         for mode in args.modes:
             plan = []
             for method in methods:
-                rounds = hashes if method in ("ours", "reformer") else [0]
+                rounds = hashes if method in ROUND_METHODS else [0]
                 for h in rounds:
                     # full attention holds ~3 L x L fp32 matrices with the backward pass
                     if (
@@ -334,7 +341,7 @@ def print_table(results: list[dict], methods: list[str], hashes: list[int]) -> N
                     f"{ours['peak_bytes'] / 2**20:.0f}",
                 ]
                 for m in others:
-                    other = index.get((mode, length, m, h if m == "reformer" else 0))
+                    other = index.get((mode, length, m, h if m in ROUND_METHODS else 0))
                     if other is None:
                         row += ["-", "-", "-", "-"]
                         continue

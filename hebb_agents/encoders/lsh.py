@@ -33,6 +33,7 @@ weights by ~1e-3 in float32 (and to nothing in float16).
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,54 @@ def _unit(qk: Tensor) -> Tensor:
     whose gradient poisons the backward pass even though the forward pass masks them.
     """
     return F.normalize(qk, dim=-1, eps=max(1e-12, torch.finfo(qk.dtype).tiny))
+
+
+KERNELS = ("auto", "torch", "triton")
+
+
+def _triton_module():
+    """The Triton kernels' module, or None where triton is not installed."""
+    try:
+        from hebb_agents.encoders import lsh_triton
+    except ImportError:
+        return None
+    return lsh_triton
+
+
+def _triton_device(x: Tensor) -> bool:
+    """Whether Triton kernels can run on ``x``'s device: CUDA, or CPU under Triton's interpreter."""
+    if x.device.type == "cuda":
+        return True
+    # read before importing triton (a large import) on the CPU, where it is only a test aid
+    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return x.device.type == "cpu" and interpreting and _triton_module() is not None
+
+
+def _check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
+
+
+def _use_triton(kernel: str, x: Tensor, unsupported: str | None) -> bool:
+    """Whether to run the Triton kernels: ``auto`` uses them where they apply, ``triton`` insists.
+
+    ``unsupported`` says which setting rules them out (None: nothing does).
+    """
+    _check_kernel(kernel)
+    if kernel == "torch":
+        return False
+    if not _triton_device(x) or _triton_module() is None:
+        if kernel == "triton":
+            raise ValueError(
+                f"kernel='triton' needs the triton package and a CUDA tensor (got a {x.device.type} "
+                "tensor); use kernel='auto' or 'torch'"
+            )
+        return False
+    if unsupported is not None:
+        if kernel == "triton":
+            raise ValueError(f"kernel='triton' does not support {unsupported}; use kernel='auto' or 'torch'")
+        return False
+    return True
 
 
 def full_shared_qk_attention(
@@ -118,13 +167,18 @@ def _signed_argmax(rotated: Tensor) -> Tensor:
     return torch.where(value >= 0, index, index + k)
 
 
-def hash_buckets(vectors: Tensor, rotations: Tensor) -> Tensor:
+def hash_buckets(vectors: Tensor, rotations: Tensor, kernel: str = "auto") -> Tensor:
     """Angular LSH buckets of ``vectors`` ``(B, L, d)`` for every round of ``rotations``.
 
     ``rotations`` is ``(d, n_hashes, n_buckets // 2)``; returns ``(B, n_hashes, L)`` int64 bucket
     ids in ``[0, n_buckets)``: the argmax over ``[xR ; -xR]``, computed without building the
-    concatenation and over blocks of tokens so that memory stays ``O(L)``.
+    concatenation and over blocks of tokens so that memory stays ``O(L)``. On CUDA (``kernel``
+    ``auto`` or ``triton``) one fused Triton kernel keeps the products out of memory.
     """
+    triton_dtype = vectors.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    if _use_triton(kernel, vectors, None if triton_dtype else f"dtype {vectors.dtype}"):
+        with torch.no_grad():
+            return _triton_module().hash_buckets_triton(vectors, rotations)
     b, length, d = vectors.shape
     _, n_hashes, half = rotations.shape
     # Blocks 16x larger on accelerators, where many small matmuls would cost launch overhead.
@@ -159,11 +213,14 @@ class LSHAttention(nn.Module):
             together counts once (its score gets ``-log(count)`` in each round).
         seed: if given, every forward uses the same rotations, drawn from this seed;
             if None, rotations are re-drawn on every forward from the global CPU RNG.
+        kernel: ``auto`` (fused Triton kernels on CUDA where they apply, see
+            :func:`lsh_attention`), ``torch`` or ``triton``.
 
     ``forward`` takes ``rotations`` (explicit, shape ``(d, n_hashes, n_buckets // 2)``) or a
     ``generator`` (a CPU ``torch.Generator``) to override the module's choice for one call.
-    Rotations are always drawn on the CPU and moved to the input's device, so a seed gives the
-    same hashes on every device.
+    Seeded rotations and those from a generator are drawn on the CPU and moved to the input's
+    device, so a seed gives the same rotations on every device; unseeded ones come from the
+    input device's global RNG.
     """
 
     def __init__(
@@ -175,8 +232,10 @@ class LSHAttention(nn.Module):
         dropout: float = 0.0,
         allow_duplicate_attention: bool = True,
         seed: int | None = None,
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
+        _check_kernel(kernel)
         if not isinstance(bucket_size, int) or bucket_size < 1:
             raise ValueError(f"bucket_size must be a positive int, got {bucket_size!r}")
         if not isinstance(n_hashes, int) or n_hashes < 1:
@@ -192,13 +251,14 @@ class LSHAttention(nn.Module):
         self.dropout = dropout
         self.allow_duplicate_attention = allow_duplicate_attention
         self.seed = seed
+        self.kernel = kernel
         self._seeded_rotations: tuple[tuple[int, ...], Tensor] | None = None  # (seed, shape), draw
 
     def extra_repr(self) -> str:
         return (
             f"bucket_size={self.bucket_size}, n_hashes={self.n_hashes}, causal={self.causal}, "
             f"dropout={self.dropout}, allow_duplicate_attention={self.allow_duplicate_attention}, "
-            f"seed={self.seed}"
+            f"seed={self.seed}, kernel={self.kernel!r}"
         )
 
     def num_buckets(self, length: int) -> int:
@@ -208,11 +268,18 @@ class LSHAttention(nn.Module):
         n_chunks = -(-length // self.bucket_size)
         return max(2, n_chunks + n_chunks % 2)
 
-    def draw_rotations(self, dim: int, length: int, generator: torch.Generator | None = None) -> Tensor:
+    def draw_rotations(
+        self,
+        dim: int,
+        length: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
         """Random rotations ``(dim, n_hashes, n_buckets // 2)`` for a sequence of ``length``.
 
-        Drawn on the CPU from ``generator``, else from the module's seed, else from the global
-        RNG (so a reversible block that saves the CPU RNG state replays them).
+        Drawn on the CPU from ``generator``, else from the module's seed (the same rotations on
+        every device), else from the global RNG of ``device`` (default CPU; a reversible block
+        saves and restores the CPU and CUDA RNG states, so it replays them).
         """
         shape = (dim, self.n_hashes, self.num_buckets(length) // 2)
         if generator is None and self.seed is not None:
@@ -222,7 +289,9 @@ class LSHAttention(nn.Module):
                 drawn = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
                 self._seeded_rotations = (key, drawn)
             return self._seeded_rotations[1]
-        return torch.randn(shape, generator=generator)
+        if generator is not None:
+            return torch.randn(shape, generator=generator)
+        return torch.randn(shape, device=device)
 
     def forward(
         self,
@@ -243,7 +312,8 @@ class LSHAttention(nn.Module):
                 f"key_padding_mask must be (B, L) = {(b, length)}, got {tuple(key_padding_mask.shape)}"
             )
         if rotations is None:
-            rotations = self.draw_rotations(d, length, generator)
+            # drawn where they are used: a CPU draw and copy cost ~3 ms per call at 262K tokens
+            rotations = self.draw_rotations(d, length, generator, device=qk.device)
         expected = (d, self.n_hashes, self.num_buckets(length) // 2)
         if tuple(rotations.shape) != expected:
             raise ValueError(f"rotations must have shape {expected}, got {tuple(rotations.shape)}")
@@ -257,6 +327,7 @@ class LSHAttention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
             allow_duplicate_attention=self.allow_duplicate_attention,
             return_lse=False,
+            kernel=self.kernel,
         )
         return out
 
@@ -271,11 +342,16 @@ def lsh_attention(
     dropout: float = 0.0,
     allow_duplicate_attention: bool = True,
     return_lse: bool = True,
+    kernel: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Functional LSH attention; returns the output ``(B, L, dv)`` and its log-sum-exp ``(B, L)``.
 
     ``rotations`` ``(d, n_hashes, n_buckets // 2)`` fixes the hashes (see :class:`LSHAttention`).
     With ``return_lse=False`` the log-sum-exp is None, and a single round skips computing it.
+    ``kernel``: ``torch`` (PyTorch operations), ``triton`` (the fused kernels of
+    :mod:`hebb_agents.encoders.lsh_triton`; an error where they do not apply) or ``auto`` (Triton
+    on CUDA where it applies: no attention dropout, no de-duplication, bucket size 16-128 and a
+    power of two, float32/16-bit inputs).
     """
     b, length, d = qk.shape
     if b == 0 or length == 0:
@@ -301,7 +377,10 @@ def lsh_attention(
         key_masked = F.pad(key_padding_mask, (0, pad), value=True)
 
     # Out-of-place construction throughout: the function also runs under torch.vmap.
-    buckets = hash_buckets(qk[:, :length].detach(), rotations)  # (B, H, L)
+    dedup = not allow_duplicate_attention and n_hashes > 1
+    fused = _use_triton(kernel, qk, _fused_unsupported(qk.dtype, c, d, dv, dropout, dedup))
+    hash_kernel = "torch" if kernel == "torch" else "auto"
+    buckets = hash_buckets(qk[:, :length].detach(), rotations, kernel=hash_kernel)  # (B, H, L)
     if pad:
         buckets = F.pad(buckets, (0, pad), value=n_buckets)
     if key_masked is not None:
@@ -312,10 +391,12 @@ def lsh_attention(
     # Sorting by bucket * padded + position sorts by (bucket, position) in one pass.
     order = torch.sort(buckets * padded + positions).indices  # (B, H, Lp): token at each slot
     del buckets
-    # (B, H, Lp) inverse permutation, the slot of each token: a scatter, not a second sort
-    slot_of = torch.zeros_like(order).scatter(-1, order, positions.expand_as(order))
+    slot_of = None
+    if not fused:
+        # (B, H, Lp) inverse permutation, the slot of each token: a scatter, not a second sort
+        slot_of = torch.zeros_like(order).scatter(-1, order, positions.expand_as(order))
     chunk_of = None
-    if not allow_duplicate_attention and n_hashes > 1 and n_chunks > 2:
+    if dedup and n_chunks > 2:
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
 
     keys = _unit(qk)
@@ -331,34 +412,38 @@ def lsh_attention(
     # weighted output sum and weight sum (see the module's docstring).
     top: Tensor | None = None
     out_sum = weight_sum = qk.new_zeros(())
+    if fused:
+        flat_q, flat_k, flat_v = flat_q.contiguous(), flat_k.contiguous(), flat_v.contiguous()
+        flat_masked = key_masked.reshape(-1).contiguous() if key_masked is not None else None
     for h in range(n_hashes):
-        q_pos = order[:, h].view(b, n_chunks, c)  # token index of each sorted slot
-        q_idx = (q_pos + batch_offset).reshape(-1)  # row of each slot
-        back = (slot_of[:, h] + batch_offset[:, :, 0]).reshape(-1)  # slot of each row
-        k_pos = _look_back(q_pos)  # (B, n, K): token index of each key slot
-        k_idx = (k_pos + batch_offset).reshape(-1)  # row of each key slot (look-back included)
-        k_masked = None
-        if key_masked is not None:
-            k_masked = key_masked.gather(1, k_pos.reshape(b, -1)).view(b, n_chunks, 1, -1)
-        log_count = None
-        if not allow_duplicate_attention and n_hashes > 1:
-            if chunk_of is not None:
-                log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks, qk.dtype)
-            else:  # every round's window is the whole sequence
-                log_count = torch.full((), math.log(n_hashes), device=device, dtype=qk.dtype)
-        mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
-        rows = _SortedRows(q_idx, k_idx, back, (b, n_chunks, c))
-        if needs_grad:
-            sorted_out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout, with_lse)
-        else:
-            sorted_out, lse, _, _ = _chunked_attention_forward(
-                flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse
+        if fused:
+            out_flat, lse_flat = _triton_module().FusedRound.apply(
+                flat_q, flat_k, flat_v, order[:, h].contiguous(), flat_masked, causal, c
             )
-        # Undo the sort: token t of this round sits at slot slot_of[t].
-        out_h = _permute_rows(sorted_out.reshape(-1, dv), back, q_idx).view(b, padded, dv)
-        if lse is None:  # one round, log-sum-exp not asked for
-            return out_h[:, :length], None
-        lse_h = _permute_rows(lse.reshape(-1, 1), back, q_idx).view(b, padded)
+            out_h = out_flat.view(b, padded, dv)
+            if not with_lse:
+                return out_h[:, :length], None
+            lse_h = lse_flat.view(b, padded).to(qk.dtype)
+        else:
+            out_h, lse_h = _torch_round(
+                flat_q,
+                flat_k,
+                flat_v,
+                order,
+                slot_of,
+                chunk_of,
+                key_masked,
+                batch_offset,
+                h,
+                c,
+                causal,
+                dropout,
+                dedup,
+                with_lse,
+                needs_grad,
+            )
+            if lse_h is None:  # one round, log-sum-exp not asked for
+                return out_h[:, :length], None
         # The result does not depend on top (it cancels), so it carries no gradient.
         new_top = lse_h.detach() if top is None else torch.maximum(top, lse_h.detach())
         weight = torch.exp(lse_h - new_top)
@@ -372,6 +457,73 @@ def lsh_attention(
     assert top is not None
     out = out_sum[:, :length] / weight_sum[:, :length, None]
     return out, ((top + weight_sum.log())[:, :length] if return_lse else None)
+
+
+def _fused_unsupported(
+    dtype: torch.dtype, bucket_size: int, dim: int, dim_v: int, dropout: float, dedup: bool
+) -> str | None:
+    """Which setting keeps the fused Triton kernels from running (None: they apply)."""
+    if dropout > 0.0:
+        return "attention dropout"
+    if dedup:
+        return "de-duplication across rounds (allow_duplicate_attention=False)"
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"dtype {dtype} (accepted: float32, float16, bfloat16)"
+    if bucket_size not in (16, 32, 64, 128):
+        return f"bucket_size {bucket_size} (accepted: 16, 32, 64, 128)"
+    if max(dim, dim_v) > 256:
+        return f"head width {max(dim, dim_v)} (accepted: at most 256)"
+    return None
+
+
+def _torch_round(
+    flat_q: Tensor,
+    flat_k: Tensor,
+    flat_v: Tensor,
+    order: Tensor,
+    slot_of: Tensor | None,
+    chunk_of: Tensor | None,
+    key_masked: Tensor | None,
+    batch_offset: Tensor,
+    h: int,
+    c: int,
+    causal: bool,
+    dropout: float,
+    dedup: bool,
+    with_lse: bool,
+    needs_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Round ``h`` with PyTorch operations: output ``(B, Lp, dv)`` and log-sum-exp ``(B, Lp)``
+    (None when not ``with_lse``), both in token order."""
+    b, n_hashes, padded = order.shape
+    n_chunks = padded // c
+    q_pos = order[:, h].view(b, n_chunks, c)  # token index of each sorted slot
+    q_idx = (q_pos + batch_offset).reshape(-1)  # row of each slot
+    back = (slot_of[:, h] + batch_offset[:, :, 0]).reshape(-1)  # slot of each row
+    k_pos = _look_back(q_pos)  # (B, n, K): token index of each key slot
+    k_idx = (k_pos + batch_offset).reshape(-1)  # row of each key slot (look-back included)
+    k_masked = None
+    if key_masked is not None:
+        k_masked = key_masked.gather(1, k_pos.reshape(b, -1)).view(b, n_chunks, 1, -1)
+    log_count = None
+    if dedup:
+        if chunk_of is not None:
+            log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks, flat_q.dtype)
+        else:  # every round's window is the whole sequence
+            log_count = torch.full((), math.log(n_hashes), device=flat_q.device, dtype=flat_q.dtype)
+    mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
+    rows = _SortedRows(q_idx, k_idx, back, (b, n_chunks, c))
+    if needs_grad:
+        sorted_out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout, with_lse)
+    else:
+        sorted_out, lse, _, _ = _chunked_attention_forward(
+            flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse
+        )
+    # Undo the sort: token t of this round sits at slot slot_of[t].
+    out_h = _permute_rows(sorted_out.reshape(-1, flat_v.shape[-1]), back, q_idx).view(b, padded, -1)
+    if lse is None:
+        return out_h, None
+    return out_h, _permute_rows(lse.reshape(-1, 1), back, q_idx).view(b, padded)
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -595,7 +747,7 @@ class LSHSelfAttention(nn.Module):
         dim: model width of the input and output.
         heads: number of attention heads (folded into the batch for the LSH core).
         dim_head: width per head (default ``dim // heads``).
-        bucket_size, n_hashes, n_buckets, causal, allow_duplicate_attention, seed: see
+        bucket_size, n_hashes, n_buckets, causal, allow_duplicate_attention, seed, kernel: see
             :class:`LSHAttention`.
         attn_dropout: dropout on attention weights; ``dropout``: dropout on the output.
 
@@ -615,6 +767,7 @@ class LSHSelfAttention(nn.Module):
         dropout: float = 0.0,
         allow_duplicate_attention: bool = True,
         seed: int | None = None,
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
         if heads < 1:
@@ -637,6 +790,7 @@ class LSHSelfAttention(nn.Module):
             dropout=attn_dropout,
             allow_duplicate_attention=allow_duplicate_attention,
             seed=seed,
+            kernel=kernel,
         )
 
     def forward(
@@ -679,6 +833,7 @@ __all__ = [
     "LSHAttention",
     "LSHSelfAttention",
     "full_shared_qk_attention",
+    "KERNELS",
     "hash_buckets",
     "lsh_attention",
     "shared_qk_sdpa",

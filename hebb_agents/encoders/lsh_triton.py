@@ -1,0 +1,519 @@
+"""Triton kernels for LSH attention on CUDA: hashing, and one round of chunked attention.
+
+:mod:`hebb_agents.encoders.lsh` computes the same things with PyTorch operations, which on a
+GPU spend most of their time moving data: the hash writes ``L x n_buckets / 2`` rotation
+products to memory only to reduce them to one index per token (at 262,144 tokens that is 2 GiB
+per round, and two thirds of a forward+backward pass), and the attention gathers sorted copies
+of queries, keys and values, writes ``(L, 2 * bucket_size)`` scores and probabilities and undoes
+the sort with further gathers. Here:
+
+- :func:`hash_buckets_triton` multiplies a tile of tokens by tiles of the rotations and keeps a
+  running signed argmax in registers: the products never reach memory.
+- :class:`FusedRound` runs one hash round: each program takes one chunk of the sorted sequence,
+  loads its queries and its keys/values (own chunk and look-back chunk) straight from the
+  unsorted rows by token index, computes the masked scores, the softmax and the output in
+  registers, and writes output and log-sum-exp back at the tokens' own rows (no sorted copies,
+  no inverse permutation). Its backward recomputes the probabilities from the saved log-sum-exp
+  (as FlashAttention does) and writes each key's gradient twice, once from its own chunk and
+  once from the chunk that looks back at it, into two buffers that are summed: no atomics, so
+  results are deterministic.
+
+The masks and constants are those of the PyTorch path (a token's own key at ``SELF_SCORE``,
+masked, padded and, when causal, later keys at ``MASK_SCORE``); scores and softmax are computed
+in float32 for every input dtype. Float32 products use three TF32 passes (``tf32x3``), close to
+full float32 accuracy. Dropout and de-duplication across rounds are not implemented here; the
+PyTorch path handles them.
+
+Setting ``TRITON_INTERPRET=1`` before triton is imported runs these kernels on CPU tensors
+through Triton's interpreter (slow; the tests use it to check them on machines without a GPU).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+# The values of hebb_agents.encoders.lsh (repeated so that this module stands alone).
+_MASK_SCORE = -1e9
+_SELF_SCORE = -1e5
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # tf32x3: float32 accuracy within ~1e-6 at tensor-core speed; ignored for 16-bit inputs
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _width(n: int) -> int:
+    """Padded tile width of a feature axis: a power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, triton.next_power_of_2(n))
+
+
+@triton.jit
+def _hash_kernel(
+    x_ptr,
+    rot_ptr,
+    out_ptr,
+    n_rows,
+    dim,
+    half,
+    stride_rot_d,
+    stride_rot_h,
+    stride_rot_k,
+    D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    row_block = tl.program_id(0)
+    h = tl.program_id(1)
+    rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.arange(0, D)
+    row_ok = rows < n_rows
+    col_ok = cols < dim
+    x_mask = row_ok[:, None] & col_ok[None, :]
+    x = tl.load(x_ptr + rows[:, None] * dim + cols[None, :], mask=x_mask, other=0.0)
+    best_pos = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    best_neg = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    arg_pos = tl.zeros((BLOCK_N,), tl.int32)
+    arg_neg = tl.zeros((BLOCK_N,), tl.int32)
+    for k0 in range(0, half, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < half
+        r = tl.load(
+            rot_ptr + cols[:, None] * stride_rot_d + h * stride_rot_h + ks[None, :] * stride_rot_k,
+            mask=col_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        ).to(x.dtype)
+        rotated = tl.dot(x, r, input_precision=PRECISION)  # (BLOCK_N, BLOCK_K), float32
+        pos = tl.where(k_ok[None, :], rotated, float("-inf"))
+        neg = tl.where(k_ok[None, :], -rotated, float("-inf"))
+        pos_val, pos_arg = tl.max(pos, axis=1, return_indices=True)
+        neg_val, neg_arg = tl.max(neg, axis=1, return_indices=True)
+        # strictly greater: an earlier tile (smaller index) wins ties, as argmax does
+        take_pos = pos_val > best_pos
+        best_pos = tl.where(take_pos, pos_val, best_pos)
+        arg_pos = tl.where(take_pos, pos_arg + k0, arg_pos)
+        take_neg = neg_val > best_neg
+        best_neg = tl.where(take_neg, neg_val, best_neg)
+        arg_neg = tl.where(take_neg, neg_arg + k0, arg_neg)
+    # argmax over [xR ; -xR]: the positive half comes first, so it wins a tie
+    bucket = tl.where(best_pos >= best_neg, arg_pos, arg_neg + half)
+    tl.store(out_ptr + h * n_rows + rows, bucket.to(tl.int64), mask=row_ok)
+
+
+def hash_buckets_triton(
+    vectors: Tensor, rotations: Tensor, block_n: int = 128, block_k: int = 64, num_warps: int = 4
+) -> Tensor:
+    """:func:`hebb_agents.encoders.lsh.hash_buckets` as one fused kernel: ``(B, n_hashes, L)`` int64.
+
+    Near-ties between two rotation products may resolve differently from the PyTorch path (the
+    products are summed in another order; for 16-bit inputs they are accumulated in float32,
+    where the PyTorch path rounds them to the input dtype); the buckets are otherwise the same.
+    ``block_n`` tokens by ``block_k`` rotation columns are multiplied per step.
+    """
+    b, length, d = vectors.shape
+    _, n_hashes, half = rotations.shape
+    x = vectors.reshape(b * length, d).contiguous()
+    rot = rotations.to(device=x.device, dtype=torch.float32)
+    out = torch.empty(n_hashes, b * length, dtype=torch.int64, device=x.device)
+    block_k = min(block_k, _width(half))
+    grid = (triton.cdiv(b * length, block_n), n_hashes)
+    _hash_kernel[grid](
+        x,
+        rot,
+        out,
+        b * length,
+        d,
+        half,
+        *rot.stride(),
+        D=_width(d),
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        PRECISION=_precision(x.dtype),
+        num_warps=num_warps,
+    )
+    return out.view(n_hashes, b, length).transpose(0, 1)
+
+
+@triton.jit
+def _scores(
+    q,
+    keys,
+    q_tok,
+    k_tok,
+    k_masked_ptr,
+    k_row,
+    scale,
+    mask_score,
+    self_score,
+    C: tl.constexpr,
+    OWN: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Masked scores (C, C) of queries against one block of keys (own chunk or look-back)."""
+    s = tl.dot(q, tl.trans(keys), input_precision=PRECISION) * scale
+    if OWN:  # a token's own key sits on the diagonal of its own chunk
+        same = tl.arange(0, C)[:, None] == tl.arange(0, C)[None, :]
+        s = tl.where(same, self_score, s)
+    if CAUSAL:
+        s = tl.where(k_tok[None, :] > q_tok[:, None], mask_score, s)
+    if HAS_MASK:
+        bad = tl.load(k_masked_ptr + k_row) != 0
+        s = tl.where(bad[None, :], mask_score, s)
+    return s
+
+
+@triton.jit
+def _forbidden(
+    q_tok,
+    k_tok,
+    k_masked_ptr,
+    k_row,
+    C: tl.constexpr,
+    OWN: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+):
+    """(C, C) True where a score is a constant (own key, later key, masked key): no gradient."""
+    bad = q_tok[:, None] < 0  # all False, of the right shape
+    if OWN:
+        bad = bad | (tl.arange(0, C)[:, None] == tl.arange(0, C)[None, :])
+    if CAUSAL:
+        bad = bad | (k_tok[None, :] > q_tok[:, None])
+    if HAS_MASK:
+        bad = bad | (tl.load(k_masked_ptr + k_row) != 0)[None, :]
+    return bad
+
+
+@triton.jit
+def _round_forward_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    order_ptr,
+    k_masked_ptr,
+    out_ptr,
+    top_ptr,
+    total_ptr,
+    seq_len,
+    n_chunks,
+    dim,
+    dim_v,
+    scale,
+    mask_score,
+    self_score,
+    C: tl.constexpr,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    LOOK_BACK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    chunk = tl.program_id(0)
+    base = tl.program_id(1).to(tl.int64) * seq_len
+    slots = tl.arange(0, C)
+    d_cols = tl.arange(0, D)
+    v_cols = tl.arange(0, DV)
+    d_ok = d_cols[None, :] < dim
+    v_ok = v_cols[None, :] < dim_v
+    q_tok = tl.load(order_ptr + base + chunk * C + slots)
+    q_row = base + q_tok
+    q = tl.load(q_ptr + q_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
+    k = tl.load(k_ptr + q_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
+    s = _scores(
+        q,
+        k,
+        q_tok,
+        q_tok,
+        k_masked_ptr,
+        q_row,
+        scale,
+        mask_score,
+        self_score,
+        C,
+        True,
+        CAUSAL,
+        HAS_MASK,
+        PRECISION,
+    )
+    top = tl.max(s, axis=1)
+    if LOOK_BACK:
+        prev = (chunk + n_chunks - 1) % n_chunks
+        b_tok = tl.load(order_ptr + base + prev * C + slots)
+        b_row = base + b_tok
+        kb = tl.load(k_ptr + b_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
+        sb = _scores(
+            q,
+            kb,
+            q_tok,
+            b_tok,
+            k_masked_ptr,
+            b_row,
+            scale,
+            mask_score,
+            self_score,
+            C,
+            False,
+            CAUSAL,
+            HAS_MASK,
+            PRECISION,
+        )
+        top = tl.maximum(top, tl.max(sb, axis=1))
+    p = tl.exp(s - top[:, None])
+    total = tl.sum(p, axis=1)
+    v = tl.load(v_ptr + q_row[:, None] * dim_v + v_cols[None, :], mask=v_ok, other=0.0)
+    acc = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    if LOOK_BACK:
+        pb = tl.exp(sb - top[:, None])
+        total += tl.sum(pb, axis=1)
+        vb = tl.load(v_ptr + b_row[:, None] * dim_v + v_cols[None, :], mask=v_ok, other=0.0)
+        acc += tl.dot(pb.to(vb.dtype), vb, input_precision=PRECISION)
+    out = acc / total[:, None]
+    tl.store(out_ptr + q_row[:, None] * dim_v + v_cols[None, :], out.to(out_ptr.dtype.element_ty), mask=v_ok)
+    # the row maximum and the sum apart: top + log(total) rounds log(total) away where top is a
+    # mask constant (float32 steps are 64 at 1e9), and the backward pass divides by the sum
+    tl.store(top_ptr + q_row, top)
+    tl.store(total_ptr + q_row, total)
+
+
+@triton.jit
+def _round_backward_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    order_ptr,
+    k_masked_ptr,
+    out_ptr,
+    top_ptr,
+    total_ptr,
+    d_out_ptr,
+    d_lse_ptr,
+    d_q_ptr,
+    d_k_own_ptr,
+    d_k_back_ptr,
+    d_v_own_ptr,
+    d_v_back_ptr,
+    seq_len,
+    n_chunks,
+    dim,
+    dim_v,
+    scale,
+    mask_score,
+    self_score,
+    C: tl.constexpr,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    LOOK_BACK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    HAS_D_LSE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    chunk = tl.program_id(0)
+    base = tl.program_id(1).to(tl.int64) * seq_len
+    slots = tl.arange(0, C)
+    d_cols = tl.arange(0, D)
+    v_cols = tl.arange(0, DV)
+    d_ok = d_cols[None, :] < dim
+    v_ok = v_cols[None, :] < dim_v
+    q_tok = tl.load(order_ptr + base + chunk * C + slots)
+    q_row = base + q_tok
+    q = tl.load(q_ptr + q_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
+    k = tl.load(k_ptr + q_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
+    v = tl.load(v_ptr + q_row[:, None] * dim_v + v_cols[None, :], mask=v_ok, other=0.0)
+    d_out = tl.load(d_out_ptr + q_row[:, None] * dim_v + v_cols[None, :], mask=v_ok, other=0.0)
+    out = tl.load(out_ptr + q_row[:, None] * dim_v + v_cols[None, :], mask=v_ok, other=0.0)
+    top = tl.load(top_ptr + q_row)
+    total = tl.load(total_ptr + q_row)
+    # d softmax: P * (dP - sum_j P_j dP_j), and that sum is d_out . out per query
+    row = tl.sum(d_out.to(tl.float32) * out.to(tl.float32), axis=1)
+    if HAS_D_LSE:
+        row -= tl.load(d_lse_ptr + q_row)
+
+    s = _scores(
+        q,
+        k,
+        q_tok,
+        q_tok,
+        k_masked_ptr,
+        q_row,
+        scale,
+        mask_score,
+        self_score,
+        C,
+        True,
+        CAUSAL,
+        HAS_MASK,
+        PRECISION,
+    )
+    p = tl.exp(s - top[:, None]) / total[:, None]
+    d_p = tl.dot(d_out, tl.trans(v), input_precision=PRECISION)
+    d_s = p * (d_p - row[:, None])
+    d_s = tl.where(_forbidden(q_tok, q_tok, k_masked_ptr, q_row, C, True, CAUSAL, HAS_MASK), 0.0, d_s)
+    d_v = tl.dot(tl.trans(p).to(d_out.dtype), d_out, input_precision=PRECISION)
+    d_k = tl.dot(tl.trans(d_s).to(q.dtype), q, input_precision=PRECISION) * scale
+    d_q = tl.dot(d_s.to(k.dtype), k, input_precision=PRECISION)
+    tl.store(d_v_own_ptr + q_row[:, None] * dim_v + v_cols[None, :], d_v, mask=v_ok)
+    tl.store(d_k_own_ptr + q_row[:, None] * dim + d_cols[None, :], d_k, mask=d_ok)
+    if LOOK_BACK:
+        prev = (chunk + n_chunks - 1) % n_chunks
+        b_tok = tl.load(order_ptr + base + prev * C + slots)
+        b_row = base + b_tok
+        kb = tl.load(k_ptr + b_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
+        vb = tl.load(v_ptr + b_row[:, None] * dim_v + v_cols[None, :], mask=v_ok, other=0.0)
+        sb = _scores(
+            q,
+            kb,
+            q_tok,
+            b_tok,
+            k_masked_ptr,
+            b_row,
+            scale,
+            mask_score,
+            self_score,
+            C,
+            False,
+            CAUSAL,
+            HAS_MASK,
+            PRECISION,
+        )
+        pb = tl.exp(sb - top[:, None]) / total[:, None]
+        d_pb = tl.dot(d_out, tl.trans(vb), input_precision=PRECISION)
+        d_sb = pb * (d_pb - row[:, None])
+        d_sb = tl.where(_forbidden(q_tok, b_tok, k_masked_ptr, b_row, C, False, CAUSAL, HAS_MASK), 0.0, d_sb)
+        d_vb = tl.dot(tl.trans(pb).to(d_out.dtype), d_out, input_precision=PRECISION)
+        d_kb = tl.dot(tl.trans(d_sb).to(q.dtype), q, input_precision=PRECISION) * scale
+        d_q += tl.dot(d_sb.to(kb.dtype), kb, input_precision=PRECISION)
+        # each token is the look-back of exactly one chunk: one write per row
+        tl.store(d_v_back_ptr + b_row[:, None] * dim_v + v_cols[None, :], d_vb, mask=v_ok)
+        tl.store(d_k_back_ptr + b_row[:, None] * dim + d_cols[None, :], d_kb, mask=d_ok)
+    tl.store(d_q_ptr + q_row[:, None] * dim + d_cols[None, :], d_q * scale, mask=d_ok)
+
+
+def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
+    """(masked, own-key) score constants: those of the PyTorch path for ``dtype``."""
+    # float16 cannot hold -1e9: the log-sum-exp returned in the input dtype must stay finite
+    return (-6.0e4, -5.0e4) if dtype == torch.float16 else (_MASK_SCORE, _SELF_SCORE)
+
+
+class FusedRound(torch.autograd.Function):
+    """One round of chunked LSH attention (forward and backward as Triton kernels).
+
+    Inputs: ``flat_q`` (unscaled shared query/key), ``flat_k`` (normalised keys) and ``flat_v``,
+    each ``(B * Lp, ...)`` contiguous in token order; ``order`` ``(B, Lp)`` int64, the token
+    index at each sorted slot of this round; ``key_masked`` ``(B * Lp,)`` bool or None.
+    Returns the output ``(B * Lp, dv)`` in the input dtype and the log-sum-exp ``(B * Lp,)`` in
+    float32, both in token order.
+    """
+
+    @staticmethod
+    def forward(ctx, flat_q, flat_k, flat_v, order, key_masked, causal, bucket_size):  # type: ignore[override]
+        b, seq_len = order.shape
+        n_chunks = seq_len // bucket_size
+        d, dv = flat_q.shape[1], flat_v.shape[1]
+        out = torch.empty_like(flat_v)
+        top = torch.empty(flat_q.shape[0], dtype=torch.float32, device=flat_q.device)
+        total = torch.empty_like(top)
+        masked = key_masked.view(torch.uint8) if key_masked is not None else order  # (unused if None)
+        _round_forward_kernel[(n_chunks, b)](
+            flat_q,
+            flat_k,
+            flat_v,
+            order,
+            masked,
+            out,
+            top,
+            total,
+            seq_len,
+            n_chunks,
+            d,
+            dv,
+            d**-0.5,
+            *_mask_scores(flat_q.dtype),
+            C=bucket_size,
+            D=_width(d),
+            DV=_width(dv),
+            LOOK_BACK=n_chunks > 1,
+            CAUSAL=causal,
+            HAS_MASK=key_masked is not None,
+            PRECISION=_precision(flat_q.dtype),
+        )
+        ctx.save_for_backward(flat_q, flat_k, flat_v, order, key_masked, out, top, total)
+        ctx.causal, ctx.bucket_size = causal, bucket_size
+        return out, top + total.log()
+
+    @staticmethod
+    def backward(ctx, d_out, d_lse):  # type: ignore[override]
+        flat_q, flat_k, flat_v, order, key_masked, out, top, total = ctx.saved_tensors
+        b, seq_len = order.shape
+        n_chunks = seq_len // ctx.bucket_size
+        d, dv = flat_q.shape[1], flat_v.shape[1]
+        look_back = n_chunks > 1
+        f32 = dict(dtype=torch.float32, device=flat_q.device)
+        # every row is written once per buffer: a key's gradient from its own chunk, and from
+        # the chunk that looks back at it (summed below; no atomics, deterministic)
+        d_q = torch.empty(flat_q.shape, **f32)
+        d_k_own = torch.empty(flat_k.shape, **f32)
+        d_v_own = torch.empty(flat_v.shape, **f32)
+        d_k_back = torch.empty(flat_k.shape, **f32) if look_back else d_k_own
+        d_v_back = torch.empty(flat_v.shape, **f32) if look_back else d_v_own
+        d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(out)
+        masked = key_masked.view(torch.uint8) if key_masked is not None else order
+        _round_backward_kernel[(n_chunks, b)](
+            flat_q,
+            flat_k,
+            flat_v,
+            order,
+            masked,
+            out,
+            top,
+            total,
+            d_out,
+            d_lse.float().contiguous() if d_lse is not None else top,
+            d_q,
+            d_k_own,
+            d_k_back,
+            d_v_own,
+            d_v_back,
+            seq_len,
+            n_chunks,
+            d,
+            dv,
+            d**-0.5,
+            *_mask_scores(flat_q.dtype),
+            C=ctx.bucket_size,
+            D=_width(d),
+            DV=_width(dv),
+            LOOK_BACK=look_back,
+            CAUSAL=ctx.causal,
+            HAS_MASK=key_masked is not None,
+            HAS_D_LSE=d_lse is not None,
+            PRECISION=_precision(flat_q.dtype),
+        )
+        if look_back:
+            d_k_own += d_k_back
+            d_v_own += d_v_back
+        return (
+            d_q.to(flat_q.dtype),
+            d_k_own.to(flat_k.dtype),
+            d_v_own.to(flat_v.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+__all__ = ["FusedRound", "hash_buckets_triton", "interpreting"]
