@@ -42,6 +42,12 @@ _MASK_SCORE = -1e9
 _SELF_SCORE = -1e5
 
 
+# Warps per program of the attention kernels (one chunk each); module attributes so that a
+# benchmark can try others.
+FORWARD_WARPS = 4
+BACKWARD_WARPS = 4
+
+
 def interpreting() -> bool:
     """Whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -81,10 +87,10 @@ def _hash_kernel(
     col_ok = cols < dim
     x_mask = row_ok[:, None] & col_ok[None, :]
     x = tl.load(x_ptr + rows[:, None] * dim + cols[None, :], mask=x_mask, other=0.0)
-    best_pos = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    best_neg = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    arg_pos = tl.zeros((BLOCK_N,), tl.int32)
-    arg_neg = tl.zeros((BLOCK_N,), tl.int32)
+    # Per column slot of the tile, the largest |xR| seen so far and its index in [xR ; -xR]:
+    # elementwise updates in the matmul's own register layout; one reduction at the end.
+    best = tl.full((BLOCK_N, BLOCK_K), -1.0, tl.float32)
+    best_index = tl.zeros((BLOCK_N, BLOCK_K), tl.int32)
     for k0 in range(0, half, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < half
@@ -94,31 +100,34 @@ def _hash_kernel(
             other=0.0,
         ).to(x.dtype)
         rotated = tl.dot(x, r, input_precision=PRECISION)  # (BLOCK_N, BLOCK_K), float32
-        pos = tl.where(k_ok[None, :], rotated, float("-inf"))
-        neg = tl.where(k_ok[None, :], -rotated, float("-inf"))
-        pos_val, pos_arg = tl.max(pos, axis=1, return_indices=True)
-        neg_val, neg_arg = tl.max(neg, axis=1, return_indices=True)
-        # strictly greater: an earlier tile (smaller index) wins ties, as argmax does
-        take_pos = pos_val > best_pos
-        best_pos = tl.where(take_pos, pos_val, best_pos)
-        arg_pos = tl.where(take_pos, pos_arg + k0, arg_pos)
-        take_neg = neg_val > best_neg
-        best_neg = tl.where(take_neg, neg_val, best_neg)
-        arg_neg = tl.where(take_neg, neg_arg + k0, arg_neg)
-    # argmax over [xR ; -xR]: the positive half comes first, so it wins a tie
-    bucket = tl.where(best_pos >= best_neg, arg_pos, arg_neg + half)
+        size = tl.where(k_ok[None, :], tl.abs(rotated), -1.0)
+        index = ks[None, :] + tl.where(rotated < 0, half, 0)  # -x wins where x < 0
+        # strictly greater: the earlier column keeps a tie, as argmax does
+        take = size > best
+        best = tl.where(take, size, best)
+        best_index = tl.where(take, index, best_index)
+    top = tl.max(best, axis=1)
+    # the smallest index among the slots holding the maximum: argmax's first-index rule
+    bucket = tl.min(tl.where(best == top[:, None], best_index, 2 * half), axis=1)
     tl.store(out_ptr + h * n_rows + rows, bucket.to(tl.int64), mask=row_ok)
 
 
 def hash_buckets_triton(
-    vectors: Tensor, rotations: Tensor, block_n: int = 128, block_k: int = 64, num_warps: int = 4
+    vectors: Tensor,
+    rotations: Tensor,
+    block_n: int = 128,
+    block_k: int = 64,
+    num_warps: int = 8,
+    precision: str | None = None,
 ) -> Tensor:
     """:func:`hebb_agents.encoders.lsh.hash_buckets` as one fused kernel: ``(B, n_hashes, L)`` int64.
 
     Near-ties between two rotation products may resolve differently from the PyTorch path (the
     products are summed in another order; for 16-bit inputs they are accumulated in float32,
-    where the PyTorch path rounds them to the input dtype); the buckets are otherwise the same.
-    ``block_n`` tokens by ``block_k`` rotation columns are multiplied per step.
+    where the PyTorch path rounds them to the input dtype), and so may exact ties between
+    products of opposite signs; the buckets are otherwise the same. ``block_n`` tokens by
+    ``block_k`` rotation columns are multiplied per step; ``precision`` overrides the float32
+    product precision (Triton's ``input_precision``: ``tf32x3`` by default, ``tf32``, ``ieee``).
     """
     b, length, d = vectors.shape
     _, n_hashes, half = rotations.shape
@@ -138,7 +147,7 @@ def hash_buckets_triton(
         D=_width(d),
         BLOCK_N=block_n,
         BLOCK_K=block_k,
-        PRECISION=_precision(x.dtype),
+        PRECISION=precision or _precision(x.dtype),
         num_warps=num_warps,
     )
     return out.view(n_hashes, b, length).transpose(0, 1)
@@ -449,6 +458,7 @@ class FusedRound(torch.autograd.Function):
             CAUSAL=causal,
             HAS_MASK=key_masked is not None,
             PRECISION=_precision(flat_q.dtype),
+            num_warps=FORWARD_WARPS,
         )
         ctx.save_for_backward(flat_q, flat_k, flat_v, order, key_masked, out, top, total)
         ctx.causal, ctx.bucket_size = causal, bucket_size
@@ -501,6 +511,7 @@ class FusedRound(torch.autograd.Function):
             HAS_MASK=key_masked is not None,
             HAS_D_LSE=d_lse is not None,
             PRECISION=_precision(flat_q.dtype),
+            num_warps=BACKWARD_WARPS,
         )
         if look_back:
             d_k_own += d_k_back
