@@ -6,10 +6,11 @@ the same inputs and rotations, and prints the largest differences of output, log
 gradients of a random projection of both (outputs at masked positions are left out: they are not
 meaningful). 16-bit inputs are compared with the PyTorch path run on their float32 copies, whose
 hashes the kernels reproduce (they round the rotations to the input dtype and accumulate the
-products in float32); the log-sum-exp
-only where a query saw a real key (otherwise it is a mask constant, which float16 keeps smaller).
-Exits 1 if a difference passes its tolerance. ``--small`` leaves bfloat16 out: Triton's CPU
-interpreter computes bfloat16 dot products wrongly (3.9.0), the GPU does not.
+products in float32); the log-sum-exp only where a query saw a real key (otherwise it is a mask
+constant, which float16 keeps smaller). Then the hash kernel alone, and (on CUDA) a reversible
+stack's gradients against an ordinary stack's, with rotations drawn from the CUDA RNG. Exits 1
+if a difference passes its tolerance. ``--small`` leaves bfloat16 out: Triton's CPU interpreter
+computes bfloat16 dot products wrongly (3.9.0), the GPU does not.
 
     python scripts/check_lsh_kernels.py                          # on CUDA
     TRITON_INTERPRET=1 python scripts/check_lsh_kernels.py --small   # CPU, Triton's interpreter
@@ -22,7 +23,8 @@ import sys
 
 import torch
 
-from hebb_agents.encoders.lsh import lsh_attention
+from hebb_agents.encoders.lsh import hash_buckets, lsh_attention
+from hebb_agents.encoders.reversible import reformer_stack
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
 
@@ -98,7 +100,40 @@ def main() -> None:
                     f"masked={masked!s:5s} {err:.1e}{'  FAILED' if bad else ''}",
                     flush=True,
                 )
+    failed |= check_hashes(device)
+    if device == "cuda":  # rotations come from the CUDA RNG there; a reversible stack replays it
+        failed |= check_reversible(device)
     sys.exit(1 if failed else 0)
+
+
+def check_hashes(device: str) -> bool:
+    """The fused hash kernel against the PyTorch path, float32; True if they disagree."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3000, 64, generator=gen).to(device)
+    rotations = torch.randn(64, 4, 47, generator=gen).to(device)  # n_buckets 94: a partial tile
+    agree = hash_buckets(x, rotations, kernel="triton") == hash_buckets(x, rotations, kernel="torch")
+    share = agree.float().mean().item()
+    print(f"  hash buckets, float32: {100 * share:.3f} % equal to the PyTorch path's")
+    return share < 0.999  # near-ties may differ: products summed in another order
+
+
+def check_reversible(device: str) -> bool:
+    """Reversible stack on the fused kernels: gradients equal an ordinary stack's; True if not."""
+    worst = 0.0
+    stack = reformer_stack(dim=64, depth=3, heads=2, bucket_size=32, n_hashes=2, dropout=0.1, ff_dropout=0.1)
+    stack = stack.to(device)
+    x = torch.randn(2, 500, 2 * 64, device=device)  # the two reversible streams side by side
+    grads = []
+    for reversible in (True, False):
+        stack.reversible = reversible
+        stack.zero_grad()
+        torch.manual_seed(5)  # the same rotations (CUDA RNG) and dropout masks for both
+        stack(x).square().mean().backward()
+        grads.append([p.grad.clone() for p in stack.parameters()])
+    for a, b in zip(*grads):
+        worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item())
+    print(f"  reversible stack vs ordinary stack on {device}: parameter gradients differ by {worst:.1e}")
+    return worst > 1e-3
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def _hash_kernel(
 def hash_buckets_triton(
     vectors: Tensor,
     rotations: Tensor,
-    block_n: int = 128,
+    block_n: int = 256,
     block_k: int = 64,
     num_warps: int = 8,
     precision: str | None = None,
