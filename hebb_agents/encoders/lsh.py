@@ -408,42 +408,30 @@ def lsh_attention(
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
+    if fused:
+        masked_rows = key_masked.reshape(-1).contiguous() if key_masked is not None else None
+        outs, lses = _triton_module().FusedRounds.apply(
+            flat_q.contiguous(), flat_k.contiguous(), flat_v.contiguous(), order, masked_rows, causal, c
+        )  # every round at once: (H, B * Lp, dv) and (H, B * Lp) float32
+        outs = outs.view(n_hashes, b, padded, dv)[:, :, :length]
+        lses = lses.view(n_hashes, b, padded)[:, :, :length]
+        if n_hashes == 1:
+            return outs[0], (lses[0].to(qk.dtype) if return_lse else None)
+        # the softmax over rounds of their log-sum-exp (float32; it subtracts the largest)
+        out = (outs * torch.softmax(lses, dim=0)[..., None]).sum(dim=0).to(qk.dtype)
+        return out, (torch.logsumexp(lses, dim=0).to(qk.dtype) if return_lse else None)
+
     # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
     # weighted output sum and weight sum (see the module's docstring).
     top: Tensor | None = None
     out_sum = weight_sum = qk.new_zeros(())
-    if fused:
-        flat_q, flat_k, flat_v = flat_q.contiguous(), flat_k.contiguous(), flat_v.contiguous()
-        flat_masked = key_masked.reshape(-1).contiguous() if key_masked is not None else None
     for h in range(n_hashes):
-        if fused:
-            out_flat, lse_flat = _triton_module().FusedRound.apply(
-                flat_q, flat_k, flat_v, order[:, h].contiguous(), flat_masked, causal, c
-            )
-            out_h = out_flat.view(b, padded, dv)
-            if not with_lse:
-                return out_h[:, :length], None
-            lse_h = lse_flat.view(b, padded).to(qk.dtype)
-        else:
-            out_h, lse_h = _torch_round(
-                flat_q,
-                flat_k,
-                flat_v,
-                order,
-                slot_of,
-                chunk_of,
-                key_masked,
-                batch_offset,
-                h,
-                c,
-                causal,
-                dropout,
-                dedup,
-                with_lse,
-                needs_grad,
-            )
-            if lse_h is None:  # one round, log-sum-exp not asked for
-                return out_h[:, :length], None
+        out_h, lse_h = _torch_round(
+            flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked, batch_offset, h, c,
+            causal, dropout, dedup, with_lse, needs_grad,
+        )  # fmt: skip
+        if lse_h is None:  # one round, log-sum-exp not asked for
+            return out_h[:, :length], None
         # The result does not depend on top (it cancels), so it carries no gradient.
         new_top = lse_h.detach() if top is None else torch.maximum(top, lse_h.detach())
         weight = torch.exp(lse_h - new_top)

@@ -9,7 +9,7 @@ the sort with further gathers. Here:
 
 - :func:`hash_buckets_triton` multiplies a tile of tokens by tiles of the rotations and keeps a
   running signed argmax in registers: the products never reach memory.
-- :class:`FusedRound` runs one hash round: each program takes one chunk of the sorted sequence,
+- :class:`FusedRounds` runs the hash rounds: each program takes one chunk of one round's sorted sequence,
   loads its queries and its keys/values (own chunk and look-back chunk) straight from the
   unsorted rows by token index, computes the masked scores, the softmax and the output in
   registers, and writes output and log-sum-exp back at the tokens' own rows (no sorted copies,
@@ -206,6 +206,14 @@ def _forbidden(
 
 
 @triton.jit
+def _store(ptr, value, mask, ACCUMULATE: tl.constexpr):
+    """Store ``value``, or add it to what is there (each row has one writer per launch)."""
+    if ACCUMULATE:
+        value += tl.load(ptr, mask=mask, other=0.0)
+    tl.store(ptr, value, mask=mask)
+
+
+@triton.jit
 def _round_forward_kernel(
     q_ptr,
     k_ptr,
@@ -217,6 +225,9 @@ def _round_forward_kernel(
     total_ptr,
     seq_len,
     n_chunks,
+    n_rows,
+    order_stride_b,
+    order_stride_h,
     dim,
     dim_v,
     scale,
@@ -230,14 +241,21 @@ def _round_forward_kernel(
     HAS_MASK: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
+    # one program per (chunk, sequence, round); each round writes its own output plane
     chunk = tl.program_id(0)
-    base = tl.program_id(1).to(tl.int64) * seq_len
+    seq = tl.program_id(1).to(tl.int64)
+    h = tl.program_id(2).to(tl.int64)
+    base = seq * seq_len
+    order_ptr += seq * order_stride_b + h * order_stride_h
+    out_ptr += h * n_rows * dim_v
+    top_ptr += h * n_rows
+    total_ptr += h * n_rows
     slots = tl.arange(0, C)
     d_cols = tl.arange(0, D)
     v_cols = tl.arange(0, DV)
     d_ok = d_cols[None, :] < dim
     v_ok = v_cols[None, :] < dim_v
-    q_tok = tl.load(order_ptr + base + chunk * C + slots)
+    q_tok = tl.load(order_ptr + chunk * C + slots)
     q_row = base + q_tok
     q = tl.load(q_ptr + q_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
     k = tl.load(k_ptr + q_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
@@ -260,7 +278,7 @@ def _round_forward_kernel(
     top = tl.max(s, axis=1)
     if LOOK_BACK:
         prev = (chunk + n_chunks - 1) % n_chunks
-        b_tok = tl.load(order_ptr + base + prev * C + slots)
+        b_tok = tl.load(order_ptr + prev * C + slots)
         b_row = base + b_tok
         kb = tl.load(k_ptr + b_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
         sb = _scores(
@@ -316,6 +334,7 @@ def _round_backward_kernel(
     d_v_back_ptr,
     seq_len,
     n_chunks,
+    order_stride_b,
     dim,
     dim_v,
     scale,
@@ -328,16 +347,20 @@ def _round_backward_kernel(
     CAUSAL: tl.constexpr,
     HAS_MASK: tl.constexpr,
     HAS_D_LSE: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
+    # one round per launch (rounds touch the same rows); ACCUMULATE adds to earlier rounds'
     chunk = tl.program_id(0)
-    base = tl.program_id(1).to(tl.int64) * seq_len
+    seq = tl.program_id(1).to(tl.int64)
+    base = seq * seq_len
+    order_ptr += seq * order_stride_b
     slots = tl.arange(0, C)
     d_cols = tl.arange(0, D)
     v_cols = tl.arange(0, DV)
     d_ok = d_cols[None, :] < dim
     v_ok = v_cols[None, :] < dim_v
-    q_tok = tl.load(order_ptr + base + chunk * C + slots)
+    q_tok = tl.load(order_ptr + chunk * C + slots)
     q_row = base + q_tok
     q = tl.load(q_ptr + q_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
     k = tl.load(k_ptr + q_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
@@ -374,11 +397,11 @@ def _round_backward_kernel(
     d_v = tl.dot(tl.trans(p).to(d_out.dtype), d_out, input_precision=PRECISION)
     d_k = tl.dot(tl.trans(d_s).to(q.dtype), q, input_precision=PRECISION) * scale
     d_q = tl.dot(d_s.to(k.dtype), k, input_precision=PRECISION)
-    tl.store(d_v_own_ptr + q_row[:, None] * dim_v + v_cols[None, :], d_v, mask=v_ok)
-    tl.store(d_k_own_ptr + q_row[:, None] * dim + d_cols[None, :], d_k, mask=d_ok)
+    _store(d_v_own_ptr + q_row[:, None] * dim_v + v_cols[None, :], d_v, v_ok, ACCUMULATE)
+    _store(d_k_own_ptr + q_row[:, None] * dim + d_cols[None, :], d_k, d_ok, ACCUMULATE)
     if LOOK_BACK:
         prev = (chunk + n_chunks - 1) % n_chunks
-        b_tok = tl.load(order_ptr + base + prev * C + slots)
+        b_tok = tl.load(order_ptr + prev * C + slots)
         b_row = base + b_tok
         kb = tl.load(k_ptr + b_row[:, None] * dim + d_cols[None, :], mask=d_ok, other=0.0)
         vb = tl.load(v_ptr + b_row[:, None] * dim_v + v_cols[None, :], mask=v_ok, other=0.0)
@@ -406,9 +429,9 @@ def _round_backward_kernel(
         d_kb = tl.dot(tl.trans(d_sb).to(q.dtype), q, input_precision=PRECISION) * scale
         d_q += tl.dot(d_sb.to(kb.dtype), kb, input_precision=PRECISION)
         # each token is the look-back of exactly one chunk: one write per row
-        tl.store(d_v_back_ptr + b_row[:, None] * dim_v + v_cols[None, :], d_vb, mask=v_ok)
-        tl.store(d_k_back_ptr + b_row[:, None] * dim + d_cols[None, :], d_kb, mask=d_ok)
-    tl.store(d_q_ptr + q_row[:, None] * dim + d_cols[None, :], d_q * scale, mask=d_ok)
+        _store(d_v_back_ptr + b_row[:, None] * dim_v + v_cols[None, :], d_vb, v_ok, ACCUMULATE)
+        _store(d_k_back_ptr + b_row[:, None] * dim + d_cols[None, :], d_kb, d_ok, ACCUMULATE)
+    _store(d_q_ptr + q_row[:, None] * dim + d_cols[None, :], d_q * scale, d_ok, ACCUMULATE)
 
 
 def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
@@ -417,26 +440,28 @@ def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
     return (-6.0e4, -5.0e4) if dtype == torch.float16 else (_MASK_SCORE, _SELF_SCORE)
 
 
-class FusedRound(torch.autograd.Function):
-    """One round of chunked LSH attention (forward and backward as Triton kernels).
+class FusedRounds(torch.autograd.Function):
+    """All hash rounds of chunked LSH attention, as Triton kernels.
 
     Inputs: ``flat_q`` (unscaled shared query/key), ``flat_k`` (normalised keys) and ``flat_v``,
-    each ``(B * Lp, ...)`` contiguous in token order; ``order`` ``(B, Lp)`` int64, the token
-    index at each sorted slot of this round; ``key_masked`` ``(B * Lp,)`` bool or None.
-    Returns the output ``(B * Lp, dv)`` in the input dtype and the log-sum-exp ``(B * Lp,)`` in
-    float32, both in token order.
+    each ``(N, ...)`` with ``N = B * Lp`` rows, contiguous, in token order; ``order``
+    ``(B, H, Lp)`` int64, the token index at each sorted slot of each round; ``key_masked``
+    ``(N,)`` bool or None. Returns every round's output ``(H, N, dv)`` in the input dtype and
+    log-sum-exp ``(H, N)`` in float32, in token order. The forward pass is one launch for all
+    rounds; the backward pass one launch per round, each adding its gradients to the last.
     """
 
     @staticmethod
     def forward(ctx, flat_q, flat_k, flat_v, order, key_masked, causal, bucket_size):  # type: ignore[override]
-        b, seq_len = order.shape
+        b, n_hashes, seq_len = order.shape
+        n_rows, d = flat_q.shape
+        dv = flat_v.shape[1]
         n_chunks = seq_len // bucket_size
-        d, dv = flat_q.shape[1], flat_v.shape[1]
-        out = torch.empty_like(flat_v)
-        top = torch.empty(flat_q.shape[0], dtype=torch.float32, device=flat_q.device)
+        out = flat_v.new_empty(n_hashes, n_rows, dv)
+        top = torch.empty(n_hashes, n_rows, dtype=torch.float32, device=flat_q.device)
         total = torch.empty_like(top)
         masked = key_masked.view(torch.uint8) if key_masked is not None else order  # (unused if None)
-        _round_forward_kernel[(n_chunks, b)](
+        _round_forward_kernel[(n_chunks, b, n_hashes)](
             flat_q,
             flat_k,
             flat_v,
@@ -447,6 +472,9 @@ class FusedRound(torch.autograd.Function):
             total,
             seq_len,
             n_chunks,
+            n_rows,
+            order.stride(0),
+            order.stride(1),
             d,
             dv,
             d**-0.5,
@@ -467,52 +495,56 @@ class FusedRound(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
         flat_q, flat_k, flat_v, order, key_masked, out, top, total = ctx.saved_tensors
-        b, seq_len = order.shape
-        n_chunks = seq_len // ctx.bucket_size
+        b, n_hashes, seq_len = order.shape
         d, dv = flat_q.shape[1], flat_v.shape[1]
+        n_chunks = seq_len // ctx.bucket_size
         look_back = n_chunks > 1
         f32 = dict(dtype=torch.float32, device=flat_q.device)
-        # every row is written once per buffer: a key's gradient from its own chunk, and from
-        # the chunk that looks back at it (summed below; no atomics, deterministic)
+        # Every row is written once per buffer and round: a key's gradient from its own chunk,
+        # and from the chunk that looks back at it (summed below). No atomics: deterministic.
         d_q = torch.empty(flat_q.shape, **f32)
         d_k_own = torch.empty(flat_k.shape, **f32)
         d_v_own = torch.empty(flat_v.shape, **f32)
         d_k_back = torch.empty(flat_k.shape, **f32) if look_back else d_k_own
         d_v_back = torch.empty(flat_v.shape, **f32) if look_back else d_v_own
         d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(out)
+        d_lse = d_lse.float().contiguous() if d_lse is not None else None
         masked = key_masked.view(torch.uint8) if key_masked is not None else order
-        _round_backward_kernel[(n_chunks, b)](
-            flat_q,
-            flat_k,
-            flat_v,
-            order,
-            masked,
-            out,
-            top,
-            total,
-            d_out,
-            d_lse.float().contiguous() if d_lse is not None else top,
-            d_q,
-            d_k_own,
-            d_k_back,
-            d_v_own,
-            d_v_back,
-            seq_len,
-            n_chunks,
-            d,
-            dv,
-            d**-0.5,
-            *_mask_scores(flat_q.dtype),
-            C=ctx.bucket_size,
-            D=_width(d),
-            DV=_width(dv),
-            LOOK_BACK=look_back,
-            CAUSAL=ctx.causal,
-            HAS_MASK=key_masked is not None,
-            HAS_D_LSE=d_lse is not None,
-            PRECISION=_precision(flat_q.dtype),
-            num_warps=BACKWARD_WARPS,
-        )
+        for h in range(n_hashes):
+            _round_backward_kernel[(n_chunks, b)](
+                flat_q,
+                flat_k,
+                flat_v,
+                order[:, h],
+                masked,
+                out[h],
+                top[h],
+                total[h],
+                d_out[h],
+                d_lse[h] if d_lse is not None else top[h],
+                d_q,
+                d_k_own,
+                d_k_back,
+                d_v_own,
+                d_v_back,
+                seq_len,
+                n_chunks,
+                order.stride(0),
+                d,
+                dv,
+                d**-0.5,
+                *_mask_scores(flat_q.dtype),
+                C=ctx.bucket_size,
+                D=_width(d),
+                DV=_width(dv),
+                LOOK_BACK=look_back,
+                CAUSAL=ctx.causal,
+                HAS_MASK=key_masked is not None,
+                HAS_D_LSE=d_lse is not None,
+                ACCUMULATE=h > 0,
+                PRECISION=_precision(flat_q.dtype),
+                num_warps=BACKWARD_WARPS,
+            )
         if look_back:
             d_k_own += d_k_back
             d_v_own += d_v_back
@@ -527,4 +559,4 @@ class FusedRound(torch.autograd.Function):
         )
 
 
-__all__ = ["FusedRound", "hash_buckets_triton", "interpreting"]
+__all__ = ["FusedRounds", "hash_buckets_triton", "interpreting"]
