@@ -12,8 +12,14 @@ stack's gradients against an ordinary stack's, with rotations drawn from the CUD
 if a difference passes its tolerance. ``--small`` leaves bfloat16 out: Triton's CPU interpreter
 computes bfloat16 dot products wrongly (3.9.0), the GPU does not.
 
+``--compile-for 80 86 90`` needs no GPU: it compiles every setting the layer accepts for those
+CUDA architectures (Triton's own ``ptxas``) and prints which ones fit the architecture's shared
+memory and registers; at run time a setting that does not fit goes to the PyTorch path
+(``kernel="auto"``), and the hash tries smaller tiles first.
+
     python scripts/check_lsh_kernels.py                          # on CUDA
     TRITON_INTERPRET=1 python scripts/check_lsh_kernels.py --small   # CPU, Triton's interpreter
+    python scripts/check_lsh_kernels.py --compile-for 80 86 89 90     # any machine with triton
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ def compare(
     b: int,
     length: int,
     dim: int,
+    dim_v: int,
     bucket: int,
     hashes: int,
     causal: bool,
@@ -43,12 +50,12 @@ def compare(
     """Largest difference (relative to the reference's scale) between the kernels and the PyTorch path."""
     gen = torch.Generator().manual_seed(length * 31 + hashes)
     qk32 = torch.randn(b, length, dim, generator=gen)
-    v32 = torch.randn(b, length, dim, generator=gen)
+    v32 = torch.randn(b, length, dim_v, generator=gen)
     n_chunks = -(-length // bucket)
     rotations = torch.randn(dim, hashes, max(2, n_chunks + n_chunks % 2) // 2, generator=gen)
     rotations = rotations.to(dtype).float()  # the kernels round them to the input dtype
     pad_mask = (torch.rand(b, length, generator=gen) < 0.2).to(device) if masked else None
-    weights = torch.randn(b, length, dim, generator=gen).to(device)
+    weights = torch.randn(b, length, dim_v, generator=gen).to(device)
     keep = ~pad_mask if masked else torch.ones(b, length, dtype=torch.bool, device=device)
     results = []
     for kernel, run_dtype in (("triton", dtype), ("torch", torch.float32)):
@@ -77,29 +84,46 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--small", action="store_true", help="short sequences (for Triton's CPU interpreter)")
+    parser.add_argument(
+        "--compile-for",
+        type=int,
+        nargs="+",
+        metavar="SM",
+        help=f"only compile, for these CUDA architectures ({', '.join(map(str, SHARED_MEMORY))})",
+    )
     args = parser.parse_args()
+    if args.compile_for:
+        compile_check(args.compile_for)
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    bucket = 16 if args.small else 64
     lengths = (100, 257) if args.small else (100, 1000, 4099)
+    # (length, dim, dim_v, hashes, causal, masked): rounds, masks and odd lengths at width 32, then
+    # one chunk (no look-back), two chunks (each the other's look-back), widths that differ and
+    # are not powers of two
+    cases = [
+        (length, 32, 32, *setting)
+        for length in lengths
+        for setting in ((1, False, False), (2, True, False), (3, False, True), (4, True, True))
+    ]
+    cases += [
+        (bucket - 3, 32, 32, 2, True, True),
+        (2 * bucket, 32, 32, 3, False, True),
+        (5 * bucket - 10, 20, 40, 2, True, False),
+    ]
     failed = False
     print(f"device {device}; max |triton - torch| / max |torch| over output, log-sum-exp and gradients")
     dtypes = (torch.float32, torch.float16) + (() if args.small else (torch.bfloat16,))
     for dtype in dtypes:
-        for length in lengths:
-            for hashes, causal, masked in (
-                (1, False, False),
-                (2, True, False),
-                (3, False, True),
-                (4, True, True),
-            ):
-                bucket = 16 if args.small else 64
-                err = compare(device, dtype, 2, length, 32, bucket, hashes, causal, masked)
-                bad = err > TOLERANCE[dtype]
-                failed |= bad
-                print(
-                    f"  {str(dtype):15s} L={length:5d} hashes={hashes} causal={causal!s:5s} "
-                    f"masked={masked!s:5s} {err:.1e}{'  FAILED' if bad else ''}",
-                    flush=True,
-                )
+        for length, dim, dim_v, hashes, causal, masked in cases:
+            err = compare(device, dtype, 2, length, dim, dim_v, bucket, hashes, causal, masked)
+            bad = err > TOLERANCE[dtype]
+            failed |= bad
+            print(
+                f"  {str(dtype):15s} L={length:5d} d={dim} dv={dim_v} hashes={hashes} causal={causal!s:5s} "
+                f"masked={masked!s:5s} {err:.1e}{'  FAILED' if bad else ''}",
+                flush=True,
+            )
     failed |= check_hashes(device)
     if device == "cuda":  # rotations come from the CUDA RNG there; a reversible stack replays it
         failed |= check_reversible(device)
@@ -134,6 +158,102 @@ def check_reversible(device: str) -> bool:
         worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item())
     print(f"  reversible stack vs ordinary stack on {device}: parameter gradients differ by {worst:.1e}")
     return worst > 1e-3
+
+
+# Shared memory one block may use (bytes, opt-in maximum) per compute capability (CUDA guide).
+SHARED_MEMORY = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
+
+_TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def _signature(kernel, dtype: torch.dtype) -> dict[str, str]:
+    """Triton argument types of ``kernel``'s non-constexpr arguments for ``dtype`` inputs."""
+    float32 = ("rot_ptr", "top_ptr", "total_ptr", "d_lse_ptr", "d_q_ptr")
+    types = {}
+    for name in kernel.arg_names:
+        if name.isupper():  # constexpr
+            continue
+        if name == "order_ptr" or (name == "out_ptr" and kernel.fn.__name__ == "_hash_kernel"):
+            types[name] = "*i64"
+        elif name == "k_masked_ptr":
+            types[name] = "*u8"
+        elif name in float32 or name.startswith(("d_k_", "d_v_")):
+            types[name] = "*fp32"
+        elif name.endswith("_ptr"):
+            types[name] = f"*{_TRITON_DTYPES[dtype]}"
+        else:
+            types[name] = "fp32" if name in ("scale", "mask_score", "self_score") else "i32"
+    return types
+
+
+def _compiled_shared_memory(kernel, dtype: torch.dtype, arch: int, num_warps: int, **constants) -> int | None:
+    """Shared memory of ``kernel`` compiled for ``sm_<arch>``, or None where ptxas runs out of registers."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = _signature(kernel, dtype)
+    constexprs = {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+            constexprs[(i,)] = constants[name]
+    source = ASTSource(kernel, {n: signature[n] for n in kernel.arg_names}, constexprs)
+    try:
+        compiled = triton.compile(
+            source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}
+        )
+    except triton.runtime.errors.PTXASError:
+        return None
+    return compiled.metadata.shared
+
+
+def compile_check(archs: list[int]) -> None:
+    """Print which kernel settings fit each architecture (compiled here, nothing launched)."""
+    from hebb_agents.encoders import lsh_triton as kernels
+
+    unknown = [a for a in archs if a not in SHARED_MEMORY]
+    if unknown:
+        raise SystemExit(f"unknown architectures {unknown}; accepted: {', '.join(map(str, SHARED_MEMORY))}")
+    widths = (16, 32, 64, 128, 256)
+    for arch in archs:
+        limit = SHARED_MEMORY[arch]
+        print(f"sm_{arch}: {limit // 1024} KiB shared memory per block", flush=True)
+        for dtype in _TRITON_DTYPES:
+            precision = "tf32x3" if dtype == torch.float32 else "tf32"
+            tiles = []
+            for width in widths:
+                fit = "none (PyTorch hash)"
+                for block_n, block_k, warps in kernels.HASH_TILES:
+                    shared = _compiled_shared_memory(
+                        kernels._hash_kernel, dtype, arch, warps, D=width, BLOCK_N=block_n, BLOCK_K=block_k,
+                        PRECISION=precision,
+                    )  # fmt: skip
+                    if shared is not None and shared <= limit:
+                        fit = f"{block_n}x{block_k}"
+                        break
+                tiles.append(f"d={width}: {fit}")
+            print(f"  hash {str(dtype):14s} first tile that fits: {', '.join(tiles)}", flush=True)
+            for name, kernel, extra, warps in (
+                ("forward ", kernels._round_forward_kernel, {}, kernels.FORWARD_WARPS),
+                (
+                    "backward",
+                    kernels._round_backward_kernel,
+                    {"HAS_D_LSE": True, "ACCUMULATE": True},
+                    kernels.BACKWARD_WARPS,
+                ),
+            ):
+                for bucket in (16, 32, 64, 128):
+                    cells = []
+                    for width in widths:
+                        shared = _compiled_shared_memory(
+                            kernel, dtype, arch, warps, C=bucket, D=width, DV=width, LOOK_BACK=True,
+                            CAUSAL=True, HAS_MASK=True, PRECISION=precision, **extra,
+                        )  # fmt: skip
+                        fits = shared is not None and shared <= limit
+                        size = "regs" if shared is None else f"{shared // 1024}K"
+                        cells.append(f"d={width}: {size}{'' if fits else ' NO'}")
+                    print(f"  {name} {str(dtype):14s} bucket {bucket:3d}: {', '.join(cells)}", flush=True)
 
 
 if __name__ == "__main__":

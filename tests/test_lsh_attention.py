@@ -198,6 +198,26 @@ def test_gradients_with_attention_dropout_pass_gradcheck() -> None:
     assert torch.autograd.gradcheck(attend, (qk, v), fast_mode=True)
 
 
+@pytest.mark.parametrize(
+    ("causal", "dedup", "dropout"), [(True, False, 0.0), (False, True, 0.0), (True, False, 0.3)]
+)
+def test_second_derivatives_pass_gradgradcheck(causal: bool, dedup: bool, dropout: float) -> None:
+    # create_graph=True (gradient penalties, meta-learning): the hand-written backward is replaced
+    # by autograd over a replay of the forward pass, with the same dropout mask
+    qk, v = _inputs(2, 13, 4, 3, seed=4, dtype=torch.float64)
+    qk.requires_grad_(True)
+    v.requires_grad_(True)
+    attn = LSHAttention(
+        bucket_size=3, n_hashes=2, causal=causal, allow_duplicate_attention=not dedup, dropout=dropout, seed=1
+    ).train()
+
+    def attend(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(0)
+        return attn(q, w)
+
+    assert torch.autograd.gradgradcheck(attend, (qk, v), fast_mode=True)
+
+
 def test_skipping_the_log_sum_exp_changes_nothing_else() -> None:
     # One round without return_lse skips computing it; outputs and gradients must not move.
     qk, v = _inputs(2, 29, 4, 3, seed=4, dtype=torch.float64)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hebb_agents.encoders import lsh
 from hebb_agents.encoders.lsh import KERNELS, LSHAttention, lsh_attention
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +25,9 @@ def _interpreter_env() -> dict[str, str]:
 
 
 def test_fused_kernels_equal_the_torch_path_in_the_interpreter() -> None:
-    # float32 and float16; causal, masked, 1-4 rounds, lengths that are not multiples of the bucket;
-    # outputs, log-sum-exp and gradients; and the hash kernel alone
+    # float32 and float16; causal, masked, 1-4 rounds, lengths that are not multiples of the bucket,
+    # one chunk, two chunks, head widths that differ and are not powers of two; outputs,
+    # log-sum-exp and gradients; and the hash kernel alone
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "check_lsh_kernels.py"), "--small"],
         env=_interpreter_env(),
@@ -35,7 +37,7 @@ def test_fused_kernels_equal_the_torch_path_in_the_interpreter() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if "hashes=" in line]
-    assert len(rows) == 16 and not any("FAILED" in line for line in rows)
+    assert len(rows) == 22 and not any("FAILED" in line for line in rows)
     assert "hash buckets, float32: 100.000 %" in done.stdout
 
 
@@ -71,8 +73,137 @@ def test_unknown_kernel_is_named_with_the_accepted_values() -> None:
 def test_triton_on_a_cpu_tensor_without_the_interpreter_says_what_it_needs(monkeypatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.randn(1, 32, 16)
-    with pytest.raises(ValueError, match="needs the triton package and a CUDA tensor"):
+    with pytest.raises(ValueError, match="needs a CUDA tensor \\(got a cpu tensor\\)"):
         lsh_attention(x, x, torch.randn(16, 1, 1), 16, kernel="triton")
+
+
+def test_triton_without_the_package_says_so(monkeypatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the device passes
+    monkeypatch.setattr(lsh, "_triton_module", lambda: None)
+    x = torch.randn(1, 32, 16)
+    with pytest.raises(ValueError, match="needs the triton package"):
+        lsh_attention(x, x, torch.randn(16, 1, 1), 16, kernel="triton")
+    auto, _ = lsh_attention(x, x, torch.randn(16, 1, 1), 16, kernel="auto")  # PyTorch path
+    assert auto.shape == x.shape
+
+
+def _run_in_interpreter(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=_interpreter_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+_INPUTS = """
+import torch
+from hebb_agents.encoders import lsh_triton
+from hebb_agents.encoders.lsh import hash_buckets, lsh_attention
+torch.manual_seed(0)
+qk = torch.randn(2, 40, 8, requires_grad=True)
+v = torch.randn(2, 40, 8, requires_grad=True)
+rotations = torch.randn(8, 2, 2)
+def run(kernel):
+    return lsh_attention(qk, v, rotations, 16, causal=True, kernel=kernel)
+def grads(kernel, create_graph=False):
+    out, lse = run(kernel)
+    return torch.autograd.grad(out.square().sum() + lse.sum(), (qk, v), create_graph=create_graph)
+def gap(a, b):
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+real_launch = lsh_triton._launch
+def refuse(*kernels):  # these kernels "need more shared memory than the GPU has"
+    def launch(kernel, grid, *args, **settings):
+        if kernel in kernels:
+            raise lsh_triton.KernelDoesNotFit(f"{kernel.fn.__name__} too large")
+        return real_launch(kernel, grid, *args, **settings)
+    lsh_triton._launch = launch
+"""
+
+
+def test_second_derivatives_through_the_fused_kernels_equal_the_torch_paths() -> None:
+    code = (
+        _INPUTS
+        + """
+second = {}
+for kernel in ("triton", "torch"):
+    g_qk, g_v = grads(kernel, create_graph=True)
+    second[kernel] = torch.autograd.grad(g_qk.square().sum() + g_v.sum(), (qk, v))
+print(gap(second["triton"], second["torch"]), second["torch"][0].abs().max().item())
+"""
+    )
+    gap, scale = map(float, _run_in_interpreter(code).split())
+    assert scale > 1e-3 and gap < 1e-5 * max(1.0, scale)
+
+
+def test_kernels_too_large_for_the_gpu_fall_back_to_pytorch() -> None:
+    # a backward kernel that does not fit: the gradients come from the PyTorch path; a forward
+    # kernel that does not fit: auto runs the PyTorch path, triton says why it cannot
+    code = (
+        _INPUTS
+        + """
+reference = grads("torch")
+refuse(lsh_triton._round_backward_kernel)
+print(gap(grads("triton"), reference))
+refuse(lsh_triton._round_forward_kernel)
+print(gap(run("auto"), run("torch")))
+try:
+    run("triton")
+except ValueError as err:
+    print(err)
+"""
+    )
+    backward_gap, forward_gap, message = _run_in_interpreter(code).splitlines()
+    assert float(backward_gap) < 1e-5 and float(forward_gap) == 0.0
+    assert "kernel='triton': _round_forward_kernel too large; use kernel='auto' or 'torch'" in message
+
+
+def test_hash_tries_smaller_tiles_and_then_pytorch() -> None:
+    code = (
+        _INPUTS
+        + """
+x = torch.randn(2, 300, 8)
+rot = torch.randn(8, 3, 5)
+reference = hash_buckets(x, rot, kernel="torch")
+tiles = lsh_triton.HASH_TILES
+too_large = {tiles[0][0]}  # tiles by their number of tokens
+def launch(kernel, grid, *args, **settings):
+    used.append(settings["BLOCK_N"])
+    if settings["BLOCK_N"] in too_large:
+        raise lsh_triton.KernelDoesNotFit("too large")
+    return real_launch(kernel, grid, *args, **settings)
+lsh_triton._launch = launch
+used = []
+print(torch.equal(lsh_triton.hash_buckets_triton(x, rot), reference), used == [tiles[0][0], tiles[1][0]])
+too_large.update(tile[0] for tile in tiles)
+print(torch.equal(hash_buckets(x, rot, kernel="auto"), reference))
+try:
+    hash_buckets(x, rot, kernel="triton")
+except ValueError as err:
+    print(err)
+"""
+    )
+    smaller_tile, pytorch, message = _run_in_interpreter(code).splitlines()
+    assert smaller_tile == "True True" and pytorch == "True"
+    assert "no hash tile" in message and "use kernel='auto' or 'torch'" in message
+
+
+def test_vmap_runs_the_pytorch_path() -> None:
+    # torch.func transforms cannot see inside a Triton launch (the Hebbian agent vmaps its encoder)
+    code = (
+        _INPUTS
+        + """
+x = torch.randn(3, 1, 40, 8)
+batched = torch.vmap(lambda a: lsh_attention(a, a, rotations, 16, kernel="auto")[0])(x)
+looped = torch.stack([lsh_attention(a, a, rotations, 16, kernel="torch")[0] for a in x])
+print(torch.equal(batched, looped))
+try:
+    torch.vmap(lambda a: lsh_attention(a, a, rotations, 16, kernel="triton")[0])(x)
+except ValueError as err:
+    print(err)
+"""
+    )
+    same, message = _run_in_interpreter(code).splitlines()
+    assert same == "True" and "does not run under torch.func transforms" in message
 
 
 @pytest.mark.parametrize(

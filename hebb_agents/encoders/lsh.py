@@ -32,8 +32,10 @@ weights by ~1e-3 in float32 (and to nothing in float16).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,16 +82,20 @@ def _triton_module():
 
 def _triton_device(x: Tensor) -> bool:
     """Whether Triton kernels can run on ``x``'s device: CUDA, or CPU under Triton's interpreter."""
-    if x.device.type == "cuda":
-        return True
-    # read before importing triton (a large import) on the CPU, where it is only a test aid
     interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    return x.device.type == "cpu" and interpreting and _triton_module() is not None
+    return x.device.type == "cuda" or (x.device.type == "cpu" and interpreting)
 
 
 def _check_kernel(kernel: str) -> None:
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
+
+
+def _functorch_wrapped(x: Tensor) -> bool:
+    """Whether ``x`` is seen through a ``torch.func`` transform (``vmap``, ``grad``), which the
+    Triton kernels' launches do not support."""
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check is not None and check(x))
 
 
 def _use_triton(kernel: str, x: Tensor, unsupported: str | None) -> bool:
@@ -100,18 +106,48 @@ def _use_triton(kernel: str, x: Tensor, unsupported: str | None) -> bool:
     _check_kernel(kernel)
     if kernel == "torch":
         return False
-    if not _triton_device(x) or _triton_module() is None:
-        if kernel == "triton":
-            raise ValueError(
-                f"kernel='triton' needs the triton package and a CUDA tensor (got a {x.device.type} "
-                "tensor); use kernel='auto' or 'torch'"
-            )
-        return False
-    if unsupported is not None:
-        if kernel == "triton":
-            raise ValueError(f"kernel='triton' does not support {unsupported}; use kernel='auto' or 'torch'")
-        return False
-    return True
+    why_not = None
+    if not _triton_device(x):
+        why_not = f"needs a CUDA tensor (got a {x.device.type} tensor)"
+    elif _triton_module() is None:
+        why_not = "needs the triton package (pip install triton)"
+    elif _functorch_wrapped(x):
+        why_not = "does not run under torch.func transforms (vmap, grad)"
+    elif unsupported is not None:
+        why_not = f"does not support {unsupported}"
+    if why_not is not None and kernel == "triton":
+        raise ValueError(f"kernel='triton' {why_not}; use kernel='auto' or 'torch'")
+    return why_not is None
+
+
+def _does_not_fit(kernel: str, err: Exception) -> None:
+    """A Triton kernel too large for this GPU: ``auto`` goes on with PyTorch, ``triton`` stops."""
+    if kernel == "triton":
+        raise ValueError(f"kernel='triton': {err}; use kernel='auto' or 'torch'") from err
+
+
+def _recomputed_grads(
+    compute: Callable[..., tuple[Tensor | None, ...]],
+    inputs: tuple[Tensor, ...],
+    needs_grad: tuple[bool, ...],
+    grad_outputs: tuple[Tensor | None, ...],
+) -> tuple[Tensor | None, ...]:
+    """Gradients of ``compute(*inputs)`` for the inputs that need them, by running it again under
+    autograd: in a backward pass with ``create_graph=True`` the result is differentiable again."""
+    create_graph = torch.is_grad_enabled()  # in a backward pass: on only for create_graph=True
+    with torch.enable_grad():
+        wanted = [x for x, need in zip(inputs, needs_grad) if need]
+        outputs = compute(*inputs)
+        pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o is not None and g is not None]
+        grads = torch.autograd.grad(
+            [o for o, _ in pairs],
+            wanted,
+            [g.to(o.dtype) for o, g in pairs],
+            create_graph=create_graph,
+            allow_unused=True,
+        )
+    found = iter(grads)
+    return tuple(next(found) if need else None for need in needs_grad)
 
 
 def full_shared_qk_attention(
@@ -173,12 +209,17 @@ def hash_buckets(vectors: Tensor, rotations: Tensor, kernel: str = "auto") -> Te
     ``rotations`` is ``(d, n_hashes, n_buckets // 2)``; returns ``(B, n_hashes, L)`` int64 bucket
     ids in ``[0, n_buckets)``: the argmax over ``[xR ; -xR]``, computed without building the
     concatenation and over blocks of tokens so that memory stays ``O(L)``. On CUDA (``kernel``
-    ``auto`` or ``triton``) one fused Triton kernel keeps the products out of memory.
+    ``auto`` or ``triton``) one fused Triton kernel keeps the products out of memory (``auto``
+    goes on with PyTorch operations where no tile of it fits the GPU).
     """
     triton_dtype = vectors.dtype in (torch.float32, torch.float16, torch.bfloat16)
     if _use_triton(kernel, vectors, None if triton_dtype else f"dtype {vectors.dtype}"):
-        with torch.no_grad():
-            return _triton_module().hash_buckets_triton(vectors, rotations)
+        triton_kernels = _triton_module()
+        try:
+            with torch.no_grad():
+                return triton_kernels.hash_buckets_triton(vectors, rotations)
+        except triton_kernels.KernelDoesNotFit as err:
+            _does_not_fit(kernel, err)
     b, length, d = vectors.shape
     _, n_hashes, half = rotations.shape
     # Blocks 16x larger on accelerators, where many small matmuls would cost launch overhead.
@@ -391,10 +432,7 @@ def lsh_attention(
     # Sorting by bucket * padded + position sorts by (bucket, position) in one pass.
     order = torch.sort(buckets * padded + positions).indices  # (B, H, Lp): token at each slot
     del buckets
-    slot_of = None
-    if not fused:
-        # (B, H, Lp) inverse permutation, the slot of each token: a scatter, not a second sort
-        slot_of = torch.zeros_like(order).scatter(-1, order, positions.expand_as(order))
+    slot_of = None if fused else _slots_of(order)
     chunk_of = None
     if dedup and n_chunks > 2:
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
@@ -409,17 +447,39 @@ def lsh_attention(
     with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
     if fused:
+        triton_kernels = _triton_module()
+
+        # where the backward kernel does not fit, and for double backward
+        reference = functools.partial(
+            _all_rounds_torch, order=order, key_masked=key_masked, causal=causal, bucket_size=c
+        )
         masked_rows = key_masked.reshape(-1).contiguous() if key_masked is not None else None
-        outs, lses = _triton_module().FusedRounds.apply(
-            flat_q.contiguous(), flat_k.contiguous(), flat_v.contiguous(), order, masked_rows, causal, c
-        )  # every round at once: (H, B * Lp, dv) and (H, B * Lp) float32
+        try:
+            outs, lses = triton_kernels.FusedRounds.apply(
+                flat_q.contiguous(),
+                flat_k.contiguous(),
+                flat_v.contiguous(),
+                order,
+                masked_rows,
+                causal,
+                c,
+                functools.partial(_recomputed_grads, reference),
+            )  # every round at once: (H, B * Lp, dv) and (H, B * Lp) float32
+        except triton_kernels.KernelDoesNotFit as err:
+            _does_not_fit(kernel, err)
+            fused = False
+    if fused:
         outs = outs.view(n_hashes, b, padded, dv)[:, :, :length]
         lses = lses.view(n_hashes, b, padded)[:, :, :length]
         if n_hashes == 1:
             return outs[0], (lses[0].to(qk.dtype) if return_lse else None)
-        # the softmax over rounds of their log-sum-exp (float32; it subtracts the largest)
-        out = (outs * torch.softmax(lses, dim=0)[..., None]).sum(dim=0).to(qk.dtype)
+        # the softmax over rounds of their log-sum-exp (float32; it subtracts the largest), summed
+        # a round at a time: one float32 output's worth of temporaries, not one per round
+        weights = torch.softmax(lses, dim=0)[..., None]
+        out = sum(outs[h] * weights[h] for h in range(n_hashes)).to(qk.dtype)
         return out, (torch.logsumexp(lses, dim=0).to(qk.dtype) if return_lse else None)
+    if slot_of is None:
+        slot_of = _slots_of(order)
 
     # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
     # weighted output sum and weight sum (see the module's docstring).
@@ -445,6 +505,38 @@ def lsh_attention(
     assert top is not None
     out = out_sum[:, :length] / weight_sum[:, :length, None]
     return out, ((top + weight_sum.log())[:, :length] if return_lse else None)
+
+
+def _all_rounds_torch(
+    flat_q: Tensor,
+    flat_k: Tensor,
+    flat_v: Tensor,
+    order: Tensor,
+    key_masked: Tensor | None,
+    causal: bool,
+    bucket_size: int,
+) -> tuple[Tensor, Tensor]:
+    """Every round with PyTorch operations, laid out as the fused kernels return them: outputs
+    ``(H, N, dv)`` and float32 log-sum-exp ``(H, N)`` (their backward pass's fallback)."""
+    b, n_hashes, padded = order.shape
+    batch_offset = (torch.arange(b, device=order.device) * padded)[:, None, None]
+    slots = _slots_of(order)
+    outs, lses = [], []
+    for h in range(n_hashes):
+        out_h, lse_h = _torch_round(
+            flat_q, flat_k, flat_v, order, slots, None, key_masked, batch_offset, h, bucket_size, causal,
+            0.0, False, True, True,
+        )  # fmt: skip
+        outs.append(out_h.reshape(b * padded, -1))
+        lses.append(lse_h.reshape(b * padded).float())
+    return torch.stack(outs), torch.stack(lses)
+
+
+def _slots_of(order: Tensor) -> Tensor:
+    """The inverse of the sort permutation ``order`` ``(B, H, Lp)``: the slot of each token (a
+    scatter, not a second sort)."""
+    positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+    return torch.zeros_like(order).scatter(-1, order, positions)
 
 
 def _fused_unsupported(
@@ -628,8 +720,10 @@ def _chunked_attention_forward(
     dropout: float,
     keep_probs: bool = False,
     with_lse: bool = True,
+    keep: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Softmax attention of each chunk's queries over its keys; in-place, no autograd.
+    """Softmax attention of each chunk's queries over its keys; in place where autograd allows
+    (with ``keep_probs``, autograd can differentiate it).
 
     Gathers this round's sorted queries (from the unscaled ``flat_qk``), look-back keys and values
     from the flat ``(B*Lp, ...)`` rows, each only while it is needed. Returns the output
@@ -644,10 +738,10 @@ def _chunked_attention_forward(
     probs = torch.softmax(scores, dim=-1)
     del scores
     lse = None if top is None else top - probs.amax(dim=-1).log()
-    keep = None
     used = probs
     if dropout > 0.0:
-        keep = torch.rand_like(probs) >= dropout
+        if keep is None:
+            keep = torch.rand_like(probs) >= dropout
         used = probs * keep if keep_probs else probs.mul_(keep)
         used.mul_(1.0 / (1.0 - dropout))
     return used @ rows.look_back(flat_v), lse, keep, (probs if keep_probs else None)
@@ -677,6 +771,14 @@ class _ChunkedAttention(torch.autograd.Function):
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
         flat_qk, flat_k, flat_v, out, keep, probs = ctx.saved_tensors
         rows, mask, dropout = ctx.rows, ctx.mask, ctx.dropout
+        if torch.is_grad_enabled():  # create_graph=True: differentiate a replay, twice differentiable
+            replay = functools.partial(
+                _replay_chunked_attention, rows=rows, mask=mask, dropout=dropout, keep=keep
+            )
+            grads = _recomputed_grads(
+                replay, (flat_qk, flat_k, flat_v), ctx.needs_input_grad[:3], (d_out, d_lse)
+            )
+            return (*grads, None, None, None, None)
         c = probs.shape[2]
         look_back = probs.shape[3] > c
         sv = rows.look_back(flat_v)
@@ -705,6 +807,22 @@ class _ChunkedAttention(torch.autograd.Function):
         d_qk = rows.scatter((d_scores @ rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5), False)
         d_k = rows.scatter(d_scores.transpose(-1, -2) @ rows.queries(flat_qk), look_back)
         return d_qk, d_k, d_v, None, None, None, None
+
+
+def _replay_chunked_attention(
+    flat_qk: Tensor,
+    flat_k: Tensor,
+    flat_v: Tensor,
+    rows: _SortedRows,
+    mask: _ChunkMask,
+    dropout: float,
+    keep: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`_chunked_attention_forward` again, with the same dropout mask, for autograd."""
+    out, lse, _, _ = _chunked_attention_forward(
+        flat_qk, flat_k, flat_v, rows, mask, dropout, keep_probs=True, keep=keep
+    )
+    return out, lse
 
 
 def _log_shared_rounds(

@@ -79,8 +79,9 @@ def _hash_kernel(
     BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    row_block = tl.program_id(0)
-    h = tl.program_id(1)
+    # int64 offsets: rows * dim and h * n_rows pass 2**31 on long batched inputs
+    row_block = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1).to(tl.int64)
     rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.arange(0, D)
     row_ok = rows < n_rows
@@ -112,12 +113,52 @@ def _hash_kernel(
     tl.store(out_ptr + h * n_rows + rows, bucket.to(tl.int64), mask=row_ok)
 
 
+# Hash tiles (tokens, rotation columns, warps), tried in order until one fits the GPU: the first
+# was the fastest on an H100; the smaller ones need less shared memory (consumer GPUs have 99 KiB
+# per block, an A100 163 KiB, an H100 227 KiB) and fewer registers for wide heads.
+HASH_TILES = ((256, 64, 8), (128, 64, 4), (64, 32, 4), (32, 16, 4))
+
+
+class KernelDoesNotFit(RuntimeError):
+    """A kernel needs more shared memory or registers than the GPU has for this setting."""
+
+
+# Launch errors that mean "too large for this GPU", not a bug: shared memory over the device's
+# limit (raised when the compiled kernel is loaded) and ptxas failing to allocate registers.
+_RESOURCE_ERRORS = tuple(
+    getattr(triton.runtime.errors, name)
+    for name in ("OutOfResources", "PTXASError")
+    if hasattr(triton.runtime.errors, name)
+)
+
+# (kernel name, device, constexpr settings) known not to fit: not compiled again.
+_DOES_NOT_FIT: set[tuple] = set()
+
+
+def _launch(kernel, grid: tuple[int, ...], *args, **settings) -> None:
+    """Launch ``kernel[grid](*args, **settings)``; :class:`KernelDoesNotFit` if it is too large here.
+
+    Nothing is written before the error (it is raised while compiling or loading the kernel),
+    and the setting is remembered so that it is not compiled again.
+    """
+    device = args[0].device
+    key = (kernel.fn.__name__, str(device), tuple(sorted(settings.items())))
+    if key in _DOES_NOT_FIT:
+        raise KernelDoesNotFit(f"{kernel.fn.__name__} with {settings} does not fit on {device}")
+    try:
+        kernel[grid](*args, **settings)
+    except _RESOURCE_ERRORS as err:
+        _DOES_NOT_FIT.add(key)
+        raise KernelDoesNotFit(
+            f"{kernel.fn.__name__} with {settings} needs more shared memory or registers than {device} "
+            f"has ({type(err).__name__})"
+        ) from err
+
+
 def hash_buckets_triton(
     vectors: Tensor,
     rotations: Tensor,
-    block_n: int = 256,
-    block_k: int = 64,
-    num_warps: int = 8,
+    tiles: tuple[tuple[int, int, int], ...] = HASH_TILES,
     precision: str | None = None,
 ) -> Tensor:
     """:func:`hebb_agents.encoders.lsh.hash_buckets` as one fused kernel: ``(B, n_hashes, L)`` int64.
@@ -125,32 +166,38 @@ def hash_buckets_triton(
     Near-ties between two rotation products may resolve differently from the PyTorch path (the
     products are summed in another order; for 16-bit inputs they are accumulated in float32,
     where the PyTorch path rounds them to the input dtype), and so may exact ties between
-    products of opposite signs; the buckets are otherwise the same. ``block_n`` tokens by
-    ``block_k`` rotation columns are multiplied per step; ``precision`` overrides the float32
-    product precision (Triton's ``input_precision``: ``tf32x3`` by default, ``tf32``, ``ieee``).
+    products of opposite signs; the buckets are otherwise the same. ``tiles`` lists
+    ``(tokens, rotation columns, warps)`` multiplied per step, the first that fits the GPU is
+    used (:class:`KernelDoesNotFit` if none does); ``precision`` overrides the float32 product
+    precision (Triton's ``input_precision``: ``tf32x3`` by default, ``tf32``, ``ieee``).
     """
     b, length, d = vectors.shape
     _, n_hashes, half = rotations.shape
     x = vectors.reshape(b * length, d).contiguous()
     rot = rotations.to(device=x.device, dtype=torch.float32)
     out = torch.empty(n_hashes, b * length, dtype=torch.int64, device=x.device)
-    block_k = min(block_k, _width(half))
-    grid = (triton.cdiv(b * length, block_n), n_hashes)
-    _hash_kernel[grid](
-        x,
-        rot,
-        out,
-        b * length,
-        d,
-        half,
-        *rot.stride(),
-        D=_width(d),
-        BLOCK_N=block_n,
-        BLOCK_K=block_k,
-        PRECISION=precision or _precision(x.dtype),
-        num_warps=num_warps,
-    )
-    return out.view(n_hashes, b, length).transpose(0, 1)
+    for block_n, block_k, num_warps in tiles:
+        try:
+            _launch(
+                _hash_kernel,
+                (triton.cdiv(b * length, block_n), n_hashes),
+                x,
+                rot,
+                out,
+                b * length,
+                d,
+                half,
+                *rot.stride(),
+                D=_width(d),
+                BLOCK_N=block_n,
+                BLOCK_K=min(block_k, _width(half)),
+                PRECISION=precision or _precision(x.dtype),
+                num_warps=num_warps,
+            )
+        except KernelDoesNotFit:
+            continue
+        return out.view(n_hashes, b, length).transpose(0, 1)
+    raise KernelDoesNotFit(f"no hash tile of {tiles} fits on {x.device} for {x.dtype} vectors of width {d}")
 
 
 @triton.jit
@@ -446,13 +493,19 @@ class FusedRounds(torch.autograd.Function):
     Inputs: ``flat_q`` (unscaled shared query/key), ``flat_k`` (normalised keys) and ``flat_v``,
     each ``(N, ...)`` with ``N = B * Lp`` rows, contiguous, in token order; ``order``
     ``(B, H, Lp)`` int64, the token index at each sorted slot of each round; ``key_masked``
-    ``(N,)`` bool or None. Returns every round's output ``(H, N, dv)`` in the input dtype and
-    log-sum-exp ``(H, N)`` in float32, in token order. The forward pass is one launch for all
-    rounds; the backward pass one launch per round, each adding its gradients to the last.
+    ``(N,)`` bool or None; ``reference_grads(inputs, needs_grad, grad_outputs)``, the gradients
+    with respect to ``inputs = (flat_q, flat_k, flat_v)`` through the same computation done with
+    PyTorch operations. Returns every round's output ``(H, N, dv)`` in the input dtype and
+    log-sum-exp ``(H, N)`` in float32, in token order.
+
+    The forward pass is one launch for all rounds (:class:`KernelDoesNotFit` where the kernel is
+    too large for the GPU); the backward pass one launch per round, each adding its gradients to
+    the last. Where the backward kernel does not fit, and for double backward
+    (``create_graph=True``), the backward pass calls ``reference_grads`` instead.
     """
 
     @staticmethod
-    def forward(ctx, flat_q, flat_k, flat_v, order, key_masked, causal, bucket_size):  # type: ignore[override]
+    def forward(ctx, flat_q, flat_k, flat_v, order, key_masked, causal, bucket_size, reference_grads):  # type: ignore[override]
         b, n_hashes, seq_len = order.shape
         n_rows, d = flat_q.shape
         dv = flat_v.shape[1]
@@ -461,7 +514,9 @@ class FusedRounds(torch.autograd.Function):
         top = torch.empty(n_hashes, n_rows, dtype=torch.float32, device=flat_q.device)
         total = torch.empty_like(top)
         masked = key_masked.view(torch.uint8) if key_masked is not None else order  # (unused if None)
-        _round_forward_kernel[(n_chunks, b, n_hashes)](
+        _launch(
+            _round_forward_kernel,
+            (n_chunks, b, n_hashes),
             flat_q,
             flat_k,
             flat_v,
@@ -489,74 +544,80 @@ class FusedRounds(torch.autograd.Function):
             num_warps=FORWARD_WARPS,
         )
         ctx.save_for_backward(flat_q, flat_k, flat_v, order, key_masked, out, top, total)
-        ctx.causal, ctx.bucket_size = causal, bucket_size
+        ctx.causal, ctx.bucket_size, ctx.reference_grads = causal, bucket_size, reference_grads
         return out, top + total.log()
 
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
-        flat_q, flat_k, flat_v, order, key_masked, out, top, total = ctx.saved_tensors
-        b, n_hashes, seq_len = order.shape
-        d, dv = flat_q.shape[1], flat_v.shape[1]
-        n_chunks = seq_len // ctx.bucket_size
-        look_back = n_chunks > 1
-        f32 = dict(dtype=torch.float32, device=flat_q.device)
-        # Every row is written once per buffer and round: a key's gradient from its own chunk,
-        # and from the chunk that looks back at it (summed below). No atomics: deterministic.
-        d_q = torch.empty(flat_q.shape, **f32)
-        d_k_own = torch.empty(flat_k.shape, **f32)
-        d_v_own = torch.empty(flat_v.shape, **f32)
-        d_k_back = torch.empty(flat_k.shape, **f32) if look_back else d_k_own
-        d_v_back = torch.empty(flat_v.shape, **f32) if look_back else d_v_own
-        d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(out)
-        d_lse = d_lse.float().contiguous() if d_lse is not None else None
-        masked = key_masked.view(torch.uint8) if key_masked is not None else order
-        for h in range(n_hashes):
-            _round_backward_kernel[(n_chunks, b)](
-                flat_q,
-                flat_k,
-                flat_v,
-                order[:, h],
-                masked,
-                out[h],
-                top[h],
-                total[h],
-                d_out[h],
-                d_lse[h] if d_lse is not None else top[h],
-                d_q,
-                d_k_own,
-                d_k_back,
-                d_v_own,
-                d_v_back,
-                seq_len,
-                n_chunks,
-                order.stride(0),
-                d,
-                dv,
-                d**-0.5,
-                *_mask_scores(flat_q.dtype),
-                C=ctx.bucket_size,
-                D=_width(d),
-                DV=_width(dv),
-                LOOK_BACK=look_back,
-                CAUSAL=ctx.causal,
-                HAS_MASK=key_masked is not None,
-                HAS_D_LSE=d_lse is not None,
-                ACCUMULATE=h > 0,
-                PRECISION=_precision(flat_q.dtype),
-                num_warps=BACKWARD_WARPS,
-            )
-        if look_back:
-            d_k_own += d_k_back
-            d_v_own += d_v_back
-        return (
-            d_q.to(flat_q.dtype),
-            d_k_own.to(flat_k.dtype),
-            d_v_own.to(flat_v.dtype),
-            None,
-            None,
-            None,
-            None,
+        if not torch.is_grad_enabled():  # grad mode is on in a backward pass only for create_graph=True
+            try:
+                return (*_fused_backward(ctx, d_out, d_lse), None, None, None, None, None)
+            except KernelDoesNotFit:
+                pass
+        inputs = ctx.saved_tensors[:3]
+        grads = ctx.reference_grads(inputs, ctx.needs_input_grad[:3], (d_out, d_lse))
+        return (*grads, None, None, None, None, None)
+
+
+def _fused_backward(ctx, d_out: Tensor | None, d_lse: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :class:`FusedRounds` with respect to ``flat_q``, ``flat_k``, ``flat_v``."""
+    flat_q, flat_k, flat_v, order, key_masked, out, top, total = ctx.saved_tensors
+    b, n_hashes, seq_len = order.shape
+    d, dv = flat_q.shape[1], flat_v.shape[1]
+    n_chunks = seq_len // ctx.bucket_size
+    look_back = n_chunks > 1
+    f32 = dict(dtype=torch.float32, device=flat_q.device)
+    # Every row is written once per buffer and round: a key's gradient from its own chunk, and
+    # from the chunk that looks back at it (summed below). No atomics: deterministic.
+    d_q = torch.empty(flat_q.shape, **f32)
+    d_k_own = torch.empty(flat_k.shape, **f32)
+    d_v_own = torch.empty(flat_v.shape, **f32)
+    d_k_back = torch.empty(flat_k.shape, **f32) if look_back else d_k_own
+    d_v_back = torch.empty(flat_v.shape, **f32) if look_back else d_v_own
+    d_out = d_out.contiguous() if d_out is not None else torch.zeros_like(out)
+    d_lse = d_lse.float().contiguous() if d_lse is not None else None
+    masked = key_masked.view(torch.uint8) if key_masked is not None else order
+    for h in range(n_hashes):
+        _launch(
+            _round_backward_kernel,
+            (n_chunks, b),
+            flat_q,
+            flat_k,
+            flat_v,
+            order[:, h],
+            masked,
+            out[h],
+            top[h],
+            total[h],
+            d_out[h],
+            d_lse[h] if d_lse is not None else top[h],
+            d_q,
+            d_k_own,
+            d_k_back,
+            d_v_own,
+            d_v_back,
+            seq_len,
+            n_chunks,
+            order.stride(0),
+            d,
+            dv,
+            d**-0.5,
+            *_mask_scores(flat_q.dtype),
+            C=ctx.bucket_size,
+            D=_width(d),
+            DV=_width(dv),
+            LOOK_BACK=look_back,
+            CAUSAL=ctx.causal,
+            HAS_MASK=key_masked is not None,
+            HAS_D_LSE=d_lse is not None,
+            ACCUMULATE=h > 0,
+            PRECISION=_precision(flat_q.dtype),
+            num_warps=BACKWARD_WARPS,
         )
+    if look_back:
+        d_k_own += d_k_back
+        d_v_own += d_v_back
+    return d_q.to(flat_q.dtype), d_k_own.to(flat_k.dtype), d_v_own.to(flat_v.dtype)
 
 
-__all__ = ["FusedRounds", "hash_buckets_triton", "interpreting"]
+__all__ = ["HASH_TILES", "FusedRounds", "KernelDoesNotFit", "hash_buckets_triton", "interpreting"]
