@@ -392,7 +392,9 @@ def lsh_attention(
     ``kernel``: ``torch`` (PyTorch operations), ``triton`` (the fused kernels of
     :mod:`hebb_agents.encoders.lsh_triton`; an error where they do not apply) or ``auto`` (Triton
     on CUDA where it applies: no attention dropout, no de-duplication, bucket size 16-128 and a
-    power of two, float32/16-bit inputs).
+    power of two, head width at most 256, float32/16-bit inputs, not under ``torch.func``
+    transforms, and kernels that fit the GPU's shared memory and registers). Both paths are
+    twice differentiable.
     """
     b, length, d = qk.shape
     if b == 0 or length == 0:

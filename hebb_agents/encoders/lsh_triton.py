@@ -22,7 +22,11 @@ The masks and constants are those of the PyTorch path (a token's own key at ``SE
 masked, padded and, when causal, later keys at ``MASK_SCORE``); scores and softmax are computed
 in float32 for every input dtype. Float32 products use three TF32 passes (``tf32x3``), close to
 full float32 accuracy. Dropout and de-duplication across rounds are not implemented here; the
-PyTorch path handles them.
+PyTorch path handles them. A kernel too large for the GPU at hand (shared memory or registers,
+found when it is compiled and loaded) raises :class:`KernelDoesNotFit` before writing anything;
+the hash first tries smaller tiles, the attention's caller goes on with PyTorch operations, and a
+backward kernel that does not fit is replaced by autograd through those operations, as are
+second derivatives.
 
 Setting ``TRITON_INTERPRET=1`` before triton is imported runs these kernels on CPU tensors
 through Triton's interpreter (slow; the tests use it to check them on machines without a GPU).
