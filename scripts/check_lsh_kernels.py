@@ -91,9 +91,18 @@ def main() -> None:
         metavar="SM",
         help=f"only compile, for these CUDA architectures ({', '.join(map(str, SHARED_MEMORY))})",
     )
+    parser.add_argument(
+        "--widths", type=int, nargs="+", default=[16, 32, 64, 128, 256], help="head widths to compile"
+    )
+    parser.add_argument(
+        "--buckets", type=int, nargs="+", default=[16, 32, 64, 128], help="bucket sizes to compile"
+    )
+    parser.add_argument(
+        "--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES), help="dtypes to compile"
+    )
     args = parser.parse_args()
     if args.compile_for:
-        compile_check(args.compile_for)
+        compile_check(args.compile_for, args.widths, args.buckets, [DTYPES[name] for name in args.dtypes])
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bucket = 16 if args.small else 64
@@ -164,6 +173,7 @@ def check_reversible(device: str) -> bool:
 SHARED_MEMORY = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 
 _TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _signature(kernel, dtype: torch.dtype) -> dict[str, str]:
@@ -208,18 +218,17 @@ def _compiled_shared_memory(kernel, dtype: torch.dtype, arch: int, num_warps: in
     return compiled.metadata.shared
 
 
-def compile_check(archs: list[int]) -> None:
+def compile_check(archs: list[int], widths: list[int], buckets: list[int], dtypes: list[torch.dtype]) -> None:
     """Print which kernel settings fit each architecture (compiled here, nothing launched)."""
     from hebb_agents.encoders import lsh_triton as kernels
 
     unknown = [a for a in archs if a not in SHARED_MEMORY]
     if unknown:
         raise SystemExit(f"unknown architectures {unknown}; accepted: {', '.join(map(str, SHARED_MEMORY))}")
-    widths = (16, 32, 64, 128, 256)
     for arch in archs:
         limit = SHARED_MEMORY[arch]
         print(f"sm_{arch}: {limit // 1024} KiB shared memory per block", flush=True)
-        for dtype in _TRITON_DTYPES:
+        for dtype in dtypes:
             precision = "tf32x3" if dtype == torch.float32 else "tf32"
             tiles = []
             for width in widths:
@@ -243,7 +252,7 @@ def compile_check(archs: list[int]) -> None:
                     kernels.BACKWARD_WARPS,
                 ),
             ):
-                for bucket in (16, 32, 64, 128):
+                for bucket in buckets:
                     cells = []
                     for width in widths:
                         shared = _compiled_shared_memory(

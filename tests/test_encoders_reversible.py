@@ -126,3 +126,17 @@ def test_a_seeded_stack_gives_every_layer_its_own_rotations() -> None:
         .blocks[0]
         .f.attn.attn.draw_rotations(8, 64),
     )
+
+
+def test_second_derivatives_are_refused_by_a_reversible_stack_and_work_without_it() -> None:
+    # the recomputing backward has no graph of its own: create_graph=True would silently give wrong
+    # second derivatives, so it is an error; the ordinary residual stack differentiates twice
+    stack = reformer_stack(dim=8, depth=2, heads=2, bucket_size=4, n_hashes=2, seed=0)
+    x = torch.randn(1, 20, 16, requires_grad=True)
+    (grad,) = torch.autograd.grad(stack(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+    stack.reversible = False
+    (grad,) = torch.autograd.grad(stack(x).square().sum(), x, create_graph=True)
+    grad.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -136,14 +136,18 @@ print(gap(second["triton"], second["torch"]), second["torch"][0].abs().max().ite
 
 
 def test_kernels_too_large_for_the_gpu_fall_back_to_pytorch() -> None:
-    # a backward kernel that does not fit: the gradients come from the PyTorch path; a forward
-    # kernel that does not fit: auto runs the PyTorch path, triton says why it cannot
+    # a backward kernel that does not fit: auto takes the gradients from the PyTorch path; a
+    # forward kernel that does not fit: auto runs the PyTorch path; triton says why it cannot
     code = (
         _INPUTS
         + """
 reference = grads("torch")
 refuse(lsh_triton._round_backward_kernel)
-print(gap(grads("triton"), reference))
+print(gap(grads("auto"), reference))
+try:
+    grads("triton")
+except ValueError as err:
+    print(err)
 refuse(lsh_triton._round_forward_kernel)
 print(gap(run("auto"), run("torch")))
 try:
@@ -152,9 +156,11 @@ except ValueError as err:
     print(err)
 """
     )
-    backward_gap, forward_gap, message = _run_in_interpreter(code).splitlines()
+    backward_gap, backward_message, forward_gap, forward_message = _run_in_interpreter(code).splitlines()
     assert float(backward_gap) < 1e-5 and float(forward_gap) == 0.0
-    assert "kernel='triton': _round_forward_kernel too large; use kernel='auto' or 'torch'" in message
+    too_large = "kernel='triton': {} too large; use kernel='auto' or 'torch'"
+    assert too_large.format("_round_backward_kernel") in backward_message
+    assert too_large.format("_round_forward_kernel") in forward_message
 
 
 def test_hash_tries_smaller_tiles_and_then_pytorch() -> None:
@@ -195,7 +201,11 @@ def test_vmap_runs_the_pytorch_path() -> None:
 x = torch.randn(3, 1, 40, 8)
 batched = torch.vmap(lambda a: lsh_attention(a, a, rotations, 16, kernel="auto")[0])(x)
 looped = torch.stack([lsh_attention(a, a, rotations, 16, kernel="torch")[0] for a in x])
-print(torch.equal(batched, looped))
+# a transform over another input than qk: here the rotations
+many = torch.randn(3, 8, 2, 2)
+over_rotations = torch.vmap(lambda r: lsh_attention(x[0], x[0], r, 16, kernel="auto")[0])(many)
+looped_rotations = torch.stack([lsh_attention(x[0], x[0], r, 16, kernel="torch")[0] for r in many])
+print(torch.equal(batched, looped) and torch.equal(over_rotations, looped_rotations))
 try:
     torch.vmap(lambda a: lsh_attention(a, a, rotations, 16, kernel="triton")[0])(x)
 except ValueError as err:

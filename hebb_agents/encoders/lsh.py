@@ -91,15 +91,18 @@ def _check_kernel(kernel: str) -> None:
         raise ValueError(f"unknown kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
 
 
-def _functorch_wrapped(x: Tensor) -> bool:
-    """Whether ``x`` is seen through a ``torch.func`` transform (``vmap``, ``grad``), which the
-    Triton kernels' launches do not support."""
+def _functorch_wrapped(*tensors: Tensor | None) -> bool:
+    """Whether any of ``tensors`` is seen through a ``torch.func`` transform (``vmap``, ``grad``),
+    which the Triton kernels' launches do not support."""
     check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return bool(check is not None and check(x))
+    return check is not None and any(t is not None and check(t) for t in tensors)
 
 
-def _use_triton(kernel: str, x: Tensor, unsupported: str | None) -> bool:
-    """Whether to run the Triton kernels: ``auto`` uses them where they apply, ``triton`` insists.
+def _use_triton(
+    kernel: str, x: Tensor, unsupported: str | None, others: tuple[Tensor | None, ...] = ()
+) -> bool:
+    """Whether to run the Triton kernels on ``x`` (and ``others``, the call's other tensors):
+    ``auto`` uses them where they apply, ``triton`` insists.
 
     ``unsupported`` says which setting rules them out (None: nothing does).
     """
@@ -111,7 +114,7 @@ def _use_triton(kernel: str, x: Tensor, unsupported: str | None) -> bool:
         why_not = f"needs a CUDA tensor (got a {x.device.type} tensor)"
     elif _triton_module() is None:
         why_not = "needs the triton package (pip install triton)"
-    elif _functorch_wrapped(x):
+    elif _functorch_wrapped(x, *others):
         why_not = "does not run under torch.func transforms (vmap, grad)"
     elif unsupported is not None:
         why_not = f"does not support {unsupported}"
@@ -213,7 +216,7 @@ def hash_buckets(vectors: Tensor, rotations: Tensor, kernel: str = "auto") -> Te
     goes on with PyTorch operations where no tile of it fits the GPU).
     """
     triton_dtype = vectors.dtype in (torch.float32, torch.float16, torch.bfloat16)
-    if _use_triton(kernel, vectors, None if triton_dtype else f"dtype {vectors.dtype}"):
+    if _use_triton(kernel, vectors, None if triton_dtype else f"dtype {vectors.dtype}", (rotations,)):
         triton_kernels = _triton_module()
         try:
             with torch.no_grad():
@@ -421,9 +424,9 @@ def lsh_attention(
 
     # Out-of-place construction throughout: the function also runs under torch.vmap.
     dedup = not allow_duplicate_attention and n_hashes > 1
-    fused = _use_triton(kernel, qk, _fused_unsupported(qk.dtype, c, d, dv, dropout, dedup))
-    hash_kernel = "torch" if kernel == "torch" else "auto"
-    buckets = hash_buckets(qk[:, :length].detach(), rotations, kernel=hash_kernel)  # (B, H, L)
+    unsupported = _fused_unsupported(qk.dtype, c, d, dv, dropout, dedup)
+    fused = _use_triton(kernel, qk, unsupported, (v, rotations, key_masked))
+    buckets = hash_buckets(qk[:, :length].detach(), rotations, kernel=kernel)  # (B, H, L)
     if pad:
         buckets = F.pad(buckets, (0, pad), value=n_buckets)
     if key_masked is not None:
@@ -466,6 +469,7 @@ def lsh_attention(
                 causal,
                 c,
                 functools.partial(_recomputed_grads, reference),
+                kernel == "triton",
             )  # every round at once: (H, B * Lp, dv) and (H, B * Lp) float32
         except triton_kernels.KernelDoesNotFit as err:
             _does_not_fit(kernel, err)
@@ -478,7 +482,7 @@ def lsh_attention(
         # the softmax over rounds of their log-sum-exp (float32; it subtracts the largest), summed
         # a round at a time: one float32 output's worth of temporaries, not one per round
         weights = torch.softmax(lses, dim=0)[..., None]
-        out = sum(outs[h] * weights[h] for h in range(n_hashes)).to(qk.dtype)
+        out = sum(o * w for o, w in zip(outs.unbind(0), weights.unbind(0))).to(qk.dtype)
         return out, (torch.logsumexp(lses, dim=0).to(qk.dtype) if return_lse else None)
     if slot_of is None:
         slot_of = _slots_of(order)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from hebb_agents.encoders.lsh import LSHSelfAttention
 
@@ -82,6 +83,7 @@ class _ReversibleFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # second derivatives would need the recomputation's own graph
     def backward(ctx, d_out):  # type: ignore[override]
         (out,) = ctx.saved_tensors
         device = out.device
@@ -130,9 +132,10 @@ class ReversibleSequence(nn.Module):
         replay_randomness: restore the RNG state before each recomputation (default True).
             Turning it off gives wrong gradients whenever a block uses randomness.
 
-    Parameters reached only through ``kwargs`` are not supported. In a reversible stack, draw
-    LSH rotations from the global RNG or a module seed (both are replayed), not from a
-    ``torch.Generator`` passed per call.
+    Parameters reached only through ``kwargs`` are not supported, nor are second derivatives
+    (``create_graph=True``) of a reversible stack: they raise an error; use ``reversible=False``.
+    In a reversible stack, draw LSH rotations from the global RNG or a module seed (both are
+    replayed), not from a ``torch.Generator`` passed per call.
     """
 
     def __init__(
