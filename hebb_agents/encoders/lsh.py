@@ -141,7 +141,15 @@ def _recomputed_grads(
     with torch.enable_grad():
         wanted = [x for x, need in zip(inputs, needs_grad) if need]
         outputs = compute(*inputs)
-        pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o is not None and g is not None]
+        # outputs that do not depend on the wanted inputs (the log-sum-exp when only v needs a
+        # gradient) carry no graph and contribute nothing
+        pairs = [
+            (o, g)
+            for o, g in zip(outputs, grad_outputs)
+            if o is not None and g is not None and o.requires_grad
+        ]
+        if not pairs:
+            return tuple(None for _ in needs_grad)
         grads = torch.autograd.grad(
             [o for o, _ in pairs],
             wanted,

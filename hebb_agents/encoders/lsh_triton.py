@@ -140,6 +140,16 @@ _RESOURCE_ERRORS = tuple(
 _DOES_NOT_FIT: set[tuple] = set()
 
 
+def _out_of_space(ptxas_log: str) -> bool:
+    """Whether ptxas failed for want of registers or shared memory (its log also lists the
+    registers used by kernels that compiled, so only its error lines count)."""
+    return any(
+        re.search(r"\b(error|fatal)\b", line, re.IGNORECASE)
+        and re.search("register|shared", line, re.IGNORECASE)
+        for line in ptxas_log.splitlines()
+    )
+
+
 def _launch(kernel, grid: tuple[int, ...], *args, **settings) -> None:
     """Launch ``kernel[grid](*args, **settings)``; :class:`KernelDoesNotFit` if it is too large here.
 
@@ -153,7 +163,7 @@ def _launch(kernel, grid: tuple[int, ...], *args, **settings) -> None:
     try:
         kernel[grid](*args, **settings)
     except _RESOURCE_ERRORS as err:
-        if type(err).__name__ == "PTXASError" and not re.search("register|shared", str(err), re.IGNORECASE):
+        if type(err).__name__ == "PTXASError" and not _out_of_space(str(err)):
             raise  # ptxas failing for another reason is a bug to see, not a size to avoid
         _DOES_NOT_FIT.add(key)
         raise KernelDoesNotFit(

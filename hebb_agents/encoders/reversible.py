@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from hebb_agents.encoders.lsh import LSHSelfAttention
 
@@ -83,8 +82,12 @@ class _ReversibleFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable  # second derivatives would need the recomputation's own graph
     def backward(ctx, d_out):  # type: ignore[override]
+        if torch.is_grad_enabled():  # create_graph=True: the recomputation below has no graph to give
+            raise RuntimeError(
+                "second derivatives (create_graph=True) of a reversible stack are not supported; "
+                "use ReversibleSequence(reversible=False) for them"
+            )
         (out,) = ctx.saved_tensors
         device = out.device
         position = {id(p): i for i, p in enumerate(ctx.params)}
