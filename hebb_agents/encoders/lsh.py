@@ -136,7 +136,8 @@ def _recomputed_grads(
     grad_outputs: tuple[Tensor | None, ...],
 ) -> tuple[Tensor | None, ...]:
     """Gradients of ``compute(*inputs)`` for the inputs that need them, by running it again under
-    autograd: in a backward pass with ``create_graph=True`` the result is differentiable again."""
+    autograd: in a backward pass with ``create_graph=True`` the result is differentiable again.
+    ``compute``'s first results pair with ``grad_outputs`` (any further results are ignored)."""
     create_graph = torch.is_grad_enabled()  # in a backward pass: on only for create_graph=True
     with torch.enable_grad():
         wanted = [x for x, need in zip(inputs, needs_grad) if need]
@@ -786,8 +787,9 @@ class _ChunkedAttention(torch.autograd.Function):
         flat_qk, flat_k, flat_v, out, keep, probs = ctx.saved_tensors
         rows, mask, dropout = ctx.rows, ctx.mask, ctx.dropout
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay, twice differentiable
+            # (output and log-sum-exp, its first two results, pair with the incoming gradients)
             replay = functools.partial(
-                _replay_chunked_attention, rows=rows, mask=mask, dropout=dropout, keep=keep
+                _chunked_attention_forward, rows=rows, mask=mask, dropout=dropout, keep_probs=True, keep=keep
             )
             grads = _recomputed_grads(
                 replay, (flat_qk, flat_k, flat_v), ctx.needs_input_grad[:3], (d_out, d_lse)
@@ -821,22 +823,6 @@ class _ChunkedAttention(torch.autograd.Function):
         d_qk = rows.scatter((d_scores @ rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5), False)
         d_k = rows.scatter(d_scores.transpose(-1, -2) @ rows.queries(flat_qk), look_back)
         return d_qk, d_k, d_v, None, None, None, None
-
-
-def _replay_chunked_attention(
-    flat_qk: Tensor,
-    flat_k: Tensor,
-    flat_v: Tensor,
-    rows: _SortedRows,
-    mask: _ChunkMask,
-    dropout: float,
-    keep: Tensor | None,
-) -> tuple[Tensor, Tensor | None]:
-    """:func:`_chunked_attention_forward` again, with the same dropout mask, for autograd."""
-    out, lse, _, _ = _chunked_attention_forward(
-        flat_qk, flat_k, flat_v, rows, mask, dropout, keep_probs=True, keep=keep
-    )
-    return out, lse
 
 
 def _log_shared_rounds(
