@@ -268,3 +268,30 @@ def test_only_ptxas_resource_failures_count_as_too_large() -> None:
     assert not _out_of_space(
         "ptxas info    : Used 255 registers\nptxas fatal   : Unresolved extern function 'f'"
     )
+
+
+def test_compile_check_lists_shared_memory_without_a_gpu() -> None:
+    # Triton's bundled ptxas compiles for a named architecture; no GPU is touched
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "check_lsh_kernels.py"),
+            "--compile-for",
+            "89",
+            "--widths",
+            "16",
+            "--buckets",
+            "16",
+            "--dtypes",
+            "float16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "sm_89: 99 KiB shared memory per block"
+    assert "hash torch.float16  first tile that fits: d=16: 256x64" in lines[1]
+    assert [line.split()[0] for line in lines[2:]] == ["forward", "backward"]
+    assert all(" NO" not in line and "d=16: " in line for line in lines[2:])
