@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -78,6 +78,35 @@ def _without_settotalmass_warning() -> Iterator[None]:
         yield
     finally:
         mujoco.set_mju_user_warning(previous)
+
+
+BatchStep = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
+"""``(obs (n, obs_dim), reward (n,), terminated (n,), truncated (n,), info)``, Gymnasium's vector form."""
+
+
+class EnvBatch:
+    """Damaged envs of one class stepped together: what an ES evaluating many bodies at once needs.
+
+    ``step(actions, rows=None)`` steps ``envs[rows]`` (all by default) with one action row each and
+    returns :data:`BatchStep`: ``info`` holds one array per key of the envs' own ``step`` (``damage``: a
+    list of names). Every value equals what each env's ``step`` gives, bit for bit (tested): the same
+    operations on the same operands, with the physics calls in one loop and the reward arithmetic
+    done once for the batch (~25 us less per HalfCheetah env-step: 86 against 113 us in one run on a
+    2-vCPU machine, nine envs, where `mj_step` alone took 71 us).
+    Episodes still start with each env's own ``reset``. Build it with ``AntDamageEnv.batch(envs)`` /
+    ``HalfCheetahDamageEnv.batch(envs)``.
+    """
+
+    def __init__(self, envs: list[Any], step: Callable[[Sequence[Any], np.ndarray], BatchStep]) -> None:
+        self.envs = envs
+        self._step = step
+
+    def step(self, actions: np.ndarray, rows: Sequence[int] | np.ndarray | None = None) -> BatchStep:
+        """Step ``envs[rows]`` (every env when ``rows`` is None) with ``actions`` ``(len(rows), nu)``."""
+        envs = self.envs if rows is None else [self.envs[row] for row in rows]
+        if not envs:
+            raise ValueError("EnvBatch.step needs at least one row to step")
+        return self._step(envs, actions)
 
 
 class _DamageMixin:
@@ -183,6 +212,75 @@ class _DamageMixin:
         self.data.ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         mujoco.mj_rnePostConstraint(self.model, self.data)  # contact forces, as Gymnasium computes them
+
+    # ----------------------------------------------------------------- batched stepping
+    # Settings the batched arithmetic reads once for the whole batch (subclasses extend it).
+    _BATCH_SETTINGS: tuple[str, ...] = (
+        "frame_skip",
+        "render_mode",
+        "_forward_reward_weight",
+        "_ctrl_cost_weight",
+        "_exclude_current_positions_from_observation",
+        "_grace_steps",
+    )
+
+    @classmethod
+    def batch(cls, envs: Sequence[Any]) -> EnvBatch:
+        """Step ``envs`` together: see :class:`EnvBatch`.
+
+        ``envs`` are unwrapped envs of this class built with the same arguments (their bodies may
+        differ); a ``ValueError`` names what differs.
+        """
+        envs = list(envs)
+        if not envs:
+            raise ValueError(f"{cls.__name__}.batch needs at least one env")
+        first = envs[0]
+        for env in envs:
+            if type(env) is not cls:
+                raise ValueError(f"{cls.__name__}.batch takes unwrapped {cls.__name__} envs, got {env}")
+            differs = [name for name in cls._BATCH_SETTINGS if getattr(env, name) != getattr(first, name)]
+            if env.model.opt.timestep != first.model.opt.timestep:
+                differs.append("timestep")
+            if differs:
+                raise ValueError(
+                    f"{cls.__name__}.batch needs envs built with the same arguments (bodies may differ); "
+                    f"these differ: {', '.join(differs)}"
+                )
+        return EnvBatch(envs, cls._step_batch)
+
+    @staticmethod
+    def _simulate_batch(envs: Sequence[Any], actions: np.ndarray) -> None:
+        """:meth:`_simulate` for every env, in one loop of physics calls."""
+        first = envs[0]
+        expected = (len(envs), first.model.nu)
+        if np.shape(actions) != expected:
+            raise ValueError(f"Action dimension mismatch. Expected {expected}, found {np.shape(actions)}")
+        frame_skip = first.frame_skip
+        for env, action in zip(envs, actions):
+            data, model = env.data, env.model
+            data.ctrl[:] = action
+            mujoco.mj_step(model, data, nstep=frame_skip)
+            mujoco.mj_rnePostConstraint(model, data)
+
+    @staticmethod
+    def _finish_batch(
+        envs: Sequence[Any], obs: np.ndarray, reward: np.ndarray, terminated: np.ndarray, info: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """:meth:`_finish_step` for a batch: counters, grace period, ``damage``, ``x_progress``."""
+        first = envs[0]
+        for env in envs:
+            env._elapsed += 1
+        if first._grace_steps and terminated.any():
+            for row in np.flatnonzero(terminated):
+                env = envs[row]
+                if env._elapsed <= env._grace_steps and env._state_is_finite():
+                    terminated[row] = False
+        if first.render_mode == "human":
+            for env in envs:
+                env.render()
+        info["damage"] = [env._damage_name for env in envs]
+        info["x_progress"] = info["x_position"] - np.array([env._x_start for env in envs])
+        return obs, reward, terminated, np.zeros(len(envs), dtype=bool), info
 
     def _finish_step(self, obs: np.ndarray, reward: float, terminated: bool, info: dict[str, Any]):
         """The termination grace period, ``damage`` and ``x_progress`` in ``info``, human rendering."""
@@ -302,6 +400,56 @@ class AntDamageEnv(_DamageMixin, AntEnv):
         terminated = (not healthy) and self._terminate_when_unhealthy
         return self._finish_step(np.concatenate(parts), reward, terminated, info)
 
+    _BATCH_SETTINGS = (
+        *_DamageMixin._BATCH_SETTINGS,
+        "_main_body_id",
+        "_healthy_z_range",
+        "_healthy_reward",
+        "_contact_force_range",
+        "_contact_cost_weight",
+        "_include_cfrc_ext_in_observation",
+        "_terminate_when_unhealthy",
+    )
+
+    @classmethod
+    def _step_batch(cls, envs: Sequence[AntDamageEnv], actions: np.ndarray) -> BatchStep:
+        """:meth:`step`'s arithmetic for a batch (see :class:`EnvBatch`), row by row the same operations."""
+        body = envs[0]._main_body_id
+        xy_before = np.array([env.data.xpos[body, :2] for env in envs])
+        cls._simulate_batch(envs, actions)
+        first = envs[0]
+        qpos = np.array([env.data.qpos for env in envs])
+        qvel = np.array([env.data.qvel for env in envs])
+        xy = np.array([env.data.xpos[body, :2] for env in envs])
+        # the same operations on the same operands as step, one row per env
+        x_velocity, y_velocity = ((xy - xy_before) / (first.model.opt.timestep * first.frame_skip)).T
+        min_z, max_z = first._healthy_z_range
+        z = qpos[:, 2]
+        healthy = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1) & (min_z <= z) & (z <= max_z)
+        healthy_reward = healthy * first._healthy_reward
+        forward_reward = x_velocity * first._forward_reward_weight
+        contact_forces = np.clip(np.array([env.data.cfrc_ext for env in envs]), *first._contact_force_range)
+        ctrl_cost = first._ctrl_cost_weight * np.square(actions).sum(axis=1)
+        squared_forces = np.square(contact_forces).reshape(len(envs), -1)  # rows as step's ravelled sum
+        contact_cost = first._contact_cost_weight * squared_forces.sum(axis=1)
+        reward = (forward_reward + healthy_reward) - (ctrl_cost + contact_cost)
+        parts = [qpos[:, 2:] if first._exclude_current_positions_from_observation else qpos, qvel]
+        if first._include_cfrc_ext_in_observation:
+            parts.append(contact_forces[:, 1:].reshape(len(envs), -1))
+        info = {
+            "x_position": qpos[:, 0],
+            "y_position": qpos[:, 1],
+            "distance_from_origin": np.array([np.sqrt(p.dot(p)) for p in qpos[:, :2]]),  # dot as step's
+            "x_velocity": x_velocity,
+            "y_velocity": y_velocity,
+            "reward_forward": forward_reward,
+            "reward_ctrl": -ctrl_cost,
+            "reward_contact": -contact_cost,
+            "reward_survive": healthy_reward,
+        }
+        terminated = ~healthy & bool(first._terminate_when_unhealthy)
+        return cls._finish_batch(envs, np.concatenate(parts, axis=1), reward, terminated, info)
+
 
 class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
     """Gymnasium's HalfCheetah-v5 with a damaged body. Limbs and damages: :mod:`hebb_envs.morphology`.
@@ -350,3 +498,26 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
         }
         reward = forward_reward - ctrl_cost
         return self._finish_step(np.concatenate((position, qvel)), reward, False, info)
+
+    @classmethod
+    def _step_batch(cls, envs: Sequence[HalfCheetahDamageEnv], actions: np.ndarray) -> BatchStep:
+        """:meth:`step`'s arithmetic for a batch (see :class:`EnvBatch`), row by row the same operations."""
+        x_before = np.array([env.data.qpos[0] for env in envs])
+        cls._simulate_batch(envs, actions)
+        first = envs[0]
+        qpos = np.array([env.data.qpos for env in envs])
+        qvel = np.array([env.data.qvel for env in envs])
+        x_after = qpos[:, 0]
+        x_velocity = (x_after - x_before) / (first.model.opt.timestep * first.frame_skip)
+        forward_reward = first._forward_reward_weight * x_velocity
+        ctrl_cost = first._ctrl_cost_weight * np.square(actions).sum(axis=1)
+        position = qpos[:, 1:] if first._exclude_current_positions_from_observation else qpos
+        info = {
+            "x_position": x_after,
+            "x_velocity": x_velocity,
+            "reward_forward": forward_reward,
+            "reward_ctrl": -ctrl_cost,
+        }
+        reward = forward_reward - ctrl_cost
+        terminated = np.zeros(len(envs), dtype=bool)
+        return cls._finish_batch(envs, np.concatenate((position, qvel), axis=1), reward, terminated, info)

@@ -1,14 +1,17 @@
 """Fitness of a population: ``P`` environment copies stepped in lockstep.
 
 Each step makes one batched policy call for every member still running (plasticity
-included) and one ``env.step`` per running member. Finished members are dropped from the
+included) and steps the running members' environments. Finished members are dropped from the
 network's arrays once half of them are done, so early stopping saves compute as well as
 simulation. Every random draw of member ``m`` in episode ``e`` of generation ``g`` comes from
 ``member_rng(seed, g, key, e, ...)`` with ``key = m`` (or ``m // 2``, its antithetic pair, with
 ``paired_seeds``): results do not depend on how a population is split over workers.
 
-Per member-step the loop makes one call into the environment beneath gymnasium's bookkeeping
-wrappers (see :func:`fast_step`) and touches plain Python lists, not numpy scalars.
+Environments are stepped beneath gymnasium's bookkeeping wrappers (see :func:`fast_step`). Where
+the environment class can step a batch of its envs itself (``cls.batch(envs)``, as the ``hebb/``
+locomotion envs do, see :class:`hebb_envs.locomotion.EnvBatch`), one call steps every running
+member, with the same results; otherwise each member's env is stepped in turn. Per-member
+bookkeeping (returns, lengths, early stopping) is array arithmetic over the running members.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class RolloutSpec:
         and for policies with an encoder); ``all``: the whole share at once. Results do not depend
         on it, except with a torch encoder, whose batched float32 arithmetic may round differently
         at another batch size (as with another worker count).
+    :param batch_envs: step a group's environments with one call when their class offers
+        ``batch`` (the ``hebb/`` locomotion envs); results are identical either way, so ``False``
+        only serves to measure what it saves.
     """
 
     env_id: str
@@ -69,6 +75,7 @@ class RolloutSpec:
     early_stop: str = "none"
     paired_seeds: bool = True
     lockstep_size: int | str = "auto"
+    batch_envs: bool = True
 
     def __post_init__(self) -> None:
         if self.early_stop not in EARLY_STOPS:
@@ -174,6 +181,7 @@ class LockstepEvaluator:
         self.envs: list[gym.Env] = []
         self._steps: list[Callable[[Any], tuple]] = []  # per env: step beneath the bookkeeping wrappers
         self._limits: list[int | None] = []  # per env: step limit (TimeLimit and spec.max_steps)
+        self._batch: Any = None  # the env class's batch of self.envs, when every env can be batched
         self._ensure_envs(1)
         self.policy = build_policy(spec, self.envs[0])
 
@@ -190,6 +198,18 @@ class LockstepEvaluator:
             self.envs.append(env)
             self._steps.append(step)
             self._limits.append(limit)
+            self._batch = None
+
+    def _batched(self) -> Any:
+        """The env class's batch of every env (see the module docstring), or None."""
+        if self._batch is None and self.spec.batch_envs:
+            inner = [env.unwrapped for env in self.envs]
+            cls = type(inner[0])
+            batchable = callable(getattr(cls, "batch", None)) and all(
+                step == env.step and type(env) is cls for step, env in zip(self._steps, inner)
+            )
+            self._batch = cls.batch(inner) if batchable else False
+        return self._batch or None
 
     def evaluate(self, params: np.ndarray, member_ids: np.ndarray, seed: int, generation: int) -> EvalResult:
         """Fitness of ``params`` ``(P, num_params)``; ``member_ids`` are the members' global indices."""
@@ -240,7 +260,6 @@ class LockstepEvaluator:
         policy.reset(weight_seeds)
         obs = []
         x_start = [0.0] * population
-        x_last = [0.0] * population
         for p, key in enumerate(keys):
             env_seed = int(member_rng(seed, generation, key, episode, 0).integers(2**31 - 1))
             o, info = self.envs[p].reset(seed=env_seed)
@@ -250,76 +269,109 @@ class LockstepEvaluator:
                     f"fitness 'distance' needs info['x_position'], which {spec.env_id} does not report; "
                     "use fitness 'return' or an info key"
                 )
-            x_start[p] = x_last[p] = info.get("x_position", 0.0)
-        # Per-member state lives in Python lists: the loop below touches it once per member-step,
-        # where numpy scalar indexing would cost more than the arithmetic.
+            x_start[p] = info.get("x_position", 0.0)
+        # Per-member state: arrays indexed by member; the policy's rows hold the members in row_member.
         obs_rows = np.stack(obs)  # (rows, obs_dim): observation of the member held by each policy row
-        returns = [0.0] * population
-        score = [0.0] * population  # summed info key, when fitness names one
-        lengths = [0] * population
-        bad_streak = [0] * population
-        diverged = [False] * population
-        running = [True] * population
-        members = list(range(population))  # member held by each row of the policy's arrays
+        returns = np.zeros(population)
+        score = np.zeros(population)  # summed info key, when fitness names one
+        x_last = np.array(x_start, dtype=np.float64)
+        lengths = np.zeros(population, dtype=np.int64)
+        bad_streak = np.zeros(population, dtype=np.int64)
+        diverged = np.zeros(population, dtype=bool)
+        limits = np.array([np.iinfo(np.int64).max if n is None else n for n in self._limits[:population]])
+        row_member = np.arange(population)  # member held by each row of the policy's arrays
+        row_running = np.ones(population, dtype=bool)
         steps = 0
-        sum_key = spec.fitness not in ("return", "distance")
-        track_x = spec.fitness == "distance"
-        early_stop = spec.early_stop != "none"
-        step_fns, limits = self._steps, self._limits
+        batch = self._batched()
         active = population
         while active:
             actions = policy.act(obs_rows)  # (rows, act_dim)
-            finite = np.isfinite(policy.last_output).all(axis=1).tolist()
-            for row, p in enumerate(members):
-                if not running[p]:
-                    continue
-                if not finite[row]:
-                    diverged[p] = True
-                    running[p] = False
-                    active -= 1
-                    continue
-                o, r, terminated, truncated, info = step_fns[p](actions[row])
-                steps += 1
-                length = lengths[p] = lengths[p] + 1
-                returns[p] += r
-                obs_rows[row] = o
-                if sum_key:
-                    value = info.get(spec.fitness)
-                    if not is_number(value):
-                        walks = ["distance"] if "x_position" in info else []
-                        numeric = sorted(key for key, item in info.items() if is_number(item))
-                        raise ValueError(
-                            f"fitness {spec.fitness!r} is not a numeric key of {spec.env_id}'s info; "
-                            f"accepted: {', '.join(['return', *walks, *numeric])}"
-                        )
-                    score[p] += value
-                if track_x:
-                    x_last[p] = info.get("x_position", x_last[p])
-                done = terminated or truncated or (limits[p] is not None and length >= limits[p])
-                if not done and early_stop:
-                    done = self._early_stop(p, r, info, length, bad_streak)
-                if done:
-                    running[p] = False
-                    active -= 1
+            finite = np.isfinite(policy.last_output).all(axis=1)
+            diverged[row_member[row_running & ~finite]] = True
+            row_running &= finite
+            rows = np.flatnonzero(row_running)
+            if rows.size == 0:
+                break
+            members = row_member[rows]
+            if batch is not None:
+                o, reward, terminated, truncated, info = batch.step(actions[rows], members)
+            else:
+                o, reward, terminated, truncated, info = self._step_each(members, actions[rows])
+            reward = np.asarray(reward, dtype=np.float64)
+            steps += rows.size
+            lengths[members] += 1
+            returns[members] += reward
+            obs_rows[rows] = o
+            if spec.fitness not in ("return", "distance"):
+                score[members] += self._info_column(info, spec.fitness, required=True)
+            if spec.fitness == "distance" and (x := self._info_column(info, "x_position")) is not None:
+                x_last[members] = x
+            done = np.asarray(terminated, dtype=bool) | truncated | (lengths[members] >= limits[members])
+            if spec.early_stop != "none":
+                done |= self._early_stop(members, reward, info, lengths[members], bad_streak)
+            row_running[rows[done]] = False
+            active = int(row_running.sum())
             # Drop finished members once half the rows are idle, so they cost nothing further.
-            if active and active <= len(members) // 2 and policy.encoder is None:
-                keep = np.array([running[p] for p in members])
-                policy.select(np.flatnonzero(keep))
-                obs_rows = obs_rows[keep]
-                members = [p for p in members if running[p]]
+            if active and active <= len(row_member) // 2 and policy.encoder is None:
+                policy.select(np.flatnonzero(row_running))
+                obs_rows = obs_rows[row_running]
+                row_member = row_member[row_running]
+                row_running = row_running[row_running]
         if spec.fitness == "return":
-            fitness = np.array(returns, dtype=np.float64)
+            fitness = returns.copy()
         elif spec.fitness == "distance":
-            fitness = np.array(x_last, dtype=np.float64) - np.array(x_start, dtype=np.float64)
+            fitness = x_last - np.array(x_start, dtype=np.float64)
         else:
-            fitness = np.array(score, dtype=np.float64)
-        fitness[np.array(diverged, dtype=bool)] = np.nan
-        return fitness, np.array(returns), np.array(lengths, dtype=np.int64), steps
+            fitness = score
+        fitness[diverged] = np.nan
+        return fitness, returns, lengths, steps
 
-    def _early_stop(self, p: int, reward: float, info: dict, t: int, bad_streak: list[int]) -> bool:
+    def _step_each(self, members: np.ndarray, actions: np.ndarray) -> tuple:
+        """Step each member's env in turn; returns the batch form (``info``: lists of shared keys)."""
+        obs, rewards, terminated, truncated, infos = [], [], [], [], []
+        for p, action in zip(members.tolist(), actions):
+            o, r, term, trunc, info = self._steps[p](action)
+            obs.append(o)
+            rewards.append(r)
+            terminated.append(term)
+            truncated.append(trunc)
+            infos.append(info)
+        shared = set(infos[0]).intersection(*infos[1:])
+        info = {key: [item[key] for item in infos] for key in infos[0] if key in shared}
+        return np.stack(obs), rewards, np.array(terminated, dtype=bool), np.array(truncated, dtype=bool), info
+
+    def _info_column(self, info: dict[str, Any], key: str, required: bool = False) -> np.ndarray | None:
+        """``info[key]`` of every stepped member as float64, or None (an error if ``required``)."""
+        values = info.get(key)
+        if values is not None:
+            if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+                return values.astype(np.float64, copy=False)
+            if not isinstance(values, np.ndarray) and all(is_number(value) for value in values):
+                return np.array(values, dtype=np.float64)
+        if not required:
+            return None
+        walks = ["distance"] if "x_position" in info else []
+        numeric = sorted(k for k in info if k != key and self._info_column(info, k) is not None)
+        raise ValueError(
+            f"fitness {key!r} is not a numeric key of {self.spec.env_id}'s info; "
+            f"accepted: {', '.join(['return', *walks, *numeric])}"
+        )
+
+    def _early_stop(
+        self,
+        members: np.ndarray,
+        reward: np.ndarray,
+        info: dict[str, Any],
+        lengths: np.ndarray,
+        streak: np.ndarray,
+    ) -> np.ndarray:
+        """Which stepped members stop early; updates their ``streak`` of bad steps."""
         if self.spec.early_stop == "locomotion":
-            progress = info.get("x_velocity", info.get("reward_forward", reward))
-            bad_streak[p] = bad_streak[p] + 1 if progress < 0 else 0
-            return bool(t > 200 and bad_streak[p] >= 30)
-        bad_streak[p] = bad_streak[p] + 1 if reward < 0 else 0
-        return bool(bad_streak[p] >= 20)
+            progress = self._info_column(info, "x_velocity")
+            if progress is None:
+                progress = self._info_column(info, "reward_forward")
+            bad = (reward if progress is None else progress) < 0
+            streak[members] = np.where(bad, streak[members] + 1, 0)
+            return (lengths > 200) & (streak[members] >= 30)
+        streak[members] = np.where(reward < 0, streak[members] + 1, 0)
+        return streak[members] >= 20

@@ -225,11 +225,16 @@ def es_run(
     args: argparse.Namespace,
     policy: str = "hebbian",
     lockstep_size: int | str = "auto",
+    batch_envs: bool = True,
 ) -> dict:
     """Run warm-up + timed ES generations; env-steps/s, ES share, mean episode length."""
     os.environ["HEBB_KERNEL"] = kernel  # spawned workers read it when they build their network
     spec = RolloutSpec(
-        env_id=env_id, max_steps=args.episode_steps, policy=policy, lockstep_size=lockstep_size
+        env_id=env_id,
+        max_steps=args.episode_steps,
+        policy=policy,
+        lockstep_size=lockstep_size,
+        batch_envs=batch_envs,
     )
     probe = LockstepEvaluator(spec)
     init = probe.policy.initial_params(np.random.default_rng(0))
@@ -353,6 +358,12 @@ def main() -> None:
         "or a number",
     )
     parser.add_argument(
+        "--env-batching",
+        default="on",
+        help="comma list of on, off (RolloutSpec.batch_envs): step a group's envs with one batched call "
+        "where the env class offers it, or each env in turn; 'on,off' measures what batching saves",
+    )
+    parser.add_argument(
         "--replay-members", type=int, default=16, help="members whose episodes are replayed on raw mj_step"
     )
     parser.add_argument("--ref-steps", type=int, default=300, help="steps timed for the reference-style loop")
@@ -363,6 +374,11 @@ def main() -> None:
     kernels = [k for k in args.kernels.split(",") if k != "numba" or importlib.util.find_spec("numba")]
     workers = [int(w) for w in args.workers.split(",")]
     groups = [parse_lockstep_size(g) for g in args.lockstep_sizes.split(",")]
+    batchings = []
+    for value in args.env_batching.split(","):
+        if value not in ("on", "off"):
+            parser.error(f"--env-batching takes a comma list of on, off; got {value!r}")
+        batchings.append(value == "on")
     print(
         f"popsize {args.popsize}, episodes capped at {args.episode_steps} steps, {args.generations} timed "
         f"generations after one warm-up; {os.cpu_count()} CPUs visible\n"
@@ -388,12 +404,13 @@ def main() -> None:
                 flush=True,
             )
         runs: dict[tuple[str, int], dict] = {}
-        rows = [(kernel, "hebbian", g) for kernel in kernels for g in groups]
-        rows += [("numpy", "static", "auto")] if args.static else []
-        for kernel, policy, group in rows:
-            label = f"{policy}/{kernel}/lockstep {group}"
+        rows = [(kernel, "hebbian", g, b) for kernel in kernels for g in groups for b in batchings]
+        rows += [("numpy", "static", "auto", b) for b in batchings] if args.static else []
+        for kernel, policy, group, batched in rows:
+            label = f"{policy}/{kernel}/lockstep {group}/{batched}"
+            envs = "batched" if batched else "per-env"
             for count in workers:
-                run = es_run(env_id, count, kernel, args, policy, group)
+                run = es_run(env_id, count, kernel, args, policy, group, batched)
                 runs[(label, count)] = run
                 speedup = ""
                 first = runs.get((label, workers[0]))
@@ -401,7 +418,7 @@ def main() -> None:
                     speedup = f"; wall {run['rate'] / first['rate']:.2f}x vs {workers[0]} worker(s)"
                 versus_replay = f", {run['cpu_rate'] / replayed:.2f}x replayed" if replayed else ""
                 print(
-                    f"ES {policy:<7} {kernel:<5} lockstep {run['group']:<8} {count:>2} worker(s): "
+                    f"ES {policy:<7} {kernel:<5} lockstep {run['group']:<8} {envs:<7} {count:>2} worker(s): "
                     f"{run['cpu_rate']:7.0f} steps/s  "
                     f"{run['cpu_rate'] / physics:.2f}x raw{versus_replay} per core "
                     f"(wall {run['rate']:.0f} steps/s{speedup}; "

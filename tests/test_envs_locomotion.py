@@ -129,6 +129,82 @@ def test_step_equals_gymnasiums_step_bit_for_bit(cls, kwargs, dtype):
         assert terminations > 0  # the termination test was exercised
 
 
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (HalfCheetahDamageEnv, {}),
+        (HalfCheetahDamageEnv, {KEEP_X: False, "forward_reward_weight": np.float32(1.3)}),
+        (AntDamageEnv, {"use_contact_forces": True, "healthy_z_range": (0.2, 1.0)}),
+        (AntDamageEnv, {"healthy_z_range": (0.2, 1.0), "termination_grace_steps": 15}),
+        (AntDamageEnv, {KEEP_X: False, "healthy_reward": np.float32(1.0), "terminate_when_unhealthy": False}),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_step_equals_each_envs_own_step_bit_for_bit(cls, kwargs, dtype):
+    """EnvBatch.step gives, row by row, exactly what each env's step gives (subsets of rows too)."""
+    n = 4
+    batched, single = (
+        [cls(damage="all", **kwargs) for _ in range(n)],
+        [cls(damage="all", **kwargs) for _ in range(n)],
+    )
+    batch = cls.batch(batched)
+    rng = np.random.default_rng(1)
+    checked = terminations = 0
+    for episode in range(2):
+        for i in range(n):
+            for env in (batched[i], single[i]):
+                env.reset(seed=10 * episode + i)
+        running = list(range(n))
+        for t in range(120):
+            if t == 50:  # a body switch mid-episode for one env
+                for env in (batched[0], single[0]):
+                    env.set_damage(SPLITS[env.robot]["unseen"][episode])
+            actions = rng.uniform(-1.5, 1.5, (len(running), batched[0].action_space.shape[0])).astype(dtype)
+            obs, reward, terminated, truncated, info = batch.step(actions, running)
+            assert obs.shape == (len(running), *batched[0].observation_space.shape) and not truncated.any()
+            for row, i in enumerate(running):
+                want_obs, want_reward, want_terminated, _, want_info = single[i].step(actions[row])
+                np.testing.assert_array_equal(obs[row], want_obs)
+                assert obs.dtype == want_obs.dtype
+                assert reward[row] == want_reward and reward.dtype == np.asarray(want_reward).dtype
+                assert terminated[row] == bool(want_terminated)
+                assert set(info) == set(want_info)
+                assert info["damage"][row] == want_info.pop("damage")
+                for key, value in want_info.items():
+                    assert info[key][row] == value and info[key].dtype == np.asarray(value).dtype, key
+                checked += 1
+            terminations += int(terminated.sum())
+            running = [i for row, i in enumerate(running) if not terminated[row]]
+            if not running:
+                break
+    assert checked > 300
+    if kwargs.get("healthy_z_range") == (0.2, 1.0):
+        assert terminations > 0  # the termination (and, where set, grace) test was exercised
+
+
+def test_batch_rejects_mixed_settings_other_envs_and_bad_actions():
+    with pytest.raises(ValueError, match="same arguments.*these differ: _ctrl_cost_weight"):
+        HalfCheetahDamageEnv.batch([HalfCheetahDamageEnv(), HalfCheetahDamageEnv(ctrl_cost_weight=0.3)])
+    with pytest.raises(ValueError, match="takes unwrapped HalfCheetahDamageEnv envs"):
+        HalfCheetahDamageEnv.batch([HalfCheetahDamageEnv(), AntDamageEnv()])
+    with pytest.raises(ValueError, match="takes unwrapped"):
+        HalfCheetahDamageEnv.batch([gym.make(CHEETAH)])
+    with pytest.raises(ValueError, match="at least one env"):
+        AntDamageEnv.batch([])
+    envs = [
+        HalfCheetahDamageEnv(damage=name) for name in ("intact", "front_thigh_paralysed")
+    ]  # bodies may differ
+    batch = HalfCheetahDamageEnv.batch(envs)
+    for env in envs:
+        env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"Action dimension mismatch. Expected \(2, 6\), found \(6,\)"):
+        batch.step(np.zeros(6))
+    with pytest.raises(ValueError, match=r"Expected \(1, 6\)"):
+        batch.step(np.zeros((2, 6)), rows=[1])
+    with pytest.raises(ValueError, match="at least one row"):
+        batch.step(np.zeros((0, 6)), rows=[])
+
+
 def test_step_rejects_a_wrong_action_shape():
     env = HalfCheetahDamageEnv()
     env.reset(seed=0)

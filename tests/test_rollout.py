@@ -189,3 +189,42 @@ def test_bad_env_kwargs_and_distance_without_x_position_fail_clearly():
     )
     with pytest.raises(ValueError, match="x_position"):
         ev.evaluate(_params(ev, 2), np.arange(2), 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "env_kwargs", "fitness"),
+    [
+        ("hebb/HalfCheetahDamage-v0", {"damage": "all"}, "distance"),
+        ("hebb/AntDamage-v0", {"damage": "seen", "healthy_z_range": (0.2, 1.0)}, "reward_forward"),
+    ],
+)
+def test_batched_env_steps_change_no_result(env_id, env_kwargs, fitness):
+    """One EnvBatch call per step (the hebb locomotion envs) gives what stepping each env gives."""
+    base = dict(
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        policy_config={"hidden": [8]},
+        max_steps=240,
+        fitness=fitness,
+        early_stop="locomotion",
+        lockstep_size=3,
+    )
+    batched, each = (
+        LockstepEvaluator(RolloutSpec(**base)),
+        LockstepEvaluator(RolloutSpec(**base, batch_envs=False)),
+    )
+    params = _params(batched, 7, scale=1.0)
+    a = batched.evaluate(params, np.arange(7), seed=2, generation=1)
+    b = each.evaluate(params, np.arange(7), seed=2, generation=1)
+    assert batched._batched() is not None and each._batched() is None
+    for field in ("fitness", "returns", "lengths"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.env_steps == b.env_steps == int(a.lengths.sum())
+    if env_id.startswith("hebb/Ant"):
+        assert len(set(a.lengths.tolist())) > 1  # terminations dropped members mid-group
+
+
+def test_envs_without_a_batch_are_stepped_one_by_one():
+    evaluator = LockstepEvaluator(SPEC)
+    evaluator.evaluate(_params(evaluator, 3), np.arange(3), 0, 0)
+    assert evaluator._batched() is None
