@@ -92,7 +92,7 @@ class EnvBatch:
     list of names). Every value equals what each env's ``step`` gives, bit for bit (tested): the same
     operations on the same operands, with the physics calls in one loop and the reward arithmetic
     done once for the batch (~25 us less per HalfCheetah env-step: 86 against 113 us in one run on a
-    2-vCPU machine, nine envs, where `mj_step` alone took 71 us).
+    2-vCPU machine, nine envs, where ``mj_step`` alone took 71 us).
     Episodes still start with each env's own ``reset``. Build it with ``AntDamageEnv.batch(envs)`` /
     ``HalfCheetahDamageEnv.batch(envs)``.
     """

@@ -9,9 +9,12 @@ in this run:
 - raw physics on the ES run's own episodes: the start states and controls of the first
   ``--replay-members`` members of generation 0, recorded and replayed through ``mj_step`` alone
   (a step's cost depends on the state: contacts, solver iterations), the fairest "physics limit";
+  replayed again right after every ES run, which is compared with that adjacent figure (a shared
+  machine's speed drifts by up to 2x over minutes);
 - gymnasium: one environment's ``env.step`` with random actions (the env's own Python per step);
 - ES: full generations (candidates from seeds -> lockstep rollouts on persistent workers ->
-  ``OpenES.tell``) with 1 and 2 worker processes, per kernel and lockstep group size; env-steps/s,
+  ``OpenES.tell``) with 1 and 2 worker processes, per kernel, lockstep group size and env batching
+  (``--env-batching on,off``: one batched env call per step, or each env in turn); env-steps/s,
   the ES bookkeeping's share of the generation, and the speed-up from 1 to 2 workers;
 - reference-style loop, written here only as a baseline: one individual at a time, a new
   environment per evaluation, a torch forward pass and a per-synapse update loop (compiled with
@@ -172,13 +175,12 @@ def replay_physics(
     return steps, seconds, finals
 
 
-def trajectory_physics_rate(env_id: str, members: int, args: argparse.Namespace) -> float:
-    """Physics steps per CPU-second of raw ``mj_step`` replaying ES members' own episodes.
+def record_trajectories(env_id: str, members: int, args: argparse.Namespace) -> tuple[list, int]:
+    """Start states and controls of ``members`` members of a first ES generation, and the frame skip.
 
     A physics step's cost depends on the state (contacts, solver iterations), so the random
-    controls of :func:`raw_physics_rate` need not cost what an ES population's controls cost. This
-    replays ``members`` members of a first ES generation (their start states and controls, recorded
-    in this process) through ``mj_step`` alone.
+    controls of :func:`raw_physics_rate` need not cost what an ES population's controls cost;
+    :func:`replay_rate` replays these episodes through ``mj_step`` alone.
     """
     recorded_id = f"bench/Recorded-{env_id.split('/')[-1]}"
     if recorded_id not in gym.registry:
@@ -188,7 +190,12 @@ def trajectory_physics_rate(env_id: str, members: int, args: argparse.Namespace)
     es = OpenES(evaluator.num_params, popsize=args.popsize, seed=0, init=init)
     _ControlRecorder.episodes = []
     evaluator.evaluate(es.ask()[:members], np.arange(members), seed=0, generation=0)
-    steps, seconds, _ = replay_physics(_ControlRecorder.episodes, evaluator.envs[0].unwrapped.frame_skip)
+    return list(_ControlRecorder.episodes), evaluator.envs[0].unwrapped.frame_skip
+
+
+def replay_rate(trajectories: tuple[list, int]) -> float:
+    """Physics steps per CPU-second of raw ``mj_step`` replaying recorded ES episodes."""
+    steps, seconds, _ = replay_physics(*trajectories)
     return steps / seconds
 
 
@@ -390,7 +397,8 @@ def main() -> None:
         print(f"== {env_id}   (rates per CPU-second unless marked wall)")
         print(f"raw mj_step x frame_skip, 1 core : {physics:7.0f} steps/s  1.00x")
         print(f"gymnasium env.step, random acts : {gym_rate:7.0f} steps/s  {gym_rate / physics:.2f}x raw")
-        replayed = trajectory_physics_rate(env_id, args.replay_members, args) if args.replay_members else None
+        trajectories = record_trajectories(env_id, args.replay_members, args) if args.replay_members else None
+        replayed = replay_rate(trajectories) if trajectories else None
         if replayed:
             print(
                 f"raw mj_step on ES trajectories  : {replayed:7.0f} steps/s  {replayed / physics:.2f}x raw "
@@ -416,7 +424,14 @@ def main() -> None:
                 first = runs.get((label, workers[0]))
                 if count != workers[0] and first is not None:
                     speedup = f"; wall {run['rate'] / first['rate']:.2f}x vs {workers[0]} worker(s)"
-                versus_replay = f", {run['cpu_rate'] / replayed:.2f}x replayed" if replayed else ""
+                # The machine's speed drifts (other tenants): the replay is timed again right after each
+                # run, and that adjacent figure is the one this run is compared with.
+                versus_replay = ""
+                if trajectories:
+                    adjacent = replay_rate(trajectories)
+                    versus_replay = (
+                        f", {run['cpu_rate'] / adjacent:.2f}x replayed (replay then {adjacent:.0f}/s)"
+                    )
                 print(
                     f"ES {policy:<7} {kernel:<5} lockstep {run['group']:<8} {envs:<7} {count:>2} worker(s): "
                     f"{run['cpu_rate']:7.0f} steps/s  "
