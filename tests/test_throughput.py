@@ -89,6 +89,30 @@ def test_numba_kernel_gives_bit_identical_weights_to_numpy(rule, normalisation, 
     assert not any(np.array_equal(a, b) for a, b in zip(initial, w_np))  # the weights really moved
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_max_abs_matches_numpy_in_both_widths_and_on_nan(dtype):
+    """The numba kernel takes max |w| on the weights' bit patterns: same scale, NaN spreads as in numpy."""
+    pytest.importorskip("numba")
+    nets = [HebbianNetwork((5, 6, 2), dtype=dtype, kernel=k) for k in ("numpy", "numba")]
+    params = np.random.default_rng(0).normal(0, 0.5, (3, nets[0].num_params))
+    x = np.random.default_rng(1).normal(size=(3, 5))
+    results = []
+    for net in nets:
+        net.set_params(params)
+        net.reset([np.random.default_rng(i) for i in range(3)])
+        for _ in range(5):
+            net.step(x)
+        net.weights[0][1, 2, 3] = np.nan  # member 1's first layer breaks
+        with np.errstate(all="ignore"):
+            net.step(x)
+        results.append([w.copy() for w in net.weights])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)  # equal_nan: NaN in the same places
+    first = results[1][0]
+    assert first.dtype == dtype and np.isnan(first[1]).all() and np.isfinite(first[[0, 2]]).all()
+    assert np.abs(first[0]).max() == 1  # a finite layer is scaled by its max |w|
+
+
 def test_auto_kernel_is_numba_when_installed_else_numpy(monkeypatch):
     monkeypatch.delenv("HEBB_KERNEL", raising=False)
     installed = importlib.util.find_spec("numba") is not None

@@ -1,0 +1,127 @@
+"""Where a lockstep group's time goes, per member-step, with every part timed in the same run.
+
+One lockstep group of Hebbian networks (random evolved vectors, as in a first ES generation) runs
+``--steps`` steps on its environments, as the rollout runs them. The episode's controls are
+recorded, then each repeat times, back to back:
+
+- the whole loop with batched env steps (one ``EnvBatch`` call per step, the rollout's default
+  where the env class offers it), policy (forward pass + plastic update) and env timed apart;
+- the whole loop stepping each env in turn (``RolloutSpec(batch_envs=False)``);
+- raw physics: the recorded controls through ``mj_step`` alone, env after env;
+- the batched env step alone, on the recorded controls;
+- the policy alone: the same number of ``act`` calls with no physics in between.
+
+A shared machine's speed drifts by up to 2x over minutes, so ratios are taken within a repeat
+(seconds apart) and summarised by their median over ``--repeats``.
+
+    python scripts/profile_lockstep.py --env hebb/HalfCheetahDamage-v0 --members 9
+    python scripts/profile_lockstep.py --env hebb/AntDamage-v0 --members 8 --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import mujoco
+import numpy as np
+
+from hebb_agents.policy import make_policy
+from hebb_agents.rollout import make_env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env", default="hebb/HalfCheetahDamage-v0")
+    parser.add_argument("--members", type=int, default=9, help="lockstep group size")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+
+    envs = [make_env(args.env).unwrapped for _ in range(args.members)]
+    if not callable(getattr(type(envs[0]), "batch", None)):
+        parser.error(f"{args.env} offers no batched step (EnvBatch); this profile compares it with env.step")
+    batch = type(envs[0]).batch(envs)
+    policy = make_policy("hebbian", envs[0].observation_space, envs[0].action_space)
+    rng = np.random.default_rng(0)
+    policy.set_params(np.stack([policy.initial_params(rng) for _ in range(args.members)]))
+
+    def each_env(actions: np.ndarray) -> np.ndarray:
+        return np.stack([env.step(action)[0] for env, action in zip(envs, actions)])
+
+    def batched(actions: np.ndarray) -> np.ndarray:
+        return batch.step(actions)[0]
+
+    def reset() -> np.ndarray:
+        policy.reset(list(range(args.members)))
+        return np.stack([env.reset(seed=i)[0] for i, env in enumerate(envs)])
+
+    def whole_loop(env_step: Callable, record: list | None = None) -> tuple[float, float]:
+        obs, in_policy, in_env = reset(), 0.0, 0.0
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            actions = policy.act(obs)
+            acted = time.perf_counter()
+            obs = env_step(actions)
+            in_policy += acted - start
+            in_env += time.perf_counter() - acted
+            if record is not None:
+                record.append(actions)
+        return in_policy, in_env
+
+    def raw_physics(controls: list) -> float:
+        reset()
+        start = time.perf_counter()
+        for actions in controls:
+            for env, action in zip(envs, actions):
+                env.data.ctrl[:] = action
+                mujoco.mj_step(env.model, env.data, nstep=env.frame_skip)
+        return time.perf_counter() - start
+
+    def env_alone(controls: list) -> float:
+        reset()
+        start = time.perf_counter()
+        for actions in controls:
+            batched(actions)
+        return time.perf_counter() - start
+
+    def policy_alone(observations: np.ndarray) -> float:
+        reset()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            policy.act(observations)
+        return time.perf_counter() - start
+
+    controls: list = []
+    whole_loop(batched, controls)  # warm-up (compilation), and the controls to replay
+    observations = reset()
+    per = 1e6 / (args.steps * args.members)
+    print(f"{args.env}, {args.members} members x {args.steps} steps; us per member-step")
+    ratios: dict[str, list[float]] = {"batched": [], "each env": [], "batched vs each env": []}
+    for repeat in range(args.repeats):
+        in_policy, in_env = whole_loop(batched)
+        each = sum(whole_loop(each_env))
+        raw, env_only, policy_only = raw_physics(controls), env_alone(controls), policy_alone(observations)
+        total = in_policy + in_env
+        ratios["batched"].append(raw / total)
+        ratios["each env"].append(raw / each)
+        ratios["batched vs each env"].append(each / total)
+        print(
+            f"repeat {repeat}: batched loop {total * per:.1f} (policy {in_policy * per:.1f}, "
+            f"env {in_env * per:.1f}), each-env loop {each * per:.1f} | raw mj_step {raw * per:.1f}, "
+            f"batched env alone {env_only * per:.1f}, policy alone {policy_only * per:.1f}",
+            flush=True,
+        )
+    low, mid, high = (np.percentile(ratios["batched"], q) for q in (0, 50, 100))
+    print(f"raw physics / batched loop: median {mid:.2f}x (range {low:.2f}-{high:.2f})")
+    low, mid, high = (np.percentile(ratios["each env"], q) for q in (0, 50, 100))
+    print(f"raw physics / each-env loop: median {mid:.2f}x (range {low:.2f}-{high:.2f})")
+    low, mid, high = (np.percentile(ratios["batched vs each env"], q) for q in (0, 50, 100))
+    print(f"batched loop speed-up over each-env loop: median {mid:.2f}x (range {low:.2f}-{high:.2f})")
+
+
+if __name__ == "__main__":
+    main()
