@@ -103,10 +103,24 @@ class EnvBatch:
 
     def step(self, actions: np.ndarray, rows: Sequence[int] | np.ndarray | None = None) -> BatchStep:
         """Step ``envs[rows]`` (every env when ``rows`` is None) with ``actions`` ``(len(rows), nu)``."""
-        envs = self.envs if rows is None else [self.envs[row] for row in rows]
+        if rows is None:
+            envs = self.envs
+        else:
+            indices = np.asarray(rows)
+            if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
+                raise ValueError(
+                    f"rows must be a 1-D sequence of env indices, got {indices.dtype} {indices.shape}"
+                )
+            positions = indices.tolist()
+            if len(set(positions)) != len(positions):
+                raise ValueError(
+                    f"rows must not repeat an env (each is stepped once per call), got {positions}"
+                )
+            envs = [self.envs[row] for row in positions]
         if not envs:
             raise ValueError("EnvBatch.step needs at least one row to step")
-        return self._step(envs, actions)
+        # one memory order for the per-row sums, whatever layout the caller's array has
+        return self._step(envs, np.ascontiguousarray(actions))
 
 
 class _DamageMixin:

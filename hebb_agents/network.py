@@ -17,6 +17,7 @@ import importlib.util
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -236,12 +237,8 @@ class HebbianNetwork:
         self._buf_layers: list[np.ndarray] = []  # per layer (P, n_in, n_out) views of self._buf
         self._term_layers: tuple[list[np.ndarray] | None, ...] = (None, None, None, None)
         self._evolved_init: np.ndarray | None = None  # (P, num_synapses)
-        # the numba kernel's view of the weights as integers, and a scratch value (see network_update)
-        ints = np.dtype(f"i{self.dtype.itemsize}")
+        ints = np.dtype(f"i{self.dtype.itemsize}")  # the weights' width, for network_update's max |w|
         self._sign_off = ints.type(np.iinfo(ints).max)  # every bit but the sign
-        scratch = np.zeros(1, self.dtype)
-        self._top = (scratch.view(ints), scratch)
-        self._w_bits = self._w.view(ints)
 
     @property
     def num_params(self) -> int:
@@ -294,9 +291,19 @@ class HebbianNetwork:
         self._buf = np.empty((population, self.num_synapses), self.dtype)
         self._rebuild_views()
 
+    # Copies and pickles carry the flat arrays only; the per-layer views are rebuilt on them (a copied
+    # view would no longer share memory with its flat array, and the update writes through both).
+    _VIEWS = ("weights", "_buf_layers", "_term_layers")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in self._VIEWS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._rebuild_views()
+
     def _rebuild_views(self) -> None:
         self.population = self._w.shape[0]
-        self._w_bits = self._w.view(self._sign_off.dtype)
         self.weights = self._split(self._w)
         self._buf_layers = self._split(self._buf)
         self._term_layers = tuple(None if t is None else self._split(t) for t in self._terms)
@@ -386,8 +393,22 @@ class HebbianNetwork:
         acts = np.concatenate([np.asarray(a, self.dtype) for a in activations], axis=1)  # (P, units)
         a, b, c, d = self._terms
         max_abs = self.normalisation == "max_abs"
+        ints = self._sign_off.dtype
+        top = np.zeros(1, self.dtype)  # one scratch value, seen as integer and as float (views made here,
+        # per call, so a copied or unpickled network never holds views that no longer share memory)
         _numba_kernels()(
-            self._w, a, b, c, d, acts, self._layer_table, max_abs, self._w_bits, self._sign_off, *self._top
+            self._w,
+            a,
+            b,
+            c,
+            d,
+            acts,
+            self._layer_table,
+            max_abs,
+            self._w.view(ints),
+            self._sign_off,
+            top.view(ints),
+            top,
         )
 
     def step(self, x: np.ndarray) -> np.ndarray:

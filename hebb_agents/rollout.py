@@ -32,6 +32,7 @@ EARLY_STOPS = ("none", "locomotion", "negative_reward")
 # bytes. Measured on HalfCheetah (~54K parameters, 215 KB a member): groups of 8-16 ran 1.15-1.18x
 # faster per member-step than all 100-200 members at once, whose rule terms no cache holds.
 LOCKSTEP_BYTES = 2 * 2**20
+_MISSING = object()  # an info key a member's step did not report
 # Wrappers gym.make adds that only count, check or order calls; the rollout steps beneath them.
 _BOOKKEEPING_WRAPPERS = (TimeLimit, OrderEnforcing, PassiveEnvChecker)
 
@@ -47,7 +48,8 @@ class RolloutSpec:
     :param episodes: episodes per evaluation; fitness is their mean.
     :param max_steps: cap on steps per episode (``None``: the environment's own limit).
     :param fitness: ``return`` (sum of rewards), ``distance`` (final minus initial
-        ``info["x_position"]``), or the name of an ``info`` key summed over the episode.
+        ``info["x_position"]``), or the name of an ``info`` key summed over the episode. Sums are
+        taken in float64 (an env's float32 rewards too).
     :param early_stop: ``none``; ``locomotion`` (the reference's rule: after step 200, stop once
         30 consecutive steps made negative forward progress); ``negative_reward`` (stop after 20
         consecutive negative rewards, the reference's CarRacing rule).
@@ -303,9 +305,10 @@ class LockstepEvaluator:
             returns[members] += reward
             obs_rows[rows] = o
             if spec.fitness not in ("return", "distance"):
-                score[members] += self._info_column(info, spec.fitness, required=True)
-            if spec.fitness == "distance" and (x := self._info_column(info, "x_position")) is not None:
-                x_last[members] = x
+                score[members] += self._info_column(info, spec.fitness, rows.size, required=True)[0]
+            if spec.fitness == "distance":
+                x, reported = self._info_column(info, "x_position", rows.size)
+                x_last[members] = np.where(reported, x, x_last[members])  # a member keeps its last one
             done = np.asarray(terminated, dtype=bool) | truncated | (lengths[members] >= limits[members])
             if spec.early_stop != "none":
                 done |= self._early_stop(members, reward, info, lengths[members], bad_streak)
@@ -327,7 +330,8 @@ class LockstepEvaluator:
         return fitness, returns, lengths, steps
 
     def _step_each(self, members: np.ndarray, actions: np.ndarray) -> tuple:
-        """Step each member's env in turn; returns the batch form (``info``: lists of shared keys)."""
+        """Step each member's env in turn; returns the batch form (``info``: one list per key, with
+        :data:`_MISSING` where a member's info lacks the key)."""
         obs, rewards, terminated, truncated, infos = [], [], [], [], []
         for p, action in zip(members.tolist(), actions):
             o, r, term, trunc, info = self._steps[p](action)
@@ -336,26 +340,33 @@ class LockstepEvaluator:
             terminated.append(term)
             truncated.append(trunc)
             infos.append(info)
-        shared = set(infos[0]).intersection(*infos[1:])
-        info = {key: [item[key] for item in infos] for key in infos[0] if key in shared}
+        keys = dict.fromkeys(key for item in infos for key in item)  # every key, in first-seen order
+        info = {key: [item.get(key, _MISSING) for item in infos] for key in keys}
         return np.stack(obs), rewards, np.array(terminated, dtype=bool), np.array(truncated, dtype=bool), info
 
-    def _info_column(self, info: dict[str, Any], key: str, required: bool = False) -> np.ndarray | None:
-        """``info[key]`` of every stepped member as float64, or None (an error if ``required``)."""
-        values = info.get(key)
-        if values is not None:
-            if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
-                return values.astype(np.float64, copy=False)
-            if not isinstance(values, np.ndarray) and all(is_number(value) for value in values):
-                return np.array(values, dtype=np.float64)
-        if not required:
-            return None
-        walks = ["distance"] if "x_position" in info else []
-        numeric = sorted(k for k in info if k != key and self._info_column(info, k) is not None)
-        raise ValueError(
-            f"fitness {key!r} is not a numeric key of {self.spec.env_id}'s info; "
-            f"accepted: {', '.join(['return', *walks, *numeric])}"
-        )
+    def _info_column(
+        self, info: dict[str, Any], key: str, count: int, required: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``info[key]`` of the ``count`` stepped members as float64, and which reported a number there.
+
+        With ``required``, a member without a number there is an error that lists the usable keys.
+        """
+        values = info.get(key, [_MISSING] * count)
+        if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+            column, reported = values.astype(np.float64, copy=False), np.ones(len(values), dtype=bool)
+        else:
+            reported = np.array([is_number(value) for value in values], dtype=bool)
+            column = np.array(
+                [value if ok else np.nan for value, ok in zip(values, reported)], dtype=np.float64
+            )
+        if required and not reported.all():
+            walks = ["distance"] if "x_position" in info else []
+            numeric = sorted(k for k in info if k != key and self._info_column(info, k, count)[1].any())
+            raise ValueError(
+                f"fitness {key!r} is not a numeric key of {self.spec.env_id}'s info; "
+                f"accepted: {', '.join(['return', *walks, *numeric])}"
+            )
+        return column, reported
 
     def _early_stop(
         self,
@@ -367,10 +378,11 @@ class LockstepEvaluator:
     ) -> np.ndarray:
         """Which stepped members stop early; updates their ``streak`` of bad steps."""
         if self.spec.early_stop == "locomotion":
-            progress = self._info_column(info, "x_velocity")
-            if progress is None:
-                progress = self._info_column(info, "reward_forward")
-            bad = (reward if progress is None else progress) < 0
+            # forward progress per member: its x_velocity, else its reward_forward, else its reward
+            velocity, has_velocity = self._info_column(info, "x_velocity", len(members))
+            forward, has_forward = self._info_column(info, "reward_forward", len(members))
+            progress = np.where(has_velocity, velocity, np.where(has_forward, forward, reward))
+            bad = progress < 0
             streak[members] = np.where(bad, streak[members] + 1, 0)
             return (lengths > 200) & (streak[members] >= 30)
         streak[members] = np.where(reward < 0, streak[members] + 1, 0)

@@ -203,6 +203,26 @@ def test_batch_rejects_mixed_settings_other_envs_and_bad_actions():
         batch.step(np.zeros((2, 6)), rows=[1])
     with pytest.raises(ValueError, match="at least one row"):
         batch.step(np.zeros((0, 6)), rows=[])
+    with pytest.raises(ValueError, match="must not repeat an env"):
+        batch.step(np.zeros((2, 6)), rows=[1, 1])
+    with pytest.raises(ValueError, match="1-D sequence of env indices, got bool"):
+        batch.step(np.zeros((2, 6)), rows=np.array([True, True]))
+
+
+def test_batch_step_sums_in_one_order_whatever_the_actions_layout():
+    """Ant's 8 actions: a Fortran-ordered batch must still give each env's own ctrl cost, bit for bit."""
+    batched, single = [AntDamageEnv() for _ in range(3)], [AntDamageEnv() for _ in range(3)]
+    for i in range(3):
+        batched[i].reset(seed=i)
+        single[i].reset(seed=i)
+    batch = AntDamageEnv.batch(batched)
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        actions = np.asfortranarray(rng.uniform(-1, 1, (3, 8)))
+        _, reward, _, _, info = batch.step(actions)
+        for row, env in enumerate(single):
+            _, want_reward, _, _, want_info = env.step(actions[row])
+            assert reward[row] == want_reward and info["reward_ctrl"][row] == want_info["reward_ctrl"]
 
 
 def test_step_rejects_a_wrong_action_shape():

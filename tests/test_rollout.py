@@ -5,6 +5,7 @@ import signal
 import threading
 import time
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -228,3 +229,46 @@ def test_envs_without_a_batch_are_stepped_one_by_one():
     evaluator = LockstepEvaluator(SPEC)
     evaluator.evaluate(_params(evaluator, 3), np.arange(3), 0, 0)
     assert evaluator._batched() is None
+
+
+class _PatchyInfoEnv(gym.Env):
+    """Reports x_position and x_velocity on some steps only, depending on its own state."""
+
+    observation_space = gym.spaces.Box(-10, 10, (3,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.x = 0, 0.0
+        self.state = self.np_random.normal(size=3).astype(np.float32)
+        return self.state.copy(), {"x_position": 0.0}
+
+    def step(self, action):
+        self.t += 1
+        noise = self.np_random.normal(0, 0.3, 3)
+        self.state = np.tanh(self.state + 0.3 * np.append(action, action[0]) + noise).astype(np.float32)
+        self.x += float(action[0]) * 0.01 + 0.001 * self.t
+        info = {"reward_forward": 1.0}
+        if self.state[0] > 0 or self.t < 3:
+            info["x_position"] = self.x
+        if self.state[1] > 0:
+            info["x_velocity"] = -1.0  # "going backwards": early stop counts it
+        return self.state.copy(), 1.0, False, False, info
+
+
+@pytest.mark.parametrize("fitness", ["distance", "return"])
+def test_members_read_their_own_info_whatever_their_group(fitness):
+    """A key missing from one member's info must not hide another member's value."""
+    if "test/PatchyInfo-v0" not in gym.registry:
+        gym.register("test/PatchyInfo-v0", entry_point=_PatchyInfoEnv, max_episode_steps=300)
+    base = dict(
+        env_id="test/PatchyInfo-v0", policy_config={"hidden": [4]}, fitness=fitness, early_stop="locomotion"
+    )
+    alone = LockstepEvaluator(RolloutSpec(**base, lockstep_size=1))
+    together = LockstepEvaluator(RolloutSpec(**base, lockstep_size="all"))
+    params = _params(alone, 6, scale=1.0)
+    a = alone.evaluate(params, np.arange(6), seed=1, generation=0)
+    b = together.evaluate(params, np.arange(6), seed=1, generation=0)
+    np.testing.assert_array_equal(a.fitness, b.fitness)
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+    assert (a.lengths < 300).any() and (a.lengths == 300).any()  # some members stopped early, some not

@@ -1,6 +1,8 @@
 """Fast paths must not change results: seed-shipped candidates, the numba kernel, the wrapper bypass."""
 
+import copy
 import importlib.util
+import pickle
 from pathlib import Path
 
 import gymnasium as gym
@@ -111,6 +113,24 @@ def test_numba_max_abs_matches_numpy_in_both_widths_and_on_nan(dtype):
     first = results[1][0]
     assert first.dtype == dtype and np.isnan(first[1]).all() and np.isfinite(first[[0, 2]]).all()
     assert np.abs(first[0]).max() == 1  # a finite layer is scaled by its max |w|
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+def test_copied_and_unpickled_networks_step_as_the_original(kernel):
+    if kernel == "numba":
+        pytest.importorskip("numba")
+    net = HebbianNetwork((5, 6, 3), kernel=kernel)
+    net.set_params(np.random.default_rng(0).normal(0, 0.1, (2, net.num_params)))
+    net.reset([np.random.default_rng(1), np.random.default_rng(2)])
+    clones = [copy.deepcopy(net), pickle.loads(pickle.dumps(net))]
+    x = np.random.default_rng(3).normal(size=(2, 5))
+    for _ in range(3):
+        for each in (net, *clones):
+            each.step(x)
+    assert all(np.abs(w).max() == 1 for w in net.weights)  # max_abs normalisation ran
+    for clone in clones:
+        for a, b in zip(net.weights, clone.weights):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_auto_kernel_is_numba_when_installed_else_numpy(monkeypatch):
