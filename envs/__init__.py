@@ -23,7 +23,9 @@ Keyword arguments pass through ``gym.make``:
 - memory tasks: ``n_symbols`` (K, 4), ``delay`` (64), ``cue_steps`` (1), ``distractor`` ("symbols"),
   ``correct_reward`` (1.0), ``wrong_reward`` (0.0); see :mod:`hebb_envs.memory`.
 
-Damage in the middle of an episode: :class:`hebb_envs.wrappers.MidEpisodeDamage`.
+Damage in the middle of an episode: :class:`hebb_envs.wrappers.MidEpisodeDamage`. Stepping many damage
+envs at once (as an ES does): ``AntDamageEnv.batch(envs)`` / ``HalfCheetahDamageEnv.batch(envs)``, an
+:class:`EnvBatch` (Gymnasium's vector form, bit-identical to each env's own ``step``).
 
 Registration is idempotent: importing the package again (or reloading it) never registers an id twice.
 """
@@ -34,7 +36,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
+from hebb_envs.locomotion import AntDamageEnv, EnvBatch, HalfCheetahDamageEnv
 from hebb_envs.memory import MemoryTask
 from hebb_envs.morphology import CATALOGUE, SPLITS, DamageSpec, build_model
 from hebb_envs.wrappers import MidEpisodeDamage, ObservationHistory
@@ -69,6 +71,7 @@ __all__ = [
     "SPLITS",
     "AntDamageEnv",
     "DamageSpec",
+    "EnvBatch",
     "HalfCheetahDamageEnv",
     "MemoryTask",
     "MidEpisodeDamage",
