@@ -390,20 +390,44 @@ class AntDamageEnv(_DamageMixin, AntEnv):
         x_velocity, y_velocity = (xy - xy_before) / (self.model.opt.timestep * self.frame_skip)
         min_z, max_z = self._healthy_z_range
         healthy = np.isfinite(qpos).all() and np.isfinite(qvel).all() and min_z <= qpos[2] <= max_z
-        healthy_reward = healthy * self._healthy_reward
-        forward_reward = x_velocity * self._forward_reward_weight
         contact_forces = np.clip(data.cfrc_ext, *self._contact_force_range)
-        ctrl_cost = self._ctrl_cost_weight * np.square(action).sum()  # in the action's dtype, as Gymnasium
-        contact_cost = self._contact_cost_weight * np.square(contact_forces).sum()
-        reward = (forward_reward + healthy_reward) - (ctrl_cost + contact_cost)
         parts = [qpos[2:] if self._exclude_current_positions_from_observation else qpos, qvel]
         if self._include_cfrc_ext_in_observation:
             parts.append(contact_forces[1:].ravel())
         xy_position = qpos[:2]
+        reward, info = self._reward_and_info(
+            qpos[0],
+            qpos[1],
+            np.sqrt(xy_position.dot(xy_position)),
+            x_velocity,
+            y_velocity,
+            healthy,
+            np.square(action).sum(),  # in the action's dtype, as Gymnasium
+            np.square(contact_forces).sum(),
+        )
+        terminated = (not healthy) and self._terminate_when_unhealthy
+        return self._finish_step(np.concatenate(parts), reward, terminated, info)
+
+    def _reward_and_info(
+        self,
+        x_position: Any,
+        y_position: Any,
+        distance: Any,
+        x_velocity: Any,
+        y_velocity: Any,
+        healthy: Any,
+        ctrl_squares: Any,
+        contact_squares: Any,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Ant-v5's reward terms and ``info``: on one step's scalars, or elementwise on a batch's arrays."""
+        healthy_reward = healthy * self._healthy_reward
+        forward_reward = x_velocity * self._forward_reward_weight
+        ctrl_cost = self._ctrl_cost_weight * ctrl_squares
+        contact_cost = self._contact_cost_weight * contact_squares
         info = {
-            "x_position": qpos[0],
-            "y_position": qpos[1],
-            "distance_from_origin": np.sqrt(xy_position.dot(xy_position)),
+            "x_position": x_position,
+            "y_position": y_position,
+            "distance_from_origin": distance,
             "x_velocity": x_velocity,
             "y_velocity": y_velocity,
             "reward_forward": forward_reward,
@@ -411,8 +435,7 @@ class AntDamageEnv(_DamageMixin, AntEnv):
             "reward_contact": -contact_cost,
             "reward_survive": healthy_reward,
         }
-        terminated = (not healthy) and self._terminate_when_unhealthy
-        return self._finish_step(np.concatenate(parts), reward, terminated, info)
+        return (forward_reward + healthy_reward) - (ctrl_cost + contact_cost), info
 
     _BATCH_SETTINGS = (
         *_DamageMixin._BATCH_SETTINGS,
@@ -440,27 +463,21 @@ class AntDamageEnv(_DamageMixin, AntEnv):
         min_z, max_z = first._healthy_z_range
         z = qpos[:, 2]
         healthy = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1) & (min_z <= z) & (z <= max_z)
-        healthy_reward = healthy * first._healthy_reward
-        forward_reward = x_velocity * first._forward_reward_weight
         contact_forces = np.clip(np.array([env.data.cfrc_ext for env in envs]), *first._contact_force_range)
-        ctrl_cost = first._ctrl_cost_weight * np.square(actions).sum(axis=1)
         squared_forces = np.square(contact_forces).reshape(len(envs), -1)  # rows as step's ravelled sum
-        contact_cost = first._contact_cost_weight * squared_forces.sum(axis=1)
-        reward = (forward_reward + healthy_reward) - (ctrl_cost + contact_cost)
         parts = [qpos[:, 2:] if first._exclude_current_positions_from_observation else qpos, qvel]
         if first._include_cfrc_ext_in_observation:
             parts.append(contact_forces[:, 1:].reshape(len(envs), -1))
-        info = {
-            "x_position": qpos[:, 0],
-            "y_position": qpos[:, 1],
-            "distance_from_origin": np.array([np.sqrt(p.dot(p)) for p in qpos[:, :2]]),  # dot as step's
-            "x_velocity": x_velocity,
-            "y_velocity": y_velocity,
-            "reward_forward": forward_reward,
-            "reward_ctrl": -ctrl_cost,
-            "reward_contact": -contact_cost,
-            "reward_survive": healthy_reward,
-        }
+        reward, info = first._reward_and_info(
+            qpos[:, 0],
+            qpos[:, 1],
+            np.array([np.sqrt(p.dot(p)) for p in qpos[:, :2]]),  # dot per row, as step's
+            x_velocity,
+            y_velocity,
+            healthy,
+            np.square(actions).sum(axis=1),
+            squared_forces.sum(axis=1),
+        )
         terminated = ~healthy & bool(first._terminate_when_unhealthy)
         return cls._finish_batch(envs, np.concatenate(parts, axis=1), reward, terminated, info)
 
@@ -499,19 +516,24 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
         qpos, qvel = self.data.qpos, self.data.qvel  # views, updated in place
         x_before = qpos[0]  # NumPy scalars, as Gymnasium's (see AntDamageEnv.step)
         self._simulate(action)
-        x_after = qpos[0]
+        # the action's dtype for the control cost, as Gymnasium
+        reward, info = self._reward_and_info(x_before, qpos[0], np.square(action).sum())
+        position = qpos[1:] if self._exclude_current_positions_from_observation else qpos
+        return self._finish_step(np.concatenate((position, qvel)), reward, False, info)
+
+    def _reward_and_info(self, x_before: Any, x_after: Any, ctrl_squares: Any) -> tuple[Any, dict[str, Any]]:
+        """HalfCheetah-v5's reward terms and ``info``: on one step's scalars, or elementwise on a batch's
+        arrays."""
         x_velocity = (x_after - x_before) / (self.model.opt.timestep * self.frame_skip)
         forward_reward = self._forward_reward_weight * x_velocity
-        ctrl_cost = self._ctrl_cost_weight * np.square(action).sum()  # in the action's dtype, as Gymnasium
-        position = qpos[1:] if self._exclude_current_positions_from_observation else qpos
+        ctrl_cost = self._ctrl_cost_weight * ctrl_squares
         info = {
             "x_position": x_after,
             "x_velocity": x_velocity,
             "reward_forward": forward_reward,
             "reward_ctrl": -ctrl_cost,
         }
-        reward = forward_reward - ctrl_cost
-        return self._finish_step(np.concatenate((position, qvel)), reward, False, info)
+        return forward_reward - ctrl_cost, info
 
     @classmethod
     def _step_batch(cls, envs: Sequence[HalfCheetahDamageEnv], actions: np.ndarray) -> BatchStep:
@@ -521,17 +543,7 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
         first = envs[0]
         qpos = np.array([env.data.qpos for env in envs])
         qvel = np.array([env.data.qvel for env in envs])
-        x_after = qpos[:, 0]
-        x_velocity = (x_after - x_before) / (first.model.opt.timestep * first.frame_skip)
-        forward_reward = first._forward_reward_weight * x_velocity
-        ctrl_cost = first._ctrl_cost_weight * np.square(actions).sum(axis=1)
+        reward, info = first._reward_and_info(x_before, qpos[:, 0], np.square(actions).sum(axis=1))
         position = qpos[:, 1:] if first._exclude_current_positions_from_observation else qpos
-        info = {
-            "x_position": x_after,
-            "x_velocity": x_velocity,
-            "reward_forward": forward_reward,
-            "reward_ctrl": -ctrl_cost,
-        }
-        reward = forward_reward - ctrl_cost
         terminated = np.zeros(len(envs), dtype=bool)
         return cls._finish_batch(envs, np.concatenate((position, qvel), axis=1), reward, terminated, info)
