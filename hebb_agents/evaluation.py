@@ -45,6 +45,8 @@ class Agent(abc.ABC):
 
     name: str = "agent"
     kind: str = "agent"
+    _predict_episodes: int | None = None  # batch size of the episodes predict started
+    _predict_seeds: int = 0  # next seed predict hands out
 
     @abc.abstractmethod
     def start(self, seeds: Sequence[int]) -> None:
@@ -54,6 +56,14 @@ class Agent(abc.ABC):
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``(E, *action_shape)`` for observations ``(E, *obs_shape)`` of the running episodes."""
 
+    def restart(self, episodes: np.ndarray, seeds: Sequence[int]) -> None:
+        """Begin a new episode in the ``episodes`` rows only (the others run on), one seed each.
+
+        The default suits agents that keep nothing between steps; an agent with per-episode state
+        must override it.
+        """
+        return None  # nothing carries over from one episode to the next
+
     def predict(
         self,
         observation: np.ndarray,
@@ -61,10 +71,29 @@ class Agent(abc.ABC):
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, Any]:
-        """SB3-style call on a batch; restarts the agent when every episode starts."""
+        """SB3-style call on a batch ``(E, ...)``: restarts the episodes that start.
+
+        Every episode of a vectorised env restarts on its own ``episode_start`` flag (all of them on
+        the first call, or when ``E`` changes), and each one gets a seed of its own: 0, 1, 2, ...
+        in the order they start, so no two episodes share the agent's random draws.
+        """
         observation = np.asarray(observation)
-        if episode_start is not None and np.all(episode_start):
-            self.start(list(range(observation.shape[0])))
+        count = observation.shape[0]
+        if self._predict_episodes != count:
+            starting = np.ones(count, dtype=bool)
+        elif episode_start is None:
+            starting = np.zeros(count, dtype=bool)
+        else:
+            starting = np.asarray(episode_start, dtype=bool).reshape(-1)
+        if starting.any():
+            first = self._predict_seeds
+            self._predict_seeds += int(starting.sum())
+            seeds = list(range(first, self._predict_seeds))
+            if starting.all():
+                self.start(seeds)
+                self._predict_episodes = count
+            else:
+                self.restart(np.flatnonzero(starting), seeds)
         return self.act(observation), state
 
     @property
@@ -95,6 +124,10 @@ class PolicyAgent(Agent):
     def start(self, seeds: Sequence[int]) -> None:
         self.policy.set_params(np.repeat(self.params, len(seeds), axis=0))
         self.policy.reset([int(s) for s in seeds])
+
+    def restart(self, episodes: np.ndarray, seeds: Sequence[int]) -> None:
+        """Fresh random weights (and encoder state) for the ``episodes`` rows only."""
+        self.policy.reset([int(s) for s in seeds], members=np.asarray(episodes))
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.policy.act(np.asarray(obs))
@@ -441,6 +474,17 @@ ADAPTATION_COLUMNS = (
 )
 
 
+def mean_of_recorded(values: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    """Mean over ``axis`` of the values that are not NaN (steps after an episode ended); NaN, without
+    a warning, where there are none."""
+    values = np.asarray(values, dtype=float)
+    recorded = ~np.isnan(values)
+    count = recorded.sum(axis=axis)
+    total = np.where(recorded, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore"):
+        return total / count
+
+
 def moving_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Means over ``window`` consecutive steps of each row of ``values`` ``(E, T)`` (NaN counted as 0).
 
@@ -491,7 +535,8 @@ def adaptation_metrics(
 
     - ``before``: mean forward velocity over the ``window`` steps before the damage;
     - ``after``: over the ``window`` steps right after it;
-    - ``final``: over the last ``window`` steps of the episode;
+    - ``final``: over the last ``window`` steps of the episode (of each episode's own steps: the
+      steps after an episode ended are NaN, as :func:`rollout` pads them);
     - ``recovery``: the first ``k >= 0`` such that the mean over steps ``[d + k, d + k + window)`` is at
       least ``fraction`` of ``before`` (``NaN`` if never, or if ``before <= 0``: no speed to recover).
 
@@ -502,9 +547,12 @@ def adaptation_metrics(
     if velocity.ndim != 2:
         raise ValueError(f"velocity must be (episodes, steps), got shape {velocity.shape}")
     check_adaptation_settings(window, fraction, damage_step, velocity.shape[1])
-    before = np.nanmean(velocity[:, damage_step - window : damage_step], axis=1)
-    after = np.nanmean(velocity[:, damage_step : damage_step + window], axis=1)
-    final = np.nanmean(velocity[:, -window:], axis=1)
+    before = mean_of_recorded(velocity[:, damage_step - window : damage_step])
+    after = mean_of_recorded(velocity[:, damage_step : damage_step + window])
+    recorded = ~np.isnan(velocity)
+    # each episode's length: up to its last recorded step
+    lengths = np.where(recorded.any(axis=1), velocity.shape[1] - np.argmax(recorded[:, ::-1], axis=1), 0)
+    final = np.array([mean_of_recorded(row[max(0, n - window) : n]) for row, n in zip(velocity, lengths)])
     # moving[e, k] = mean of velocity[e, d + k : d + k + window]
     moving = moving_mean(velocity[:, damage_step:], window)
     recovery = np.full(velocity.shape[0], np.nan)
@@ -556,9 +604,10 @@ def evaluate_damage(
                     "damage": damage,
                     "damage_step": damage_step,
                     "episodes": episodes,
-                    "speed_before": float(np.mean(m["before"])),
-                    "speed_after": float(np.mean(m["after"])),
-                    "speed_final": float(np.mean(m["final"])),
+                    # over the episodes that reached those steps (an Ant may fall before)
+                    "speed_before": float(mean_of_recorded(m["before"])),
+                    "speed_after": float(mean_of_recorded(m["after"])),
+                    "speed_final": float(mean_of_recorded(m["final"])),
                     "fraction": fraction,
                     "recovered": f"{int(recovered.sum())}/{episodes}",
                     "recovery_steps_mean": float(np.mean(m["recovery"][recovered]))

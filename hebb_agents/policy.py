@@ -112,6 +112,8 @@ class EvolvablePolicy(abc.ABC):
                 raise ValueError("Box action spaces must be bounded for tanh outputs to map to them")
             self._action_centre = ((high + low) / 2).astype(np.float32)
             self._action_half = ((high - low) / 2).astype(np.float32)
+            self._action_low = action_space.low.reshape(-1)
+            self._action_high = action_space.high.reshape(-1)
         elif isinstance(action_space, gym.spaces.Discrete):
             self.act_dim = int(action_space.n)
         else:
@@ -230,8 +232,10 @@ class EvolvablePolicy(abc.ABC):
         """Map activated outputs ``(P, act_dim)`` to environment actions."""
         if isinstance(self.action_space, gym.spaces.Discrete):
             return np.argmax(out, axis=1) + int(self.action_space.start)
-        actions = self._action_centre + self._action_half * out
-        return actions.reshape((out.shape[0], *self.action_space.shape)).astype(self.action_space.dtype)
+        actions = (self._action_centre + self._action_half * out).astype(self.action_space.dtype, copy=False)
+        # a saturated tanh (exactly +-1) can round past a bound by one float step
+        np.clip(actions, self._action_low, self._action_high, out=actions)
+        return actions.reshape((out.shape[0], *self.action_space.shape))
 
     def predict(
         self,

@@ -100,21 +100,25 @@ def raw_physics_rate(env_id: str, steps: int) -> float:
 
 
 def _physics_for(env_id: str, seconds: float, barrier: Any) -> int:
-    """Random-control ``mj_step`` calls made in ``seconds`` of wall time, started at ``barrier``."""
+    """``mj_step`` calls made in ``seconds`` of wall time, started at ``barrier``.
+
+    Every process replays the same 200-step random-control episode from the same start, again
+    and again, so that all of them do the same physics: a random episode per process can cost
+    twice as much as another (a cheetah on its back makes fewer contacts).
+    """
     env = make_env(env_id)
-    env.reset(seed=0)
     model, data, skip = env.unwrapped.model, env.unwrapped.data, env.unwrapped.frame_skip
     low, high = model.actuator_ctrlrange.T
-    controls = np.random.default_rng(os.getpid()).uniform(low, high, (1000, model.nu))
+    controls = np.random.default_rng(0).uniform(low, high, (200, model.nu))
     steps = 0
     barrier.wait()
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop:
-        for ctrl in controls[:50]:
+        env.reset(seed=0)
+        for ctrl in controls:
             data.ctrl[:] = ctrl
             mujoco.mj_step(model, data, nstep=skip)
-        steps += 50
-        controls = np.roll(controls, 50, axis=0)
+        steps += len(controls)
     env.close()
     return steps
 

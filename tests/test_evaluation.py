@@ -121,6 +121,47 @@ def test_adaptation_metrics_on_a_known_trace():
         ev.adaptation_metrics(v, 5, window=10)
 
 
+def test_final_speed_is_each_episodes_own_last_window(recwarn):
+    v = np.ones((2, 100))
+    v[0, 60:] = 3.0
+    v[1, 50:] = 2.0
+    v[1, 70:] = np.nan  # ended after 70 steps: rollout pads the rest with NaN
+    m = ev.adaptation_metrics(v, 40, window=10)
+    np.testing.assert_allclose(m["final"], [3.0, 2.0])
+    v[1, 40:] = np.nan  # ended when the damage came
+    m = ev.adaptation_metrics(v, 40, window=10)
+    assert np.isnan(m["after"][1]) and m["final"][1] == 1.0
+    assert ev.mean_of_recorded(m["after"]) == m["after"][0]  # how evaluate_damage averages rows
+    assert not [w for w in recwarn if "empty slice" in str(w.message)]
+
+
+def test_predict_restarts_each_episode_with_a_seed_of_its_own():
+    """SB3's evaluate_policy flags one env at a time: that episode alone restarts, on a new seed."""
+    agent = tiny_agent("hebbian")
+    obs = np.zeros((2, 17), np.float32)
+    agent.predict(obs, episode_start=np.array([True, True]))  # seeds 0 and 1
+    agent.predict(obs, episode_start=np.array([False, False]))
+    running = agent.weights[0][0].copy()
+    agent.predict(obs, episode_start=np.array([False, True]))  # row 1 restarts with seed 2
+    fresh = tiny_agent("hebbian")
+    fresh.start([2])
+    fresh.act(obs[:1])
+    np.testing.assert_array_equal(agent.weights[0][1], fresh.weights[0][0])
+    fresh.start([0])
+    fresh.act(obs[:1])
+    fresh.act(obs[:1])
+    fresh.act(obs[:1])
+    np.testing.assert_array_equal(agent.weights[0][0], fresh.weights[0][0])  # row 0 ran on
+    assert not np.array_equal(agent.weights[0][0], running)
+    one = tiny_agent("hebbian")  # one env: every episode still gets new initial weights
+    starts = []
+    for _ in range(2):
+        one.predict(obs[:1], episode_start=np.array([True]))
+        starts.append(one.weights[0][0].copy())
+        one.predict(obs[:1], episode_start=np.array([False]))
+    assert not np.array_equal(starts[0], starts[1])
+
+
 def test_evaluate_damage_rows_and_curves():
     agents = {"static": tiny_agent("static")}
     rows, curves = ev.evaluate_damage(agents, CHEETAH, ["front_shin_paralysed"], 20, episodes=2, max_steps=50)

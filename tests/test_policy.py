@@ -26,6 +26,15 @@ def test_box_actions_are_tanh_outputs_mapped_to_bounds():
     assert space.contains(action)
 
 
+def test_saturated_outputs_never_leave_the_box():
+    rng = np.random.default_rng(0)
+    low = rng.uniform(-3, 0, 50).astype(np.float32)
+    space = gym.spaces.Box(low, low + rng.uniform(0.1, 3, 50).astype(np.float32), dtype=np.float32)
+    policy = HebbianPolicy(BOX, space, hidden=(8,))
+    for out in (np.ones((1, 50), np.float32), -np.ones((1, 50), np.float32)):
+        assert space.contains(policy.to_actions(out)[0])  # exactly +-1 rounds past some bounds unclipped
+
+
 def test_discrete_actions_are_argmax_of_outputs():
     policy = _policy(gym.spaces.Discrete(3))
     action = policy.act(np.ones(4, dtype=np.float32))
