@@ -2,7 +2,8 @@
 
 :class:`ObservationHistory` keeps a ring buffer of twice the window so that the window is always
 one contiguous (or evenly strided) slice of it: a step writes the new observation twice (two
-rows) and returns a view, instead of shifting or copying the whole ``(L, *obs_shape)`` window.
+rows) and, with ``copy=False``, returns a view instead of shifting or copying the whole
+``(L, *obs_shape)`` window.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
     fill         str    "zeros"   what stands for the steps before the episode began: "zeros"
                                   (needs 0 inside the observation bounds) or "first" (the
                                   reset observation repeated)
-    copy         bool   False     return an independent array each step; by default a
-                                  read-only view into the ring buffer is returned, valid until
-                                  the next ``step`` (vector envs and Stable-Baselines3 copy
-                                  observations into their own buffers, so the view is safe
-                                  there; set ``copy=True`` if you keep observations yourself).
-                                  ``reset`` starts a new buffer, so an episode's last window
-                                  (e.g. SB3's ``terminal_observation``) stays valid
+    copy         bool   True      return an independent array each step (Gymnasium's
+                                  contract, checked by ``check_env``); ``False`` returns a
+                                  read-only view into the ring buffer instead, valid until the
+                                  next ``step``: no copy of the window per step, safe inside
+                                  vector envs and Stable-Baselines3, which copy observations
+                                  into their own buffers. ``reset`` starts a new buffer, so an
+                                  episode's last window (e.g. SB3's ``terminal_observation``)
+                                  stays valid
     flag_fill    bool   False     append a last column to each row: 1.0 where the row stands
                                   for a step before the episode began, 0.0 for a real
                                   observation (1-D observations only); ``LSHHistoryExtractor(
@@ -53,7 +55,7 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         length: int,
         stride: int = 1,
         fill: str = "zeros",
-        copy: bool = False,
+        copy: bool = True,
         flag_fill: bool = False,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(

@@ -24,8 +24,10 @@ would reach every env with that body).
   *list* whose items are any of the above: one member is drawn uniformly per episode from the env's
   generator, so ``reset(seed=s)`` fixes the draw as well as the initial state.
 
-``reset(options={"damage": ...})`` overrides the body for that one episode; :meth:`set_damage` changes
-it immediately, keeping the physical state (used by :class:`hebb_envs.wrappers.MidEpisodeDamage`).
+``reset(options={"damage": ...})`` overrides the body for that one episode (it draws no body, so the
+same seed gives another initial state than a pooled episode that happened to draw that body);
+:meth:`set_damage` changes it immediately, keeping the physical state (used by
+:class:`hebb_envs.wrappers.MidEpisodeDamage`).
 
 ``info`` keeps Gymnasium's terms (``x_position``, ``x_velocity``, ``reward_forward``, ...) and adds
 ``damage`` (the morphology's name) and ``x_progress`` (metres along +x since reset), so agents can be
@@ -37,6 +39,7 @@ Observation and action sizes never depend on the damage.
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -112,6 +115,9 @@ class EnvBatch:
                     f"rows must be a 1-D sequence of env indices, got {indices.dtype} {indices.shape}"
                 )
             positions = indices.tolist()
+            outside = [row for row in positions if not 0 <= row < len(self.envs)]
+            if outside:  # a negative index would alias another row and step one env twice
+                raise ValueError(f"rows must be env indices in 0..{len(self.envs) - 1}, got {outside}")
             if len(set(positions)) != len(positions):
                 raise ValueError(
                     f"rows must not repeat an env (each is stepped once per call), got {positions}"
@@ -131,7 +137,10 @@ class _DamageMixin:
     data: mujoco.MjData
 
     def _init_damage(self, damage: Any, termination_grace_steps: int) -> None:
-        if int(termination_grace_steps) != termination_grace_steps or termination_grace_steps < 0:
+        number = isinstance(termination_grace_steps, (int, np.integer)) and not isinstance(
+            termination_grace_steps, bool
+        )
+        if not number or termination_grace_steps < 0:
             raise ValueError(
                 f"termination_grace_steps must be an integer >= 0, got {termination_grace_steps!r}"
             )
@@ -167,9 +176,13 @@ class _DamageMixin:
             # Damage edits values, never structure, so the env's one MjData fits every body.
             if model.signature != stock.signature:
                 raise RuntimeError(f"damaged {self.robot} model differs in structure from the stock model")
-            # offscreen buffer at least as large as this env renders (only ever grows, like Gymnasium's)
-            model.vis.global_.offwidth = max(model.vis.global_.offwidth, stock.vis.global_.offwidth)
-            model.vis.global_.offheight = max(model.vis.global_.offheight, stock.vis.global_.offheight)
+            # offscreen buffer at least as large as this env renders; the cached model is shared, so
+            # a larger buffer goes on this env's own copy
+            size, needed = model.vis.global_, stock.vis.global_
+            if size.offwidth < needed.offwidth or size.offheight < needed.offheight:
+                model = copy.copy(model)
+                model.vis.global_.offwidth = max(size.offwidth, needed.offwidth)
+                model.vis.global_.offheight = max(size.offheight, needed.offheight)
             self._bodies[specs] = model
         return model
 
@@ -249,10 +262,16 @@ class _DamageMixin:
         if not envs:
             raise ValueError(f"{cls.__name__}.batch needs at least one env")
         first = envs[0]
+        if len({id(env) for env in envs}) != len(envs):
+            raise ValueError(f"{cls.__name__}.batch needs distinct envs (one would step twice per call)")
         for env in envs:
             if type(env) is not cls:
                 raise ValueError(f"{cls.__name__}.batch takes unwrapped {cls.__name__} envs, got {env}")
-            differs = [name for name in cls._BATCH_SETTINGS if getattr(env, name) != getattr(first, name)]
+            differs = [
+                name
+                for name in cls._BATCH_SETTINGS
+                if not np.array_equal(getattr(env, name), getattr(first, name))  # ranges may be arrays
+            ]
             if env.model.opt.timestep != first.model.opt.timestep:
                 differs.append("timestep")
             if differs:

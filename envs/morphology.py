@@ -58,7 +58,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
 
 import gymnasium
 import mujoco
@@ -156,7 +155,7 @@ class DamageSpec:
 
 Morphology = tuple[DamageSpec, ...]
 # What users may pass to name a morphology: a catalogue name, one spec, or several specs.
-DamageLike = str | DamageSpec | Sequence[DamageSpec] | None
+DamageLike = str | DamageSpec | tuple[DamageSpec, ...] | None
 
 
 def _specs(*items: tuple[str, str] | tuple[str, str, float]) -> Morphology:
@@ -245,29 +244,38 @@ def damage_name(specs: Morphology) -> str:
     return "+".join(f"{s.limb}:{s.kind}:{s.scale:g}" for s in specs)
 
 
-def resolve_damage(robot: str, damage: DamageLike) -> tuple[str, Morphology]:
-    """Turn a catalogue name, a ``DamageSpec`` or a sequence of them into ``(name, specs)``.
+_ONE_BODY = "a catalogue name, a DamageSpec or a tuple of DamageSpec (one body with all of them)"
 
-    ``None`` and ``"intact"`` mean the stock body. Limbs must belong to ``robot``.
+
+def resolve_damage(robot: str, damage: DamageLike) -> tuple[str, Morphology]:
+    """Turn one body, a catalogue name, a ``DamageSpec`` or a *tuple* of them, into ``(name, specs)``.
+
+    ``None`` and ``"intact"`` mean the stock body. Limbs must belong to ``robot``. Splits and lists
+    are pools of bodies (:func:`resolve_pool`), refused here with a message that says so.
     """
     _check_robot(robot)
     if damage is None:
         return "intact", ()
     if isinstance(damage, str):
-        if damage not in CATALOGUE[robot]:
+        if damage in SPLITS[robot]:
             raise ValueError(
-                f"unknown {robot} damage {damage!r}; accepted: {', '.join(CATALOGUE[robot])} "
-                f"(or a split: {', '.join(SPLITS[robot])})"
+                f"{damage!r} is a split, several {robot} bodies drawn one per episode (as an env's "
+                f"damage=); one body is needed here: {_ONE_BODY}"
             )
+        if damage not in CATALOGUE[robot]:
+            raise ValueError(f"unknown {robot} damage {damage!r}; accepted: {', '.join(CATALOGUE[robot])}")
         return damage, CATALOGUE[robot][damage]
     if isinstance(damage, DamageSpec):
         specs: Morphology = (damage,)
-    elif isinstance(damage, Sequence) and all(isinstance(s, DamageSpec) for s in damage):
-        specs = tuple(damage)
-    else:
+    elif isinstance(damage, tuple) and all(isinstance(s, DamageSpec) for s in damage):
+        specs = damage
+    elif isinstance(damage, list):
         raise ValueError(
-            f"damage must be a catalogue name, a DamageSpec or a sequence of DamageSpec, got {damage!r}"
+            f"a list of damages is a pool, one body drawn per episode (as an env's damage=); one body is "
+            f"needed here: {_ONE_BODY}; got {damage!r}"
         )
+    else:
+        raise ValueError(f"damage must be {_ONE_BODY}, got {damage!r}")
     for s in specs:
         if s.limb not in LIMBS[robot]:
             raise ValueError(f"limb {s.limb!r} is not a {robot} limb; accepted: {', '.join(LIMBS[robot])}")
@@ -279,6 +287,11 @@ def resolve_pool(robot: str, damage: object) -> list[tuple[str, Morphology]]:
     anything :func:`resolve_damage` accepts gives one. A tuple of ``DamageSpec`` is one combined body."""
     if isinstance(damage, str) and damage in SPLITS[robot]:
         return [resolve_damage(robot, name) for name in SPLITS[robot][damage]]
+    if isinstance(damage, str) and damage not in CATALOGUE[robot]:
+        raise ValueError(
+            f"unknown {robot} damage {damage!r}; accepted: {', '.join(CATALOGUE[robot])}, "
+            f"or a split: {', '.join(SPLITS[robot])}"
+        )
     is_combination = isinstance(damage, tuple) and all(isinstance(d, DamageSpec) for d in damage)
     if isinstance(damage, (list, tuple)) and not is_combination:
         if not damage:
@@ -340,21 +353,19 @@ def _bake_total_mass(spec: mujoco.MjSpec) -> None:
         geom.density = geom.density * factor
 
 
-@functools.lru_cache(maxsize=256)
-def build_model(robot: str, specs: Morphology) -> mujoco.MjModel:
-    """Compile ``robot``'s stock model with the damages ``specs`` applied (cached; treat as read-only).
+def build_model(robot: str, damage: DamageLike = None) -> mujoco.MjModel:
+    """Compile ``robot``'s stock model with ``damage`` (one body, see :func:`resolve_damage`) applied.
 
-    Callers that edit the model must work on ``copy.copy(model)``.
+    Models are cached and shared: treat them as read-only (edit a ``copy.copy(model)``).
     """
-    _check_robot(robot)
-    for s in specs:
-        if not isinstance(s, DamageSpec):
-            raise ValueError(f"specs must be DamageSpec objects, got {s!r}")
-        if s.limb not in LIMBS[robot]:
-            raise ValueError(f"limb {s.limb!r} is not a {robot} limb; accepted: {', '.join(LIMBS[robot])}")
+    return _build_model(robot, resolve_damage(robot, damage)[1])
+
+
+@functools.lru_cache(maxsize=256)
+def _build_model(robot: str, specs: Morphology) -> mujoco.MjModel:
     spec = mujoco.MjSpec.from_file(stock_xml_path(robot))
     _bake_total_mass(spec)
-    stock = build_model(robot, ()) if specs else None  # geometry reference for shorten
+    stock = _build_model(robot, ()) if specs else None  # geometry reference for shorten
     for s in specs:
         limb = LIMBS[robot][s.limb]
         if s.kind == "shorten":

@@ -102,7 +102,7 @@ def make_env(cfg: Config, history: bool, delay: int) -> gym.Env:
         # The window covers the whole episode, rounded up to whole LSH chunks (the steps before
         # the episode are zeros), so the attention needs no internal padding.
         length = -(-env.episode_length // cfg.bucket_size) * cfg.bucket_size
-        env = ObservationHistory(env, length=length)
+        env = ObservationHistory(env, length=length, copy=False)  # a view: SB3's vec env copies it
     return DecideAtQuery(env)
 
 

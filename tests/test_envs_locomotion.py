@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import hebb_envs  # noqa: F401  (registers the ids)
+from hebb_envs import morphology
 from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
 from hebb_envs.morphology import CATALOGUE, SPLITS, DamageSpec, build_model
 
@@ -207,6 +208,16 @@ def test_batch_rejects_mixed_settings_other_envs_and_bad_actions():
         batch.step(np.zeros((2, 6)), rows=[1, 1])
     with pytest.raises(ValueError, match="1-D sequence of env indices, got bool"):
         batch.step(np.zeros((2, 6)), rows=np.array([True, True]))
+    with pytest.raises(ValueError, match=r"env indices in 0..1, got \[-1\]"):  # -1 aliases row 1
+        batch.step(np.zeros((2, 6)), rows=[1, -1])
+    with pytest.raises(ValueError, match=r"env indices in 0..1, got \[2\]"):
+        batch.step(np.zeros((1, 6)), rows=[2])
+    with pytest.raises(ValueError, match="distinct envs"):
+        HalfCheetahDamageEnv.batch([envs[0], envs[0]])
+    ranged = [AntDamageEnv(healthy_z_range=np.array([0.2, 1.0])) for _ in range(2)]
+    AntDamageEnv.batch(ranged)  # array-valued settings compare as arrays
+    with pytest.raises(ValueError, match="these differ: _healthy_z_range"):
+        AntDamageEnv.batch([ranged[0], AntDamageEnv(healthy_z_range=(0.3, 1.0))])
 
 
 def test_batch_step_sums_in_one_order_whatever_the_actions_layout():
@@ -349,10 +360,20 @@ def test_bodies_share_one_mjdata_and_the_cached_models_stay_untouched():
     # the env never writes into the shared, cached models
     for name, specs in CATALOGUE["ant"].items():
         if specs:
-            fresh = build_model.__wrapped__("ant", specs)
+            fresh = morphology._build_model.__wrapped__("ant", specs)
             cached = build_model("ant", specs)
             for field in ("actuator_gear", "geom_size", "body_mass", "jnt_range", "geom_rgba"):
                 assert np.array_equal(getattr(fresh, field), getattr(cached, field)), (name, field)
+
+
+def test_a_larger_render_size_stays_with_its_own_env():
+    small = HalfCheetahDamageEnv(damage="front_shin_short", width=480, height=480)
+    large = HalfCheetahDamageEnv(damage="front_shin_short", width=1600, height=1200)
+    size = large.model.vis.global_
+    assert (size.offwidth, size.offheight) == (1600, 1200)
+    cached = build_model("half_cheetah", "front_shin_short")
+    for model in (small.model, cached):
+        assert (model.vis.global_.offwidth, model.vis.global_.offheight) != (1600, 1200)
 
 
 def test_pickle_and_copy_rebuild_the_same_env():
@@ -371,6 +392,8 @@ def test_pickle_and_copy_rebuild_the_same_env():
         ({"xml_file": "ant.xml"}, "xml_file is set by AntDamageEnv"),
         ({"include_cfrc_ext_in_observation": True}, "use_contact_forces"),
         ({"termination_grace_steps": -1}, "termination_grace_steps"),
+        ({"termination_grace_steps": None}, "termination_grace_steps must be an integer >= 0, got None"),
+        ({"termination_grace_steps": 2.5}, "termination_grace_steps must be an integer"),
         ({"damage": []}, "empty"),
     ],
 )

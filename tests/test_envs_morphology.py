@@ -265,6 +265,13 @@ def test_catalogue_and_splits():
     assert kinds == set(KINDS)
 
 
+def test_build_model_takes_any_one_body():
+    spec = DamageSpec("front_left", "shorten")
+    by_name = build_model("ant", "front_left_short")
+    assert build_model("ant", spec) is by_name and build_model("ant", (spec,)) is by_name
+    assert build_model("ant") is build_model("ant", "intact") is build_model("ant", ())
+
+
 def test_resolve_damage_and_pools():
     assert resolve_damage("ant", None) == ("intact", ())
     assert resolve_damage("ant", "intact") == ("intact", ())
@@ -297,6 +304,13 @@ def test_resolve_damage_and_pools():
         (lambda: resolve_damage("spider", None), "accepted: ant, half_cheetah"),
         (lambda: split_names("ant", "train"), "accepted: seen, unseen, all"),
         (lambda: resolve_pool("ant", []), "empty"),
+        (lambda: resolve_pool("ant", "front_left_gone"), "accepted: intact, .*, or a split: seen"),
+        (lambda: resolve_damage("ant", "seen"), "'seen' is a split.*one body is needed here"),
+        (
+            lambda: resolve_damage("ant", [DamageSpec("front_left", "lock")]),
+            "a list of damages is a pool.*tuple of DamageSpec",
+        ),
+        (lambda: build_model("ant", "front_left_gone"), "accepted: intact, front_left_short"),
     ],
 )
 def test_bad_names_list_what_is_accepted(call, match):
