@@ -19,6 +19,7 @@ that chose the action is the one the plastic update sees.
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -454,7 +455,15 @@ def make_policy(
         unused = set(config) - {"hidden", "bias", "encoder"}
         if unused:
             raise ValueError(f"static policies take no {sorted(unused)} (those are Hebbian options)")
-    return cls(observation_space, action_space, **config)
+    named = inspect.signature(cls.__init__).parameters
+    accepted = sorted(set(named) - {"self", "observation_space", "action_space"})
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown {kind} policy option(s) {unknown}; accepted: {', '.join(accepted)}")
+    try:
+        return cls(observation_space, action_space, **config)
+    except TypeError as err:  # a value of the wrong type, e.g. "hidden": "big"
+        raise ValueError(f"bad {kind} policy options {config}: {err}") from err
 
 
 def policy_from_metadata(

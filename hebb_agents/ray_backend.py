@@ -124,6 +124,7 @@ class RayBackend(Backend):
         self._actor_class = ray.remote(**options)(EvaluatorActor)
         self._env_vars = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         self.actors = [self._new_actor() for _ in range(count)]
+        self._borrowed: set[int] = set()  # slots whose lost actor a survivor stands in for
         try:
             # Fail here, with the actor's own error, if the spec cannot be built (bad env id, options).
             ray.get([actor.pid.remote() for actor in self.actors])
@@ -154,6 +155,7 @@ class RayBackend(Backend):
             ray.exceptions.WorkerCrashedError,
             ray.exceptions.ObjectLostError,
         )
+        self._restore_borrowed(generation)
         slices = split_population(popsize, len(self.actors))
         owner = list(range(len(slices)))  # actor index running each slice
 
@@ -187,6 +189,7 @@ class RayBackend(Backend):
                 "actor %d lost in generation %d; re-running its slice on a new actor", dead, generation
             )
             self.actors[dead] = self._new_actor()
+            self._borrowed.discard(dead)
             return dead
         survivor = next((i for i in range(len(self.actors)) if i != dead), None)
         if survivor is None:
@@ -197,8 +200,19 @@ class RayBackend(Backend):
             generation,
             survivor,
         )
-        self.actors[dead] = self.actors[survivor]  # the survivor serves both slices from now on
+        self.actors[dead] = self.actors[survivor]  # the survivor serves both slices until a CPU frees
+        self._borrowed.add(dead)
         return survivor
+
+    def _restore_borrowed(self, generation: int) -> None:
+        """Give slots served by a survivor their own actor again, as CPUs become free (a lost actor's
+        CPU is released a moment after the loss is reported)."""
+        for slot in sorted(self._borrowed):
+            if self._ray.available_resources().get("CPU", 0) < 1:
+                return
+            logger.warning("generation %d: slot %d gets a new actor again", generation, slot)
+            self.actors[slot] = self._new_actor()
+            self._borrowed.discard(slot)
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this backend started it."""

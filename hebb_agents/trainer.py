@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import signal
 import threading
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from hebb_agents.backends import BACKENDS, Backend, Candidates, make_backend
-from hebb_agents.checkpoint import load_checkpoint, save_checkpoint, split_state
+from hebb_agents.checkpoint import atomic_write, load_checkpoint, save_checkpoint, split_state
 from hebb_agents.es import OpenES
 from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec, parse_lockstep_size
 
@@ -132,6 +133,19 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("generations", "popsize", "episodes", "checkpoint_every", "max_steps", "workers"):
+            value = getattr(self, name)
+            optional = name in ("max_steps", "workers")
+            if not (_is_integer(value) or (optional and value is None)):
+                accepted = "an integer" + (" or None" if optional else "")
+                raise ValueError(f"{name} must be {accepted}, got {value!r}")
+        for name in ("env_kwargs", "policy_config"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict (a JSON object), got {getattr(self, name)!r}")
+        if not isinstance(self.env_id, str):
+            raise ValueError(f"env_id must be a string, got {self.env_id!r}")
+        if not isinstance(self.tensorboard, bool):
+            raise ValueError(f"tensorboard must be true or false, got {self.tensorboard!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; accepted: {', '.join(BACKENDS)}")
         if self.generations < 0:
@@ -139,7 +153,7 @@ class TrainConfig:
         self.lockstep_size = parse_lockstep_size(self.lockstep_size)
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+        if not _is_integer(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     def rollout_spec(self) -> RolloutSpec:
@@ -163,6 +177,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training options {unknown}; accepted: {', '.join(sorted(known))}")
         return cls(**data)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -204,6 +222,8 @@ class ESTrainer:
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None and self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"the output folder {self.out_dir} is a file; name a folder (new or a run's)")
         self.callbacks = list(callbacks)
         self.progress = progress
         self.spec = config.rollout_spec()
@@ -245,7 +265,8 @@ class ESTrainer:
             self.backend  # noqa: B018 - start the workers (or fail: no cluster, bad count) before writing
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+            config_text = json.dumps(asdict(self.config), indent=2).encode()
+            atomic_write(self.out_dir / "config.json", lambda handle: handle.write(config_text))
             log = self.out_dir / "progress.csv"
             if self.generation == 0 and log.exists():  # a fresh run: keep, don't extend, an old log
                 log.replace(log.with_name("progress.previous.csv"))
@@ -348,7 +369,7 @@ class ESTrainer:
         if self.out_dir is None:
             return
         path = self.out_dir / "progress.csv"
-        new = not path.exists()
+        new = not path.exists() or path.stat().st_size == 0
         with path.open("a", newline="") as handle:
             writer = csv.writer(handle)
             if new:
@@ -451,6 +472,12 @@ class ESTrainer:
             return
         with path.open(newline="") as handle:
             rows = list(csv.reader(handle))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= self.generation]
-        with path.open("w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
+        # whole rows of finished generations only: a kill can leave a row cut off (or the file empty)
+        kept = [
+            row
+            for row in rows
+            if len(row) == len(CSV_COLUMNS) and row[0].isdigit() and int(row[0]) <= self.generation
+        ]
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows([list(CSV_COLUMNS), *kept])
+        atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))

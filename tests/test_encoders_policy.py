@@ -101,4 +101,6 @@ def test_unknown_encoder_options_are_named_with_the_accepted_ones() -> None:
         make_encoder({"type": "lsh", "windw": 64}, space)
     with pytest.raises(ValueError, match=r"'window'.*accepted: evolvable, seed"):
         make_encoder({"type": "conv", "window": 8}, space)
+    with pytest.raises(ValueError, match=r"bad 'lsh' encoder options \{'window': 'x'\}"):
+        make_encoder({"type": "lsh", "window": "x"}, space)
     assert make_encoder({"type": "lsh", "window": 4, "depth": 1, "n_hashes": 1}, space).window == 4

@@ -65,10 +65,16 @@ def test_actor_killed_mid_generation_has_its_slice_rerun(local_ray):
         assert backend.actors[0] is not victim  # replaced by a new actor
         assert ray.get(backend.actors[0].pid.remote()) != victim_pid
         again = backend.evaluate(params, seed=0, generation=0)  # the pool works after the loss
+        deadline = time.perf_counter() + 20
+        while ray.available_resources().get("CPU", 0) < 1 and time.perf_counter() < deadline:
+            time.sleep(0.1)  # the lost actor's CPU comes back a moment after the loss
+        restored = backend.evaluate(params, seed=0, generation=1)
+        assert len({id(actor) for actor in backend.actors}) == 2  # two actors again, not one serving both
     assert elapsed > 0.3  # the kill really landed during the generation
     np.testing.assert_array_equal(result.fitness, expected.fitness)
     np.testing.assert_array_equal(again.fitness, expected.fitness)
     assert result.env_steps == expected.env_steps
+    np.testing.assert_array_equal(restored.fitness, SerialBackend(spec).evaluate(params, 0, 1).fitness)
 
 
 def test_bad_spec_fails_at_construction_with_the_actors_error(local_ray):

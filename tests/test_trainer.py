@@ -66,6 +66,20 @@ def test_kill_after_checkpoint_then_resume_drops_unsaved_generations(tmp_path):
     np.testing.assert_array_equal(reference.es.mean, resumed.es.mean)
 
 
+@pytest.mark.parametrize("damage", ["cut_off_row", "empty"])
+def test_resume_survives_a_log_damaged_by_a_kill(tmp_path, damage):
+    ESTrainer(TrainConfig(**TINY, generations=2), out_dir=tmp_path).train()
+    log = tmp_path / "progress.csv"
+    text = log.read_text()
+    log.write_text(text[: text.rstrip().rindex(",")] if damage == "cut_off_row" else "")
+    resumed = ESTrainer.resume(tmp_path, generations=3)
+    resumed.train()
+    rows = list(csv.reader(log.open()))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    kept = [1] if damage == "cut_off_row" else []  # the damaged row is dropped, whole ones kept
+    assert [int(row[0]) for row in rows[1:]] == [*kept, 3]
+
+
 def test_outputs_are_loadable_policies_and_csv_has_columns(tmp_path):
     trainer = ESTrainer(TrainConfig(**TINY, generations=2), out_dir=tmp_path)
     trainer.train()
@@ -108,6 +122,22 @@ def test_bad_configs_fail_clearly(tmp_path):
     ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path / "run").train()
     with pytest.raises(ValueError, match="cannot change"):
         ESTrainer.resume(tmp_path / "run", sigma=0.5)
+    for bad, match in [
+        ({"generations": 1.5}, "generations must be an integer, got 1.5"),
+        ({"popsize": "8"}, "popsize must be an integer"),
+        ({"max_steps": 2.5}, "max_steps must be an integer or None"),
+        ({"env_kwargs": None}, "env_kwargs must be a dict"),
+        ({"tensorboard": "yes"}, "tensorboard must be true or false"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(**{**TINY, **bad})
+    with pytest.raises(ValueError, match=r"unknown hebbian policy option\(s\) \['hiden'\]; accepted: bias"):
+        ESTrainer(TrainConfig(**{**TINY, "policy_config": {"hiden": [8]}}))
+    with pytest.raises(ValueError, match="bad hebbian policy options"):
+        ESTrainer(TrainConfig(**{**TINY, "policy_config": {"hidden": 8}}))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="is a file"):
+        ESTrainer(TrainConfig(**TINY), out_dir=tmp_path / "afile")
 
 
 def test_a_fresh_run_does_not_extend_an_old_log(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 
 from hebb_agents.encoders.base import PolicyEncoder, TorchPolicyEncoder
 from hebb_agents.encoders.lsh import LSHAttention, LSHSelfAttention, full_shared_qk_attention
@@ -75,13 +76,21 @@ def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
         # LSHPolicyEncoder passes what it does not take to HistoryEncoder (obs_dim and out_dim it sets)
         accepted = _keywords(LSHPolicyEncoder) | (_keywords(HistoryEncoder) - {"obs_dim", "out_dim"})
         _check_keys(kind, kwargs, accepted)
-        return LSHPolicyEncoder(observation_space, **kwargs)
+        return _build(kind, lambda: LSHPolicyEncoder(observation_space, **kwargs), kwargs)
     if kind == "conv":
         from hebb_agents.encoders.conv import ConvEncoder
 
         _check_keys(kind, kwargs, _keywords(ConvEncoder))
-        return ConvEncoder(**kwargs)
+        return _build(kind, lambda: ConvEncoder(**kwargs), kwargs)
     raise ValueError(f"unknown encoder type {kind!r}; accepted: {', '.join(ENCODER_TYPES)}")
+
+
+def _build(kind: str, build: Callable[[], PolicyEncoder], kwargs: dict) -> PolicyEncoder:
+    """``build()``, with a value of the wrong type (``"window": "x"``) reported as a bad option."""
+    try:
+        return build()
+    except TypeError as err:
+        raise ValueError(f"bad {kind!r} encoder options {kwargs}: {err}") from err
 
 
 def _keywords(cls: type) -> set[str]:
