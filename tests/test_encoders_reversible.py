@@ -57,6 +57,30 @@ def test_reversible_gradients_equal_ordinary_residual_stack_with_dropout() -> No
     assert not torch.allclose(out_other, out_p)
 
 
+def test_recomputation_attends_with_the_forward_passs_buckets(monkeypatch) -> None:
+    """Rebuilt inputs differ by rounding, which can move a near-tie token to another bucket: the
+    backward pass must reuse the forward pass's bucket ids, not hash again."""
+    from hebb_agents.encoders import lsh
+
+    stack = _stack(depth=2)
+    x, mask = _inputs()
+    _, dx_p, dp_p = _grads(stack, x, mask, reversible=False)
+    real, hashed = lsh.hash_buckets, []
+
+    def shifted_after_forward(vectors, rotations, kernel="auto"):
+        hashed.append(vectors.shape)
+        buckets = real(vectors, rotations, kernel)
+        # a third call or later hashes "differently": what a flipped bucket does, at every token
+        return buckets if len(hashed) <= 2 else (buckets + 1) % (2 * rotations.shape[-1])
+
+    monkeypatch.setattr(lsh, "hash_buckets", shifted_after_forward)
+    _, dx_r, dp_r = _grads(stack, x, mask, reversible=True)
+    assert len(hashed) == 2  # one hashing per attention layer, in the forward pass only
+    torch.testing.assert_close(dx_r, dx_p, rtol=1e-9, atol=1e-10)
+    for a, b in zip(dp_r, dp_p):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
 def test_gradients_are_wrong_without_replaying_randomness() -> None:
     stack = _stack(depth=3, replay=False)
     x, mask = _inputs()

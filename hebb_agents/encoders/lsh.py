@@ -32,10 +32,12 @@ weights by ~1e-3 in float32 (and to nothing in float16).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -213,6 +215,52 @@ def _signed_argmax(rotated: Tensor) -> Tensor:
     value = inside.gather(1, col[:, None]).squeeze(1)
     index = which * group + col
     return torch.where(value >= 0, index, index + k)
+
+
+class _BucketTape(threading.local):
+    """Bucket ids of the LSH calls inside a reversible block: recorded by its forward pass and
+    handed back, in call order, when its backward pass recomputes the block (see :func:`bucket_tape`)."""
+
+    def __init__(self) -> None:
+        self.record: list[Tensor] | None = None
+        self.replay: list[Tensor] | None = None
+
+
+_TAPE = _BucketTape()
+
+
+@contextlib.contextmanager
+def bucket_tape(record: list[Tensor] | None = None, replay: list[Tensor] | None = None) -> Iterator[None]:
+    """Inside the body, LSH attention appends its bucket ids ``(B, n_hashes, L)`` to ``record``, or
+    takes them from ``replay`` (in call order) instead of hashing again.
+
+    A reversible stack's backward pass recomputes each block from inputs rebuilt as ``y - F(x)``,
+    which differ from the forward pass's by rounding; a token whose two largest rotated values are
+    that close would change bucket, attend elsewhere and corrupt the rebuilt activations below it.
+    Replaying the forward pass's bucket ids makes the recomputation attend exactly as it did.
+    """
+    saved = (_TAPE.record, _TAPE.replay)
+    _TAPE.record, _TAPE.replay = record, None if replay is None else list(replay)
+    try:
+        yield
+    finally:
+        _TAPE.record, _TAPE.replay = saved
+
+
+def _taped_buckets(vectors: Tensor, rotations: Tensor, kernel: str) -> Tensor:
+    """:func:`hash_buckets`, or the ids a :func:`bucket_tape` replays (and records)."""
+    if _TAPE.replay is not None:
+        if not _TAPE.replay:
+            raise RuntimeError("the recomputed block made more LSH attention calls than its forward pass")
+        buckets = _TAPE.replay.pop(0)
+        expected = (vectors.shape[0], rotations.shape[1], vectors.shape[1])
+        if tuple(buckets.shape) != expected:
+            raise RuntimeError(f"replayed bucket ids have shape {tuple(buckets.shape)}, expected {expected}")
+        return buckets.long()
+    buckets = hash_buckets(vectors, rotations, kernel=kernel)
+    if _TAPE.record is not None:
+        _TAPE.record.append(buckets.to(torch.int32))  # ids < n_buckets: half the bytes of int64
+    return buckets
 
 
 def hash_buckets(vectors: Tensor, rotations: Tensor, kernel: str = "auto") -> Tensor:
@@ -435,7 +483,7 @@ def lsh_attention(
     dedup = not allow_duplicate_attention and n_hashes > 1
     unsupported = _fused_unsupported(qk.dtype, c, d, dv, dropout, dedup)
     fused = _use_triton(kernel, qk, unsupported, (v, rotations, key_masked))
-    buckets = hash_buckets(qk[:, :length].detach(), rotations, kernel=kernel)  # (B, H, L)
+    buckets = _taped_buckets(qk[:, :length].detach(), rotations, kernel)  # (B, H, L)
     if pad:
         buckets = F.pad(buckets, (0, pad), value=n_buckets)
     if key_masked is not None:

@@ -9,7 +9,13 @@ from the outputs (``x2 = y2 - G(y1)``, ``x1 = y1 - F(x2)``), so a stack of block
 depth. The recomputation must see the same randomness as the forward pass (dropout masks, LSH
 rotations drawn from the global RNG), or the reconstructed inputs and the gradients are wrong;
 the CPU and CUDA RNG states before each ``F`` and ``G`` call are saved and restored for the
-recomputation. ``replay_randomness=False`` skips that, and exists to show that it matters.
+recomputation. It must also hash every token into the same bucket, which the same rotations
+alone do not ensure: the rebuilt inputs differ from the forward pass's by rounding, enough to
+move a token whose two best buckets nearly tie. The forward pass therefore keeps each LSH call's
+bucket ids (int32, ``B * n_hashes * L`` per attention layer: the one record that grows with depth,
+``n_hashes / (2 * dim)`` of the activations an ordinary stack stores) and the recomputation
+reuses them (:func:`hebb_agents.encoders.lsh.bucket_tape`). ``replay_randomness=False`` replays
+neither, and exists to show that it matters.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hebb_agents.encoders.lsh import LSHSelfAttention
+from hebb_agents.encoders.lsh import LSHSelfAttention, bucket_tape
 
 _RngState = tuple[Tensor, Tensor | None]
 
@@ -71,10 +77,12 @@ class _ReversibleFunction(torch.autograd.Function):
         states = []
         for block in blocks:
             state_f = _rng_state(x.device)
-            x1 = x1 + block.f(x2, **kwargs)
+            buckets: list[Tensor] = []  # bucket ids of f's LSH calls, for the recomputation
+            with bucket_tape(record=buckets if replay else None):
+                x1 = x1 + block.f(x2, **kwargs)
             state_g = _rng_state(x.device)
             x2 = x2 + block.g(x1)
-            states.append((state_f, state_g))
+            states.append((state_f, state_g, buckets))
         out = torch.cat([x1, x2], dim=-1)
         ctx.save_for_backward(out)
         ctx.blocks, ctx.kwargs, ctx.replay, ctx.states = blocks, kwargs, replay, states
@@ -105,7 +113,7 @@ class _ReversibleFunction(torch.autograd.Function):
 
         y1, y2 = out.chunk(2, dim=-1)
         d_y1, d_y2 = d_out.chunk(2, dim=-1)
-        for block, (state_f, state_g) in zip(reversed(ctx.blocks), reversed(ctx.states)):
+        for block, (state_f, state_g, buckets) in zip(reversed(ctx.blocks), reversed(ctx.states)):
             with torch.enable_grad():
                 y1 = y1.detach().requires_grad_(True)
                 with _replayed(state_g, device, ctx.replay):
@@ -115,7 +123,10 @@ class _ReversibleFunction(torch.autograd.Function):
                 x2 = y2 - g_y1
             with torch.enable_grad():
                 x2 = x2.detach().requires_grad_(True)
-                with _replayed(state_f, device, ctx.replay):
+                with (
+                    _replayed(state_f, device, ctx.replay),
+                    bucket_tape(replay=buckets if ctx.replay else None),
+                ):
                     f_x2 = block.f(x2, **ctx.kwargs)
                 d_x2 = d_y2 + collect(block.f, f_x2, x2, d_y1)
             with torch.no_grad():
@@ -132,8 +143,9 @@ class ReversibleSequence(nn.Module):
         reversible: if True (default), training stores only the final output and recomputes
             activations in the backward pass; if False, an ordinary residual stack (same math,
             activations stored) for comparison.
-        replay_randomness: restore the RNG state before each recomputation (default True).
-            Turning it off gives wrong gradients whenever a block uses randomness.
+        replay_randomness: restore the RNG state and reuse the LSH bucket ids of the forward
+            pass in each recomputation (default True). Turning it off gives wrong gradients
+            whenever a block uses randomness.
 
     Parameters reached only through ``kwargs`` are not supported, nor are second derivatives
     (``create_graph=True``) of a reversible stack: they raise an error; use ``reversible=False``.
