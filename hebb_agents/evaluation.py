@@ -352,6 +352,17 @@ def catalogue_groups(env_id: str) -> dict[str, tuple[str, ...]]:
     return {group: split_names(robot, group) for group in GROUPS}
 
 
+def episode_limit(
+    env_id: str, env_kwargs: Mapping[str, Any] | None = None, max_steps: int | None = None
+) -> int | None:
+    """Steps an evaluation episode can last at most: ``max_steps`` capped by the env's time limit
+    (``max_episode_steps`` in ``env_kwargs``, else the registered one); ``None`` if neither is set."""
+    registered = gym.spec(env_id).max_episode_steps if env_id in gym.registry else None
+    own = dict(env_kwargs or {}).get("max_episode_steps", registered)
+    limits = [n for n in (max_steps, own) if n is not None]
+    return min(limits) if limits else None
+
+
 def check_morphologies(env_id: str, names: Sequence[str]) -> None:
     """Fail now, naming the accepted values, if any of ``names`` is not a body of ``env_id``'s robot.
 
@@ -817,6 +828,12 @@ def add_video_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 def _video_command(args: argparse.Namespace) -> int:
     if (args.damage_at is None) != (args.damage_to is None):
         raise ValueError("give both --damage-at and --damage-to, or neither")
+    if args.damage_at is not None and args.damage_at >= args.steps:
+        raise ValueError(
+            f"--damage-at must be below --steps ({args.steps}) for the damage to happen, got {args.damage_at}"
+        )
+    if args.out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out names the video file and must end in .mp4, got {args.out}")
     agent = load_agent(args.agent, name=str(args.agent))
     env_kwargs = {"damage": args.damage} if args.damage else {}
     result = record_video(

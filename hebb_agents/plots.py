@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,18 +59,24 @@ def read_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
     raise FileNotFoundError(f"{run} has neither progress.csv (ES run) nor monitor.csv (SB3 run)")
 
 
-def plot_learning_curves(runs: Mapping[str, Sequence[str | Path]], path: str | Path, title: str = "") -> Path:
-    """One panel per agent (``{agent: [run folders, one per seed]}``), one line per seed."""
+def plot_learning_curves(
+    runs: Mapping[str, Sequence[str | Path | tuple[str, str | Path]]], path: str | Path, title: str = ""
+) -> Path:
+    """One panel per agent (``{agent: [run folders, one per seed]}``), one line per seed.
+
+    A run given as ``(label, folder)`` is labelled so in the legend (else ``seed <i>``, its place).
+    """
     if not runs:
         raise ValueError("no runs to plot")
     size = (4.6 * len(runs), 3.4)
     fig, axes = plt.subplots(1, len(runs), figsize=size, squeeze=False, layout="constrained")
     for ax, (colour, (agent, folders)) in zip(axes[0], zip(_COLOURS * 4, runs.items())):
         ylabel = ""
-        for i, folder in enumerate(folders):
+        for i, run in enumerate(folders):
+            name, folder = run if isinstance(run, tuple) else (f"seed {i}", run)
             steps, value, ylabel = read_curve(folder)
             style = ("-", "--", ":", "-.")[i % 4]  # seeds of one agent share a colour, not a line style
-            label = f"seed {i}" if len(folders) > 1 else None
+            label = name if len(folders) > 1 else None
             ax.plot(steps, value, color=colour, ls=style, lw=1.2, label=label)
         ax.set_title(agent)
         ax.set_xlabel("environment steps")
@@ -129,9 +136,13 @@ def plot_adaptation(
         raise ValueError("no curves to plot")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for colour, (agent, velocity) in zip(_COLOURS * 4, curves.items()):
-        smooth = moving_mean(velocity, window)  # (E, T - window + 1)
+        # NaN marks steps after an episode ended: windows reaching past the end are left out
+        recorded = moving_mean(~np.isnan(velocity), window)  # fraction of each window recorded
+        smooth = np.where(recorded > 1 - 0.5 / window, moving_mean(velocity, window), np.nan)
         t = np.arange(smooth.shape[1]) + window  # the step that ends each window
-        mean, std = smooth.mean(axis=0), smooth.std(axis=0)
+        with warnings.catch_warnings():  # columns where every episode has ended stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(smooth, axis=0), np.nanstd(smooth, axis=0)
         ax.plot(t, mean, color=colour, label=agent)
         ax.fill_between(t, mean - std, mean + std, color=colour, alpha=0.2)
     ax.axvline(damage_step, color="k", ls="--", lw=1, label="damage")

@@ -82,6 +82,14 @@ def _pool_seeds(rows: Sequence[Mapping[str, Any]], by: str, family_column: str) 
     return out
 
 
+def _stack_padded(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows of several ``(E, T)`` arrays in one ``(sum E, max T)`` array, NaN after each row's end."""
+    length = max(part.shape[1] for part in parts)
+    return np.concatenate(
+        [np.pad(p, ((0, 0), (0, length - p.shape[1])), constant_values=np.nan) for p in parts]
+    )
+
+
 def _write_table(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: Path, stem: str
 ) -> list[Path]:
@@ -115,10 +123,22 @@ def compare(
     :returns: the files written, by kind (``tables``, ``figures``, ``meta``).
     """
     groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id)
-    ev.check_morphologies(env_id, [*(n for names in groups.values() for n in names), *damages])
+    if not agents:
+        raise ValueError("no agents to evaluate")
+    names = [n for listed in groups.values() for n in listed]
+    if not names:
+        raise ValueError("no morphologies to evaluate: name some in the seen and/or unseen groups")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"morphologies listed more than once across the groups: {', '.join(twice)}")
+    ev.check_morphologies(env_id, [*names, *damages])
     from hebb_agents import plots  # matplotlib: loaded when figures are drawn, not with the CLI
 
-    ev.check_adaptation_settings(window, fraction, damage_step if damages else None, max_steps)
+    # against the steps an episode can really last (max_steps, or the env's own limit)
+    limit = ev.episode_limit(env_id, env_kwargs, max_steps)
+    ev.check_adaptation_settings(window, fraction, damage_step, limit)
+    if (damage_step is None) != (not damages):
+        raise ValueError("the mid-episode damage test needs both --damage-step and --damages, or neither")
     start = time.perf_counter()
     loaded = {name: ev.load_agent(path, name=name) for name, path in agents.items()}
     for name, agent in loaded.items():
@@ -149,7 +169,8 @@ def compare(
             for (name, d), velocity in curves.items():
                 if d == damage:
                     pooled.setdefault(family_of(name), []).append(velocity)
-            family_curves = {fam: np.concatenate(parts) for fam, parts in pooled.items()}
+            # seeds' episodes may end at different steps (an Ant falls): pad with NaN to one length
+            family_curves = {fam: _stack_padded(parts) for fam, parts in pooled.items()}
             written["figures"].append(
                 plots.plot_adaptation(
                     family_curves,
@@ -164,7 +185,7 @@ def compare(
     for name, path in agents.items():
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
         if (folder / "progress.csv").exists() or (folder / "monitor.csv").exists():
-            runs.setdefault(family_of(name), []).append(folder)
+            runs.setdefault(family_of(name), []).append((name, folder))
     if runs:
         written["figures"].append(plots.plot_learning_curves(runs, out / "learning_curves.png", title=env_id))
 

@@ -332,6 +332,43 @@ def test_video_without_x_position_prints_no_distance(tmp_path, capsys):
     assert text.startswith("wrote ") and "distance" not in text and "nan" not in text
 
 
+@pytest.mark.parametrize(
+    ("flags", "msg"),
+    [
+        (["--damages", "front_shin_paralysed"], "needs both --damage-step and --damages"),
+        (["--damage-step", "20"], "needs both --damage-step and --damages"),
+        (["--seen", "intact", "--unseen", "intact"], "listed more than once across the groups: intact"),
+        (["--seen", "--unseen"], "no morphologies to evaluate"),
+    ],
+)
+def test_compare_refuses_settings_it_would_ignore_or_double_count(tmp_path, capsys, monkeypatch, flags, msg):
+    from hebb_agents.cli import main
+
+    policy = saved_policy(tmp_path / "cheetah")
+    monkeypatch.setattr(ev, "rollout", lambda *a, **k: pytest.fail("evaluated before the check"))
+    out = tmp_path / "cmp"
+    assert main(["compare", f"hebbian={policy}", "--env", CHEETAH, *flags, "--out", str(out)]) == 2
+    assert msg in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--damage-at", "5", "--damage-to", "front_thigh_weak"], "--damage-at must be below --steps (5)"),
+        ([], "must end in .mp4"),
+    ],
+)
+def test_video_refuses_a_damage_after_the_end_and_a_name_without_mp4(tmp_path, capsys, flags, message):
+    from hebb_agents.cli import main
+
+    policy = saved_policy(tmp_path / "cheetah")
+    out = tmp_path / ("v.mp4" if flags else "v")
+    assert main(["video", str(policy), "--env", CHEETAH, "--steps", "5", *flags, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_compare_for_other_spaces_fails_clearly_and_makes_no_folder(tmp_path, capsys, monkeypatch):
     from hebb_agents.cli import main
 
@@ -355,6 +392,9 @@ def test_compare_for_other_spaces_fails_clearly_and_makes_no_folder(tmp_path, ca
         (["--damage-step", "10", "--window", "20"], r"window \(--window\) must be in 1\.\.10"),
         (["--damage-step", "40", "--max-steps", "50"], r"window \(--window\) must be in 1\.\.10 .* 50 steps"),
         (["--damage-step", "60", "--max-steps", "50"], r"damage_step \(--damage-step\) must be in 1\.\.49"),
+        # no --max-steps: the env's own 1000-step limit bounds the episode
+        (["--damage-step", "1000"], r"damage_step \(--damage-step\) must be in 1\.\.999"),
+        (["--damage-step", "1500", "--max-steps", "2000"], r"must be in 1\.\.999"),
     ],
 )
 def test_compare_checks_window_and_fraction_before_evaluating(tmp_path, capsys, monkeypatch, flags, message):

@@ -51,6 +51,8 @@ def test_learning_curves_png(tmp_path):
     }
     path = plots.plot_learning_curves(runs, tmp_path / "out" / "curves.png", title="t")
     assert _is_png(path)
+    named = {"hebbian": [("hebbian/s1", tmp_path / "h0"), ("hebbian/s2", tmp_path / "h1")]}
+    assert _is_png(plots.plot_learning_curves(named, tmp_path / "named.png"))  # legend: the agents' names
     with pytest.raises(ValueError, match="no runs"):
         plots.plot_learning_curves({}, tmp_path / "x.png")
 

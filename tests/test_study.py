@@ -102,6 +102,15 @@ def test_compare_command_writes_tables_and_figures(tmp_path, capsys):
     assert "| hebbian |" in capsys.readouterr().out
 
 
+def test_seeds_with_episodes_of_different_lengths_pool_into_one_padded_array():
+    from hebb_agents.study import _stack_padded
+
+    short, long = np.ones((2, 50)), np.full((3, 200), 2.0)  # an Ant seed whose episodes ended early
+    pooled = _stack_padded([short, long])
+    assert pooled.shape == (5, 200)
+    assert np.isnan(pooled[:2, 50:]).all() and (pooled[:2, :50] == 1).all() and (pooled[2:] == 2).all()
+
+
 @pytest.mark.parametrize("flag", ["--seen", "--damages"])
 def test_compare_rejects_an_unknown_body_before_evaluating_anything(tmp_path, flag, monkeypatch):
     h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
