@@ -169,12 +169,21 @@ def train_baseline(
     if unknown:
         raise ValueError(f"unknown {algo} hyperparameters {unknown}; accepted: {', '.join(sorted(accepted))}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     env_kwargs = dict(env_kwargs or {})
     limit = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
 
-    def build() -> Any:
-        return Monitor(make_env(env_id, **env_kwargs, **limit), filename=str(out / "monitor.csv"))
+    def build(log: bool = True) -> Any:
+        return Monitor(
+            make_env(env_id, **env_kwargs, **limit), filename=str(out / "monitor.csv") if log else None
+        )
+
+    # values are checked by building the model once on an env that logs nothing, so that a bad
+    # value fails with its name before the output folder (and a previous run's monitor.csv) is touched
+    try:
+        algo_class("MlpPolicy", DummyVecEnv([lambda: build(log=False)]), device="cpu", **_sb3_kwargs(params))
+    except (TypeError, AssertionError) as err:
+        raise ValueError(f"bad {algo} hyperparameter values {params}: {err}") from err
+    out.mkdir(parents=True, exist_ok=True)
 
     venv = DummyVecEnv([build])
     venv.seed(seed)

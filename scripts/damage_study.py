@@ -424,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             folder = out / "agents" / robot / name.replace("/", "_")
             if folder.exists():
                 agents[name] = str(folder)
+        if not agents:
+            missing = out / "agents" / robot
+            parser.error(f"no trained agents in {missing} to evaluate (run without --skip-train)")
         eval_jobs.append((robot, rb, agents))
         study.setdefault("compare_commands", {})[robot] = compare_command(rb, agents, out / robot, budget)
     with ProcessPoolExecutor(max_workers=min(args.jobs, len(eval_jobs))) as pool:

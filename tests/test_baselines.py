@@ -101,6 +101,11 @@ def test_unknown_hyperparameter_is_rejected_before_anything_is_written(tmp_path)
             "ppo", "hebb/HalfCheetahDamage-v0", {}, 10, 0, out, hyperparams={"n_step": 64}
         )
     assert not out.exists()
+    with pytest.raises(ValueError, match=r"bad ppo hyperparameter values .*'n_steps': 'abc'"):
+        baselines.train_baseline(
+            "ppo", "hebb/HalfCheetahDamage-v0", {}, 10, 0, out, hyperparams={"n_steps": "abc"}
+        )
+    assert not out.exists()  # no monitor.csv either
 
 
 def test_baseline_command_rejects_an_unknown_eval_body_before_training(tmp_path, monkeypatch):
