@@ -361,6 +361,11 @@ def build_model(robot: str, damage: DamageLike = None) -> mujoco.MjModel:
     return _build_model(robot, resolve_damage(robot, damage)[1])
 
 
+def clear_model_cache() -> None:
+    """Forget every compiled model (the next :func:`build_model` of a body compiles it again)."""
+    _build_model.cache_clear()
+
+
 @functools.lru_cache(maxsize=256)
 def _build_model(robot: str, specs: Morphology) -> mujoco.MjModel:
     spec = mujoco.MjSpec.from_file(stock_xml_path(robot))

@@ -43,7 +43,7 @@ import mujoco
 import numpy as np
 
 from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv, _DamageMixin
-from hebb_envs.morphology import CATALOGUE, build_model
+from hebb_envs.morphology import CATALOGUE, clear_model_cache
 
 
 @dataclass
@@ -146,14 +146,14 @@ def layer_cost(n: int = 200_000) -> float:
     return best[1] - best[0]
 
 
-def reset_time(env, n: int, clear_body_cache: bool, clear_model_cache: bool) -> float:
+def reset_time(env, n: int, clear_body_cache: bool, clear_models: bool) -> float:
     """Mean CPU seconds per reset of an env drawing its body per episode."""
     total = 0.0
     for _ in range(n):
         if clear_body_cache:
             env._bodies = {(): env._bodies[()]}  # forget the env's own references to damaged models
-        if clear_model_cache:
-            build_model.cache_clear()
+        if clear_models:
+            clear_model_cache()
         t0 = clock()
         env.reset()
         total += clock() - t0
@@ -201,7 +201,7 @@ def bench_robot(robot: str, cfg: Config) -> bool:
         ("damage='all', env's own bodies warm", reset_time(pool, cfg.resets, False, False)),
         ("damage='all', looked up in the model cache", reset_time(pool, cfg.resets, True, False)),
         (
-            "damage='all', no cache (compile every reset)",
+            "damage='all', no cache (compile each reset, stock too)",
             reset_time(pool, max(cfg.resets // 5, 10), True, True),
         ),
     )

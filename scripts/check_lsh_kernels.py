@@ -25,6 +25,7 @@ memory and registers; at run time a setting that does not fit goes to the PyTorc
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import torch
@@ -75,8 +76,18 @@ def compare(
     worst = 0.0
     for mine, ref in zip(*results):
         scale = ref.abs().max().item() or 1.0
-        worst = max(worst, (mine - ref).abs().max().item() / scale)
+        worst = max(worst, _relative_gap(mine, ref, scale))
     return worst
+
+
+def _relative_gap(mine: torch.Tensor, ref: torch.Tensor, scale: float) -> float:
+    """max |mine - ref| / scale; infinite where ``mine`` is NaN or infinite and ``ref`` is not (a
+    plain max() would let a NaN pass: max(0.0, nan) is 0.0 and nan > tol is False)."""
+    broken = ~torch.isfinite(mine) & torch.isfinite(ref)
+    if bool(broken.any()):
+        return math.inf
+    gap = (mine - ref).abs().max().item() / scale
+    return math.inf if math.isnan(gap) else gap
 
 
 def main() -> None:
@@ -164,7 +175,7 @@ def check_reversible(device: str) -> bool:
         stack(x).square().mean().backward()
         grads.append([p.grad.clone() for p in stack.parameters()])
     for a, b in zip(*grads):
-        worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item())
+        worst = max(worst, _relative_gap(a, b, max(b.abs().max().item(), 1e-12)))
     print(f"  reversible stack vs ordinary stack on {device}: parameter gradients differ by {worst:.1e}")
     return worst > 1e-3
 
