@@ -158,6 +158,18 @@ def test_many_rounds_and_chunks_match_an_independent_reference(dedup: bool, caus
     assert torch.allclose(lse[0, keep], want_lse[keep], rtol=0, atol=1e-8)
 
 
+def test_hashing_in_blocks_equals_hashing_at_once(monkeypatch) -> None:
+    from hebb_agents.encoders import lsh
+
+    qk = torch.randn(2, 300, 16, generator=torch.Generator().manual_seed(0))
+    rotations = torch.randn(16, 3, 40, generator=torch.Generator().manual_seed(1))
+    whole = hash_buckets(qk, rotations)
+    monkeypatch.setattr(lsh, "_HASH_BLOCK_ELEMENTS", 2 * 40 * 7)  # blocks of 7 tokens, a ragged last one
+    assert torch.equal(hash_buckets(qk, rotations), whole)
+    for b in range(2):
+        assert torch.equal(whole[b].T, _naive_buckets(qk[b], rotations))
+
+
 @pytest.mark.parametrize(
     ("length", "causal", "masked", "dedup"),
     [
