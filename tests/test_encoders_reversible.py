@@ -81,6 +81,32 @@ def test_recomputation_attends_with_the_forward_passs_buckets(monkeypatch) -> No
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+def test_a_reversible_stack_nested_in_another_with_attention_in_g_has_the_plain_gradients() -> None:
+    from torch import nn
+
+    from hebb_agents.encoders.reversible import (
+        PreNormAttention,
+        ReversibleBlock,
+        ReversibleSequence,
+    )
+
+    def attention(dim: int) -> nn.Module:
+        return PreNormAttention(dim, bucket_size=4, n_hashes=2, heads=2)
+
+    torch.manual_seed(0)
+    inner = ReversibleSequence([ReversibleBlock(attention(4), attention(4)) for _ in range(2)])
+    outer = ReversibleSequence([ReversibleBlock(inner, ChunkedFeedForward(8))]).double()
+    x = torch.randn(2, 32, 16, dtype=torch.float64)
+    grads = []
+    for reversible in (True, False):
+        inner.reversible = outer.reversible = reversible
+        leaf = x.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        outer(leaf).sum().backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-10)
+
+
 def test_gradients_are_wrong_without_replaying_randomness() -> None:
     stack = _stack(depth=3, replay=False)
     x, mask = _inputs()

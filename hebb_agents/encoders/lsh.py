@@ -233,16 +233,23 @@ _TAPE = _BucketTape()
 
 @contextlib.contextmanager
 def bucket_tape(record: list[Tensor] | None = None, replay: list[Tensor] | None = None) -> Iterator[None]:
-    """Inside the body, LSH attention appends its bucket ids ``(B, n_hashes, L)`` to ``record``, or
-    takes them from ``replay`` (in call order) instead of hashing again.
+    """Inside the body, LSH attention takes its bucket ids ``(B, n_hashes, L)`` from ``replay`` (in
+    call order) instead of hashing, and appends the ids it uses to ``record``.
 
     A reversible stack's backward pass recomputes each block from inputs rebuilt as ``y - F(x)``,
     which differ from the forward pass's by rounding; a token whose two largest rotated values are
     that close would change bucket, attend elsewhere and corrupt the rebuilt activations below it.
     Replaying the forward pass's bucket ids makes the recomputation attend exactly as it did.
+
+    Contexts nest: a ``record`` context leaves an enclosing replay running (a reversible stack
+    inside another one's recomputed block records the ids it is replayed), and a ``replay`` context
+    records nothing; with neither, nothing changes.
     """
     saved = (_TAPE.record, _TAPE.replay)
-    _TAPE.record, _TAPE.replay = record, None if replay is None else list(replay)
+    if replay is not None:
+        _TAPE.record, _TAPE.replay = None, list(replay)
+    elif record is not None:
+        _TAPE.record = record
     try:
         yield
     finally:
@@ -254,12 +261,12 @@ def _taped_buckets(vectors: Tensor, rotations: Tensor, kernel: str) -> Tensor:
     if _TAPE.replay is not None:
         if not _TAPE.replay:
             raise RuntimeError("the recomputed block made more LSH attention calls than its forward pass")
-        buckets = _TAPE.replay.pop(0)
+        buckets = _TAPE.replay.pop(0).long()
         expected = (vectors.shape[0], rotations.shape[1], vectors.shape[1])
         if tuple(buckets.shape) != expected:
             raise RuntimeError(f"replayed bucket ids have shape {tuple(buckets.shape)}, expected {expected}")
-        return buckets.long()
-    buckets = hash_buckets(vectors, rotations, kernel=kernel)
+    else:
+        buckets = hash_buckets(vectors, rotations, kernel=kernel)
     if _TAPE.record is not None:
         _TAPE.record.append(buckets.to(torch.int32))  # ids < n_buckets: half the bytes of int64
     return buckets

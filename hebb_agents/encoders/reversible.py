@@ -76,13 +76,16 @@ class _ReversibleFunction(torch.autograd.Function):
         x1, x2 = x.chunk(2, dim=-1)
         states = []
         for block in blocks:
+            # bucket ids of the LSH calls in f and in g, for the recomputation
+            buckets_f: list[Tensor] = []
+            buckets_g: list[Tensor] = []
             state_f = _rng_state(x.device)
-            buckets: list[Tensor] = []  # bucket ids of f's LSH calls, for the recomputation
-            with bucket_tape(record=buckets if replay else None):
+            with bucket_tape(record=buckets_f if replay else None):
                 x1 = x1 + block.f(x2, **kwargs)
             state_g = _rng_state(x.device)
-            x2 = x2 + block.g(x1)
-            states.append((state_f, state_g, buckets))
+            with bucket_tape(record=buckets_g if replay else None):
+                x2 = x2 + block.g(x1)
+            states.append((state_f, state_g, buckets_f, buckets_g))
         out = torch.cat([x1, x2], dim=-1)
         ctx.save_for_backward(out)
         ctx.blocks, ctx.kwargs, ctx.replay, ctx.states = blocks, kwargs, replay, states
@@ -113,10 +116,15 @@ class _ReversibleFunction(torch.autograd.Function):
 
         y1, y2 = out.chunk(2, dim=-1)
         d_y1, d_y2 = d_out.chunk(2, dim=-1)
-        for block, (state_f, state_g, buckets) in zip(reversed(ctx.blocks), reversed(ctx.states)):
+        for block, (state_f, state_g, buckets_f, buckets_g) in zip(
+            reversed(ctx.blocks), reversed(ctx.states)
+        ):
             with torch.enable_grad():
                 y1 = y1.detach().requires_grad_(True)
-                with _replayed(state_g, device, ctx.replay):
+                with (
+                    _replayed(state_g, device, ctx.replay),
+                    bucket_tape(replay=buckets_g if ctx.replay else None),
+                ):
                     g_y1 = block.g(y1)
                 d_y1 = d_y1 + collect(block.g, g_y1, y1, d_y2)
             with torch.no_grad():
@@ -125,7 +133,7 @@ class _ReversibleFunction(torch.autograd.Function):
                 x2 = x2.detach().requires_grad_(True)
                 with (
                     _replayed(state_f, device, ctx.replay),
-                    bucket_tape(replay=buckets if ctx.replay else None),
+                    bucket_tape(replay=buckets_f if ctx.replay else None),
                 ):
                     f_x2 = block.f(x2, **ctx.kwargs)
                 d_x2 = d_y2 + collect(block.f, f_x2, x2, d_y1)
