@@ -137,9 +137,9 @@ class _DamageMixin:
     data: mujoco.MjData
 
     def _init_damage(self, damage: Any, termination_grace_steps: int) -> None:
-        number = isinstance(termination_grace_steps, (int, np.integer)) and not isinstance(
-            termination_grace_steps, bool
-        )
+        value = termination_grace_steps
+        whole = isinstance(value, float) and value.is_integer()  # 5.0 means 5
+        number = whole or (isinstance(value, (int, np.integer)) and not isinstance(value, bool))
         if not number or termination_grace_steps < 0:
             raise ValueError(
                 f"termination_grace_steps must be an integer >= 0, got {termination_grace_steps!r}"

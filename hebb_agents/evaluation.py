@@ -56,6 +56,11 @@ class Agent(abc.ABC):
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``(E, *action_shape)`` for observations ``(E, *obs_shape)`` of the running episodes."""
 
+    def reseed(self, first: int = 0) -> None:
+        """Make :meth:`predict`'s next episodes start afresh with seeds ``first``, ``first + 1``, ..."""
+        self._predict_seeds = int(first)
+        self._predict_episodes = None
+
     def restart(self, episodes: np.ndarray, seeds: Sequence[int]) -> None:
         """Begin a new episode in the ``episodes`` rows only (the others run on), one seed each.
 
@@ -75,7 +80,8 @@ class Agent(abc.ABC):
 
         Every episode of a vectorised env restarts on its own ``episode_start`` flag (all of them on
         the first call, or when ``E`` changes), and each one gets a seed of its own: 0, 1, 2, ...
-        in the order they start, so no two episodes share the agent's random draws.
+        in the order they start, so no two episodes share the agent's random draws. The count goes
+        on across calls; :meth:`reseed` starts it again, so that an evaluation can be repeated.
         """
         observation = np.asarray(observation)
         count = observation.shape[0]

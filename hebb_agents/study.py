@@ -269,9 +269,12 @@ def _compare_command(args: argparse.Namespace) -> int:
     groups = None
     if args.seen is not None or args.unseen is not None:
         catalogue = ev.catalogue_groups(args.env)
+        given = {"seen": args.seen, "unseen": args.unseen}
+        named = {name for names in given.values() if names is not None for name in names}
+        # a group left to its default gives up the bodies named for the other group
         groups = {
-            "seen": args.seen if args.seen is not None else catalogue["seen"],
-            "unseen": args.unseen if args.unseen is not None else catalogue["unseen"],
+            group: names if names is not None else [n for n in catalogue[group] if n not in named]
+            for group, names in given.items()
         }
     written = compare(
         parse_agent_specs(args.agents),

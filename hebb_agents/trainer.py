@@ -136,16 +136,23 @@ class TrainConfig:
         for name in ("generations", "popsize", "episodes", "checkpoint_every", "max_steps", "workers"):
             value = getattr(self, name)
             optional = name in ("max_steps", "workers")
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # 10.0 from a hand-written config means 10
+                setattr(self, name, value)
             if not (_is_integer(value) or (optional and value is None)):
                 accepted = "an integer" + (" or None" if optional else "")
                 raise ValueError(f"{name} must be {accepted}, got {value!r}")
         for name in ("env_kwargs", "policy_config"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"{name} must be a dict (a JSON object), got {getattr(self, name)!r}")
+            given = getattr(self, name)
+            try:  # a mapping, or (key, value) pairs as older configs stored them
+                setattr(self, name, dict(given))
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a dict (a JSON object), got {given!r}") from None
         if not isinstance(self.env_id, str):
             raise ValueError(f"env_id must be a string, got {self.env_id!r}")
-        if not isinstance(self.tensorboard, bool):
+        if self.tensorboard not in (True, False):  # bool, numpy bool, 0 or 1
             raise ValueError(f"tensorboard must be true or false, got {self.tensorboard!r}")
+        self.tensorboard = bool(self.tensorboard)
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; accepted: {', '.join(BACKENDS)}")
         if self.generations < 0:

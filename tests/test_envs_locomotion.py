@@ -394,6 +394,7 @@ def test_pickle_and_copy_rebuild_the_same_env():
         ({"termination_grace_steps": -1}, "termination_grace_steps"),
         ({"termination_grace_steps": None}, "termination_grace_steps must be an integer >= 0, got None"),
         ({"termination_grace_steps": 2.5}, "termination_grace_steps must be an integer"),
+        ({"termination_grace_steps": True}, "termination_grace_steps must be an integer"),
         ({"damage": []}, "empty"),
     ],
 )

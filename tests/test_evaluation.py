@@ -153,6 +153,11 @@ def test_predict_restarts_each_episode_with_a_seed_of_its_own():
     fresh.act(obs[:1])
     np.testing.assert_array_equal(agent.weights[0][0], fresh.weights[0][0])  # row 0 ran on
     assert not np.array_equal(agent.weights[0][0], running)
+    agent.reseed()
+    agent.predict(obs, episode_start=np.array([False, False]))  # a fresh start: seeds 0 and 1 again
+    fresh.start([0, 1])
+    fresh.act(obs)
+    np.testing.assert_array_equal(agent.weights[0], fresh.weights[0])
     one = tiny_agent("hebbian")  # one env: every episode still gets new initial weights
     starts = []
     for _ in range(2):

@@ -123,6 +123,23 @@ def test_compare_rejects_an_unknown_body_before_evaluating_anything(tmp_path, fl
     assert not out.exists()
 
 
+def test_a_body_named_for_one_group_leaves_the_other_groups_default(tmp_path, monkeypatch):
+    seen_by_compare = {}
+
+    def capture(agents, env_id, out_dir, groups=None, **kwargs):
+        seen_by_compare.update(groups)
+        raise SystemExit  # stop before evaluating
+
+    monkeypatch.setattr(study, "compare", capture)
+    unseen = study.ev.catalogue_groups(CHEETAH)["unseen"]
+    args = _parser().parse_args(["compare", "h=x", "--env", CHEETAH, "--seen", "intact", unseen[0],
+                                 "--out", str(tmp_path / "cmp")])  # fmt: skip
+    with pytest.raises(SystemExit):
+        args.func(args)
+    assert seen_by_compare["seen"] == ["intact", unseen[0]]
+    assert seen_by_compare["unseen"] == list(unseen[1:])  # the default, less the body moved to seen
+
+
 def test_video_command_writes_an_mp4(tmp_path):
     pytest.importorskip("imageio_ffmpeg", reason="the video extra (imageio, imageio-ffmpeg) is not installed")
     h0 = _save_policy(tmp_path / "h0", "hebbian", 0)

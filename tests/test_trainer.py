@@ -124,6 +124,7 @@ def test_bad_configs_fail_clearly(tmp_path):
         ESTrainer.resume(tmp_path / "run", sigma=0.5)
     for bad, match in [
         ({"generations": 1.5}, "generations must be an integer, got 1.5"),
+        ({"env_kwargs": [1, 2]}, "env_kwargs must be a dict"),
         ({"popsize": "8"}, "popsize must be an integer"),
         ({"max_steps": 2.5}, "max_steps must be an integer or None"),
         ({"env_kwargs": None}, "env_kwargs must be a dict"),
@@ -135,6 +136,9 @@ def test_bad_configs_fail_clearly(tmp_path):
         ESTrainer(TrainConfig(**{**TINY, "policy_config": {"hiden": [8]}}))
     with pytest.raises(ValueError, match="bad hebbian policy options"):
         ESTrainer(TrainConfig(**{**TINY, "policy_config": {"hidden": 8}}))
+    legacy = TrainConfig(**{**TINY, "env_kwargs": [["max_episode_steps", 20]]}, checkpoint_every=2.0)
+    assert legacy.env_kwargs == {"max_episode_steps": 20} and legacy.checkpoint_every == 2  # as older runs
+    assert TrainConfig(**TINY, tensorboard=np.bool_(False)).tensorboard is False
     (tmp_path / "afile").write_text("")
     with pytest.raises(ValueError, match="is a file"):
         ESTrainer(TrainConfig(**TINY), out_dir=tmp_path / "afile")
