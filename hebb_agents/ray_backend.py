@@ -121,6 +121,7 @@ class RayBackend(Backend):
             logger.warning("Ray is already initialised in this process; ignoring address=%r", address)
         count = int(workers) if workers else max(1, int(ray.cluster_resources().get("CPU", 1)))
         options = {"num_cpus": 1, "max_restarts": 0, **(actor_options or {})}
+        self._actor_cpus = float(options["num_cpus"])  # what a new actor waits for
         self._actor_class = ray.remote(**options)(EvaluatorActor)
         self._env_vars = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         self.actors = [self._new_actor() for _ in range(count)]
@@ -184,7 +185,7 @@ class RayBackend(Backend):
     def _replace(self, dead: int, generation: int) -> int:
         """Index of the actor that takes over from actor ``dead``: a new one, or a survivor."""
         ray = self._ray
-        if ray.available_resources().get("CPU", 0) >= 1:
+        if ray.available_resources().get("CPU", 0) >= self._actor_cpus:
             logger.warning(
                 "actor %d lost in generation %d; re-running its slice on a new actor", dead, generation
             )
@@ -208,7 +209,7 @@ class RayBackend(Backend):
         """Give slots served by a survivor their own actor again, as CPUs become free (a lost actor's
         CPU is released a moment after the loss is reported)."""
         for slot in sorted(self._borrowed):
-            if self._ray.available_resources().get("CPU", 0) < 1:
+            if self._ray.available_resources().get("CPU", 0) < self._actor_cpus:
                 return
             logger.warning("generation %d: slot %d gets a new actor again", generation, slot)
             self.actors[slot] = self._new_actor()
