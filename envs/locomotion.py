@@ -137,13 +137,10 @@ class _DamageMixin:
     data: mujoco.MjData
 
     def _init_damage(self, damage: Any, termination_grace_steps: int) -> None:
-        value = termination_grace_steps
-        whole = isinstance(value, float) and value.is_integer()  # 5.0 means 5
-        number = whole or (isinstance(value, (int, np.integer)) and not isinstance(value, bool))
-        if not number or termination_grace_steps < 0:
-            raise ValueError(
-                f"termination_grace_steps must be an integer >= 0, got {termination_grace_steps!r}"
-            )
+        steps = termination_grace_steps
+        whole = isinstance(steps, float) and steps.is_integer()  # 5.0 means 5
+        if not (whole or isinstance(steps, (int, np.integer))) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"termination_grace_steps must be an integer >= 0, got {steps!r}")
         self._grace_steps = int(termination_grace_steps)
         # morphology -> model; the stock body is the one Gymnasium built, damaged ones come from the cache
         self._bodies: dict[Morphology, mujoco.MjModel] = {(): self.model}

@@ -379,9 +379,10 @@ class LockstepEvaluator:
         """Which stepped members stop early; updates their ``streak`` of bad steps."""
         if self.spec.early_stop == "locomotion":
             # forward progress per member: its x_velocity, else its reward_forward, else its reward
-            velocity, has_velocity = self._info_column(info, "x_velocity", len(members))
-            forward, has_forward = self._info_column(info, "reward_forward", len(members))
-            progress = np.where(has_velocity, velocity, np.where(has_forward, forward, reward))
+            progress, has_velocity = self._info_column(info, "x_velocity", len(members))
+            if not has_velocity.all():  # (the locomotion envs report it: no second column per step)
+                forward, has_forward = self._info_column(info, "reward_forward", len(members))
+                progress = np.where(has_velocity, progress, np.where(has_forward, forward, reward))
             bad = progress < 0
             streak[members] = np.where(bad, streak[members] + 1, 0)
             return (lengths > 200) & (streak[members] >= 30)
