@@ -291,6 +291,53 @@ def es_run(
     }
 
 
+def _listed(values: np.ndarray) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
+
+
+def paired_scaling(
+    env_id: str, workers: list[int], kernel: str, rounds: int, args: argparse.Namespace
+) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+    """Worker speed-ups measured in turns on identical work, with the machine's ceiling beside them.
+
+    One :class:`ProcessBackend` per worker count, all alive at once (an idle one's workers block on
+    their pipes). Each round evaluates the same candidates (generation 0 of one ES, same seed: the
+    same episodes, step for step) on every backend in turn, there and back (1, 2, 2, 1), then
+    times the physics ceiling of :func:`physics_scaling` for the same counts. A 1 -> 2 worker
+    ratio from two runs minutes apart carries the machine's drift (up to 2x here); ratios within a
+    round are seconds apart.
+    Returns, per worker count (the first left out), the ES and the physics ratios of every round.
+    """
+    os.environ["HEBB_KERNEL"] = kernel
+    spec = RolloutSpec(env_id=env_id, max_steps=args.episode_steps)
+    probe = LockstepEvaluator(spec)
+    init = probe.policy.initial_params(np.random.default_rng(0))
+    candidates = Candidates.from_es(OpenES(probe.num_params, popsize=args.popsize, seed=0, init=init))
+    backends = [ProcessBackend(spec, workers=count) for count in workers]
+    es_ratios: dict[int, list[float]] = {count: [] for count in workers[1:]}
+    physics_ratios: dict[int, list[float]] = {count: [] for count in workers[1:]}
+    try:
+        for backend in backends:  # warm-up: environments built, kernels compiled
+            backend.evaluate_candidates(candidates, seed=0, generation=0)
+        for _ in range(rounds):
+            # in the order 1, 2, ..., 2, 1: a drift of the machine's speed that is linear over the
+            # round costs every worker count alike
+            seconds = [0.0] * len(backends)
+            for index in [*range(len(backends)), *reversed(range(len(backends)))]:
+                start = time.perf_counter()
+                backends[index].evaluate_candidates(candidates, seed=0, generation=0)
+                seconds[index] += time.perf_counter() - start
+            for index, count in enumerate(workers[1:], start=1):
+                es_ratios[count].append(seconds[0] / seconds[index])
+                physics_ratios[count].append(
+                    physics_scaling(env_id, count, seconds=1.5, repeats=2, base=workers[0])
+                )
+    finally:
+        for backend in backends:
+            backend.close()
+    return es_ratios, physics_ratios
+
+
 def memory_run(env_id: str, args: argparse.Namespace) -> list[float]:
     """RSS (driver + workers, MiB) after each of many small generations."""
     spec = RolloutSpec(env_id=env_id, max_steps=args.memory_steps)
@@ -389,6 +436,13 @@ def main() -> None:
         "--replay-members", type=int, default=16, help="members whose episodes are replayed on raw mj_step"
     )
     parser.add_argument("--ref-steps", type=int, default=300, help="steps timed for the reference-style loop")
+    parser.add_argument(
+        "--paired-rounds",
+        type=int,
+        default=5,
+        help="rounds of the paired worker-scaling measurement (same generation on every worker count "
+        "in turn, physics ceiling beside it); 0 skips it",
+    )
     parser.add_argument("--memory-generations", type=int, default=100)
     parser.add_argument("--memory-popsize", type=int, default=20)
     parser.add_argument("--memory-steps", type=int, default=50)
@@ -467,7 +521,25 @@ def main() -> None:
             f"extrapolated to {mean_len:.0f}-step episodes)"
         )
         best = max(run["cpu_rate"] for (label, count), run in runs.items() if count == workers[0])
-        print(f"best {workers[0]}-worker ES vs reference-style loop: {best / ref_rate:.1f}x\n", flush=True)
+        print(f"best {workers[0]}-worker ES vs reference-style loop: {best / ref_rate:.1f}x", flush=True)
+        if args.paired_rounds and len(workers) > 1:
+            kernel = "numba" if "numba" in kernels else kernels[0]
+            es_ratios, physics_ratios = paired_scaling(env_id, workers, kernel, args.paired_rounds, args)
+            print(
+                f"paired scaling ({kernel}, lockstep auto, batched; {args.paired_rounds} rounds, each the "
+                "same generation on every worker count in turn and back, then the physics ceiling):"
+            )
+            for count in workers[1:]:
+                ours, ceiling = np.array(es_ratios[count]), np.array(physics_ratios[count])
+                share = ours / ceiling
+                print(
+                    f"  {workers[0]} -> {count} workers: ES wall {_listed(ours)} "
+                    f"(median {np.median(ours):.2f}x); raw mj_step {_listed(ceiling)} "
+                    f"(median {np.median(ceiling):.2f}x); ES / ceiling per round {_listed(share)} "
+                    f"(median {np.median(share):.2f})",
+                    flush=True,
+                )
+        print()
 
     if args.memory_generations:
         env_id = resolve_env(args.envs.split(",")[0])
