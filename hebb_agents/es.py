@@ -312,6 +312,18 @@ class OpenES:
             np.add(self._mean, scaled, out=candidates)
         return candidates
 
+    def noise(self) -> np.ndarray:
+        """The current generation's noise rows ``(n_rows, num_params)``, read-only.
+
+        Drawn once per generation from its seed and kept for :meth:`ask` and :meth:`tell`. A driver
+        whose workers rebuild their own candidates can draw it while it waits for them, from
+        another thread (as long as nothing else uses the optimiser meanwhile): ``tell`` then only
+        does its arithmetic.
+        """
+        eps = self._current_noise().view()
+        eps.flags.writeable = False
+        return eps
+
     def candidate(self, index: int) -> np.ndarray:
         """Candidate ``index`` of the current generation, rebuilt alone (equals ``ask()[index]``)."""
         if not 0 <= index < self.popsize:

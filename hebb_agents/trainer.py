@@ -77,6 +77,22 @@ def _deferred_signals() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
+@contextlib.contextmanager
+def noise_drawn_meanwhile(es: OpenES) -> Iterator[None]:
+    """Draw ``es``'s noise for the coming ``tell`` in a thread while the block runs.
+
+    The driver only waits while its workers evaluate a generation, and the draw is most of
+    ``tell``'s time (0.08 of 0.084 s for 100 rows of 53,958 float32 on this project's machine):
+    drawn meanwhile, it leaves the generation's serial part. The block must not use ``es``.
+    """
+    thread = threading.Thread(target=es.noise, name="es-noise", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (JSON round-trips through ``config.json``).
@@ -319,7 +335,8 @@ class ESTrainer:
         # Workers rebuild their candidates from (mean, sigma, noise seed): no (P, n) matrix is shipped.
         candidates = Candidates.from_es(self.es)
         asked = time.perf_counter()
-        result = self.backend.evaluate_candidates(candidates, self.config.seed, self.generation)
+        with noise_drawn_meanwhile(self.es):
+            result = self.backend.evaluate_candidates(candidates, self.config.seed, self.generation)
         evaluated = time.perf_counter()
         with _deferred_signals():  # the generation's results land whole, or not at all
             return self._commit(result, start, asked, evaluated)

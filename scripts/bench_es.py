@@ -15,9 +15,14 @@ in this run:
 - ES: full generations (candidates from seeds -> lockstep rollouts on persistent workers ->
   ``OpenES.tell``) with 1 and 2 worker processes, per kernel, lockstep group size and env batching
   (``--env-batching on,off``: one batched env call per step, or each env in turn); env-steps/s,
-  the ES bookkeeping's share of the generation (candidates and ``tell`` in the driver, plus the
-  workers' rebuild of their candidates from the seeds, timed again for the largest slice), and the
+  the ES bookkeeping's share of the generation (candidates and ``tell`` in the driver, whose
+  noise is drawn while the workers run, as ``hebb train`` does, plus the workers' rebuild of
+  their candidates from the seeds, timed again for the largest slice), and the
   speed-up from 1 to 2 workers;
+- paired scaling (``--paired-rounds``): the worker speed-up again, measured so that the machine's
+  drift cannot fake or hide it: one backend per worker count, all alive, the same generation
+  evaluated on each in turn and back (1, 2, 2, 1) every round, and the two-process physics
+  ceiling timed right after; per-round ratios and their median;
 - reference-style loop, written here only as a baseline: one individual at a time, a new
   environment per evaluation, a torch forward pass and a per-synapse update loop (compiled with
   numba when it is installed, as the 2020 reference code did; plain Python otherwise). It is
@@ -53,6 +58,7 @@ import torch
 from hebb_agents.backends import Candidates, ProcessBackend, split_population
 from hebb_agents.es import OpenES
 from hebb_agents.rollout import LockstepEvaluator, RolloutSpec, make_env, parse_lockstep_size
+from hebb_agents.trainer import noise_drawn_meanwhile
 
 ENVS = {"cheetah": ("hebb/HalfCheetahDamage-v0", "HalfCheetah-v5"), "ant": ("hebb/AntDamage-v0", "Ant-v5")}
 
@@ -263,7 +269,8 @@ def es_run(
             start = time.perf_counter()
             candidates = Candidates.from_es(es)
             asked = time.perf_counter()
-            result = backend.evaluate_candidates(candidates, seed=0, generation=generation)
+            with noise_drawn_meanwhile(es):  # as the trainer does: tell's noise drawn while workers run
+                result = backend.evaluate_candidates(candidates, seed=0, generation=generation)
             evaluated = time.perf_counter()
             es.tell(result.fitness)
             told = time.perf_counter()

@@ -127,6 +127,25 @@ def test_worker_rebuilds_any_candidate_bit_for_bit(antithetic):
         es.candidate(8)
 
 
+def test_noise_is_the_generations_draw_read_only_and_kept_for_tell(monkeypatch):
+    es = OpenES(300, popsize=6, sigma=0.05, seed=4)
+    es.tell(np.linspace(0, 1, 6))  # generation 1
+    eps = es.noise()
+    np.testing.assert_array_equal(eps, noise_for(es.generation_seed, 3, 300))
+    with pytest.raises(ValueError, match="read-only"):
+        eps[0, 0] = 1.0
+    expected = OpenES(300, popsize=6, sigma=0.05, seed=4)
+    expected.tell(np.linspace(0, 1, 6))
+    expected.tell(np.arange(6.0))
+
+    def no_draw(*args, **kwargs):
+        raise AssertionError("tell drew the noise again")
+
+    monkeypatch.setattr("hebb_agents.es.noise_for", no_draw)
+    es.tell(np.arange(6.0))  # uses the noise drawn above
+    np.testing.assert_array_equal(es.mean, expected.mean)
+
+
 def test_noise_rows_are_independent_streams_and_standard_normal():
     gen_seed = generation_seed(123, 5)
     block = noise_for(gen_seed, 4, 50_000)

@@ -1,12 +1,15 @@
 """ESTrainer: learning on a fast task, checkpoints, exact resume, logs, bad configs."""
 
 import csv
+import threading
 
 import numpy as np
 import pytest
 
+from hebb_agents import es as es_module
+from hebb_agents.es import OpenES
 from hebb_agents.policy import EvolvablePolicy
-from hebb_agents.trainer import CSV_COLUMNS, ESTrainer, TrainConfig
+from hebb_agents.trainer import CSV_COLUMNS, ESTrainer, TrainConfig, noise_drawn_meanwhile
 
 TINY = dict(
     env_id="CartPole-v1",
@@ -253,3 +256,23 @@ def test_a_backend_that_cannot_start_writes_no_run_folder(tmp_path):
     with pytest.raises(ValueError, match="workers must be >= 1"):
         ESTrainer(config, out_dir=tmp_path / "run").train()
     assert not (tmp_path / "run").exists()
+
+
+def test_a_generations_noise_is_drawn_beside_its_evaluation_not_in_tell(monkeypatch):
+    threads = []
+    real = es_module.noise_for
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(es_module, "noise_for", recording)
+    ESTrainer(TrainConfig(**TINY, generations=3)).train()
+    assert threads == ["es-noise"] * 3  # one draw per generation, none left for tell
+
+    es = OpenES(500, popsize=8, seed=3)
+    with noise_drawn_meanwhile(es):
+        pass  # the block is left only once the draw is done
+    assert threads[-1] == "es-noise" and len(threads) == 4
+    es.tell(np.arange(8.0))
+    assert len(threads) == 4
