@@ -203,6 +203,12 @@ def save_checkpoint(
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a file written by :func:`save_checkpoint`: ``(arrays, metadata)``. Never unpickles."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        raise ValueError(
+            f"{path} is a folder; pass a checkpoint file in it"
+            + (f" ({', '.join(inside)})" if inside else f" (it holds none: {', '.join(SUFFIXES)})")
+        )
     suffix = _check_suffix(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -212,12 +218,17 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
 
 
 def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    if not zipfile.is_zipfile(path):  # numpy would suggest unpickling it
+        with open(path, "rb") as file:
+            single = file.read(6) == b"\x93NUMPY"
+        what = "holds a single .npy array" if single else "is not a zip archive"
+        raise ValueError(f"{path} is not a readable .npz checkpoint: it {what}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path} is not a readable .npz checkpoint ({err})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single .npy array, not a .npz checkpoint")
+        raise ValueError(f"{path} is not a readable .npz checkpoint: it holds a single array")
     with archive:
         if METADATA_KEY not in archive.files:
             raise ValueError(f"{path} is not a hebb_agents checkpoint (no {METADATA_KEY!r} entry)")

@@ -22,6 +22,7 @@ import abc
 import argparse
 import csv
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -721,12 +722,25 @@ def max_frame_size() -> int:
     import mujoco
     from OpenGL import GL
 
-    context = mujoco.GLContext(1, 1)
-    context.make_current()
+    backend = os.environ.get("MUJOCO_GL", "unset, so glfw")
+    no_context = (
+        f"MuJoCo could not make an OpenGL context to render offscreen (MUJOCO_GL={backend}); "
+        "without a display set MUJOCO_GL=egl (or osmesa)"
+    )
     try:
-        return int(GL.glGetIntegerv(GL.GL_MAX_RENDERBUFFER_SIZE))
+        context = mujoco.GLContext(1, 1)
+        context.make_current()
+    except Exception as err:  # each GL backend raises its own kind
+        raise ValueError(f"{no_context}: {err}") from None
+    try:
+        largest = int(GL.glGetIntegerv(GL.GL_MAX_RENDERBUFFER_SIZE))
+    except Exception as err:
+        raise ValueError(f"{no_context}: {err}") from None
     finally:
         context.free()
+    if largest < 1:  # GLFW without a display reports its error and leaves no context current
+        raise ValueError(no_context)
+    return largest
 
 
 def record_video(
@@ -743,16 +757,15 @@ def record_video(
 ) -> dict[str, Any]:
     """Record one episode of ``agent`` to an MP4 (imageio + imageio-ffmpeg).
 
-    Headless rendering needs ``MUJOCO_GL=egl`` (or ``osmesa``) set before MuJoCo is imported; it is
-    set here if absent. ``every`` keeps one frame in ``every`` (software rendering is ~0.3 s a
+    Headless rendering needs ``MUJOCO_GL=egl`` (or ``osmesa``) in the environment before MuJoCo is
+    imported (importing ``hebb_agents`` imports it); without an OpenGL context this raises a
+    ``ValueError`` that says so. ``every`` keeps one frame in ``every`` (software rendering is ~0.3 s a
     frame); the video plays at the environment's real-time rate divided by ``every``.
     The video is written beside ``path`` and renamed over it once complete, so a failed recording
     leaves an existing file untouched.
     Returns the episode's return, distance (NaN if the env reports no ``x_position``), frame count and path.
     """
-    import os
 
-    os.environ.setdefault("MUJOCO_GL", "egl")
     import imageio.v2 as imageio
 
     if steps < 1 or every < 1:

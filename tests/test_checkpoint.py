@@ -197,6 +197,27 @@ def test_load_errors_name_the_problem(tmp_path):
         load_checkpoint(tmp_path / "foreign.safetensors")
 
 
+def test_a_bad_npz_or_a_folder_is_named_without_advice_to_unpickle(tmp_path):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"garbage\n")
+    with pytest.raises(ValueError, match="not a readable .npz checkpoint: it is not a zip") as e:
+        load_checkpoint(garbage)
+    assert "pickle" not in str(e.value)
+    single = tmp_path / "single.npz"
+    with open(single, "wb") as file:
+        np.save(file, np.zeros(3))
+    with pytest.raises(ValueError, match="holds a single .npy array") as err:
+        load_checkpoint(single)
+    assert "pickle" not in str(err.value)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ValueError, match=r"run is a folder; pass a checkpoint file in it \(it holds none"):
+        load_checkpoint(run)
+    save_checkpoint(run / "policy.npz", sample_arrays(), {})
+    with pytest.raises(ValueError, match=r"is a folder; pass a checkpoint file in it \(policy.npz\)"):
+        load_checkpoint(run)
+
+
 def test_newer_format_version_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 99)
     save_checkpoint(tmp_path / "future.npz", {"x": np.zeros(1)}, {})

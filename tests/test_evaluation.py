@@ -2,7 +2,10 @@
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -412,3 +415,16 @@ def test_compare_checks_window_and_fraction_before_evaluating(tmp_path, capsys, 
     assert main([*args, "--out", str(out)]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_no_opengl_context_is_named_with_the_setting_that_gives_one():
+    # a machine without a display and without MUJOCO_GL: GLFW cannot make a context
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
+    code = (
+        "from hebb_agents.evaluation import max_frame_size\n"
+        "try:\n    max_frame_size()\nexcept ValueError as err:\n    print('ERROR', err)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ERROR MuJoCo could not make an OpenGL context" in done.stdout
+    assert "set MUJOCO_GL=egl" in done.stdout
