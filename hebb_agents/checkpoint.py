@@ -218,11 +218,14 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
 
 
 def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    if not zipfile.is_zipfile(path):  # numpy would suggest unpickling it
-        with open(path, "rb") as file:
-            single = file.read(6) == b"\x93NUMPY"
-        what = "holds a single .npy array" if single else "is not a zip archive"
-        raise ValueError(f"{path} is not a readable .npz checkpoint: it {what}")
+    try:
+        if not zipfile.is_zipfile(path):  # numpy would suggest unpickling it
+            with open(path, "rb") as file:
+                single = file.read(6) == b"\x93NUMPY"
+            what = "holds a single .npy array" if single else "is not a zip archive"
+            raise ValueError(f"{path} is not a readable .npz checkpoint: it {what}")
+    except OSError as err:
+        raise ValueError(f"{path} is not a readable .npz checkpoint ({err})") from None
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:

@@ -453,9 +453,11 @@ class OpenES:
         )
 
     def _current_noise(self) -> np.ndarray:
-        if self._noise is None or self._noise_generation != self._generation:
-            self._noise = noise_for(self.generation_seed, self.n_noise_rows, self.num_params, self._dtype)
-            self._noise_generation = self._generation
+        generation = self._generation  # read once: the noise is labelled with the generation it was drawn for
+        if self._noise is None or self._noise_generation != generation:
+            seed = generation_seed(self._entropy, generation)
+            noise = noise_for(seed, self.n_noise_rows, self.num_params, self._dtype)
+            self._noise, self._noise_generation = noise, generation
         return self._noise
 
     def _mean_squares(self, eps: np.ndarray) -> np.ndarray:

@@ -320,10 +320,12 @@ def paired_scaling(
     probe = LockstepEvaluator(spec)
     init = probe.policy.initial_params(np.random.default_rng(0))
     candidates = Candidates.from_es(OpenES(probe.num_params, popsize=args.popsize, seed=0, init=init))
-    backends = [ProcessBackend(spec, workers=count) for count in workers]
     es_ratios: dict[int, list[float]] = {count: [] for count in workers[1:]}
     physics_ratios: dict[int, list[float]] = {count: [] for count in workers[1:]}
+    backends: list[ProcessBackend] = []
     try:
+        for count in workers:
+            backends.append(ProcessBackend(spec, workers=count))
         for backend in backends:  # warm-up: environments built, kernels compiled
             backend.evaluate_candidates(candidates, seed=0, generation=0)
         for _ in range(rounds):
@@ -446,7 +448,7 @@ def main() -> None:
     parser.add_argument(
         "--paired-rounds",
         type=int,
-        default=5,
+        default=3,
         help="rounds of the paired worker-scaling measurement (same generation on every worker count "
         "in turn, physics ceiling beside it); 0 skips it",
     )

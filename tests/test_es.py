@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from hebb_agents import es as es_module
 from hebb_agents.es import (
     OpenES,
     candidate,
@@ -144,6 +145,22 @@ def test_noise_is_the_generations_draw_read_only_and_kept_for_tell(monkeypatch):
     monkeypatch.setattr("hebb_agents.es.noise_for", no_draw)
     es.tell(np.arange(6.0))  # uses the noise drawn above
     np.testing.assert_array_equal(es.mean, expected.mean)
+
+
+def test_noise_drawn_while_the_generation_moves_on_is_not_taken_for_the_new_one(monkeypatch):
+    # a draw in another thread (see trainer.noise_drawn_meanwhile) that a tell overtakes
+    es = OpenES(50, popsize=4, seed=0)
+    real = es_module.noise_for
+
+    def overtaken(*args, **kwargs):
+        drawn = real(*args, **kwargs)
+        es._generation += 1  # a tell finished while this was drawn
+        return drawn
+
+    monkeypatch.setattr(es_module, "noise_for", overtaken)
+    es.noise()
+    monkeypatch.setattr(es_module, "noise_for", real)
+    np.testing.assert_array_equal(es.noise(), noise_for(es.generation_seed, 2, 50))
 
 
 def test_noise_rows_are_independent_streams_and_standard_normal():
