@@ -145,6 +145,7 @@ def compare(
         ev.check_spaces(agent.spaces, env_id, env_kwargs, source=f"agent {name} ({agents[name]})")
     out = Path(out_dir)  # made only once the inputs are known to be good
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _files_of_earlier_compare(out)
     say = log or (lambda _msg: None)
     written: dict[str, list[Path]] = {"tables": [], "figures": [], "meta": []}
 
@@ -223,12 +224,35 @@ def compare(
         "window": window,
         "fraction": fraction,
         "wall_time_s": round(time.perf_counter() - start, 1),
+        "files": sorted(path.name for paths in written.values() for path in paths),
     }
     meta_path = out / "compare.json"
     meta_path.write_text(json.dumps(meta, indent=2))
     written["meta"].append(meta_path)
+    # An earlier comparison's tables and figures that this one did not rewrite (a damage test or
+    # an agent family it no longer has) would read as this run's results.
+    stale = sorted(set(earlier) - set(meta["files"]) - {meta_path.name})
+    for name in stale:
+        if (out / name).is_file():
+            (out / name).unlink()
+    if stale:
+        say(f"removed {len(stale)} file(s) of the earlier comparison in {out}: {', '.join(stale)}")
     say(f"evaluation took {meta['wall_time_s']} s; tables and figures in {out}")
     return written
+
+
+def _files_of_earlier_compare(out: Path) -> list[str]:
+    """Names of the files an earlier :func:`compare` wrote into ``out`` (its ``compare.json`` lists them)."""
+    try:
+        listed = json.loads((out / "compare.json").read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):  # none, unreadable, or not a compare.json
+        return []
+    # plain names only: a hand-edited list must not reach outside the folder
+    return [
+        name
+        for name in listed
+        if isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- CLI

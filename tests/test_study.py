@@ -102,6 +102,27 @@ def test_compare_command_writes_tables_and_figures(tmp_path, capsys):
     assert "| hebbian |" in capsys.readouterr().out
 
 
+def test_a_second_compare_into_the_folder_removes_the_first_ones_files_it_did_not_rewrite(tmp_path, capsys):
+    h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
+    out = tmp_path / "cmp"
+    common = ["compare", f"hebbian/s0={h0}", "--env", CHEETAH, "--episodes", "1", "--max-steps", "40",
+              "--seen", "intact", "--unseen", "front_shin_paralysed", "--out", str(out)]  # fmt: skip
+    with_damage = [*common, "--damage-step", "20", "--damages", "front_shin_paralysed"]
+    parser = _parser()
+    args = parser.parse_args(with_damage)
+    assert args.func(args) == 0
+    assert (out / "adaptation.csv").exists() and (out / "adaptation_front_shin_paralysed.png").exists()
+    (out / "notes.txt").write_text("the user's own file")
+    args = parser.parse_args(common)  # no damage test this time
+    assert args.func(args) == 0
+    assert "removed 3 file(s) of the earlier comparison" in capsys.readouterr().out
+    for stale in ("adaptation.csv", "adaptation.md", "adaptation_front_shin_paralysed.png"):
+        assert not (out / stale).exists(), stale
+    meta = json.loads((out / "compare.json").read_text())
+    assert all((out / name).exists() for name in meta["files"]) and "morphologies.csv" in meta["files"]
+    assert (out / "notes.txt").read_text() == "the user's own file"  # never listed, never touched
+
+
 def test_seeds_with_episodes_of_different_lengths_pool_into_one_padded_array():
     from hebb_agents.study import _stack_padded
 
