@@ -765,7 +765,6 @@ def record_video(
     leaves an existing file untouched.
     Returns the episode's return, distance (NaN if the env reports no ``x_position``), frame count and path.
     """
-
     import imageio.v2 as imageio
 
     if steps < 1 or every < 1:
