@@ -32,9 +32,20 @@ Registration is idempotent: importing the package again (or reloading it) never 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
+
+try:  # MuJoCo loads its OpenGL backend on import, as MUJOCO_GL says
+    import mujoco  # noqa: F401
+except Exception as err:
+    if "MUJOCO_GL" not in os.environ:
+        raise
+    raise ImportError(
+        f"MuJoCo failed to import with MUJOCO_GL={os.environ['MUJOCO_GL']!r} ({type(err).__name__}: "
+        f"{err}); use egl or osmesa where that library is installed, glfw with a display, or unset it"
+    ) from err
 
 from hebb_envs.locomotion import AntDamageEnv, EnvBatch, HalfCheetahDamageEnv
 from hebb_envs.memory import MemoryTask

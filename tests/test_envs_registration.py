@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import warnings
@@ -74,3 +75,14 @@ CHECK_CASES = [(env_id, {}) for env_id in EXPECTED] + [
 def test_gymnasium_and_sb3_checkers_pass(env_id, kwargs):
     gym_check_env(gym.make(env_id, **kwargs).unwrapped, skip_render_check=True)
     sb3_check_env(gym.make(env_id, **kwargs), warn=True)
+
+
+def test_a_mujoco_gl_that_mujoco_cannot_load_is_named_with_the_values_that_work():
+    env = {**os.environ, "MUJOCO_GL": "bogus"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import hebb_envs"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: MuJoCo failed to import with MUJOCO_GL='bogus'"), last
+    assert "use egl or osmesa where that library is installed, glfw with a display, or unset it" in last
