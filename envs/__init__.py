@@ -40,7 +40,7 @@ import gymnasium as gym
 try:  # MuJoCo loads its OpenGL backend on import, as MUJOCO_GL says
     import mujoco  # noqa: F401
 except Exception as err:
-    if "MUJOCO_GL" not in os.environ:
+    if "MUJOCO_GL" not in os.environ or getattr(err, "name", None) == "mujoco":  # not installed
         raise
     raise ImportError(
         f"MuJoCo failed to import with MUJOCO_GL={os.environ['MUJOCO_GL']!r} ({type(err).__name__}: "
