@@ -18,9 +18,10 @@ family in the summary tables and figures, so seeds of one method are reported to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,68 +149,71 @@ def compare(
     earlier = _files_of_earlier_compare(out)
     say = log or (lambda _msg: None)
     written: dict[str, list[Path]] = {"tables": [], "figures": [], "meta": []}
-
-    rows = ev.evaluate_morphologies(loaded, env_id, groups, episodes, seed, env_kwargs, max_steps, log=log)
-    written["tables"] += _write_table(rows, ev.MORPHOLOGY_COLUMNS, out, "morphologies")
-    written["tables"] += _write_table(ev.summarise_groups(rows), ev.GROUP_COLUMNS, out, "groups_by_agent")
-    summary = summarise_families(rows)
-    written["tables"] += _write_table(summary, FAMILY_COLUMNS, out, "groups")
-    by_family = family_rows(rows)
-    for metric in ("distance", "return"):
-        written["figures"].append(
-            plots.plot_morphology_bars(by_family, out / f"bars_{metric}.png", metric=metric)
+    with _listed_if_interrupted(out, earlier, written):
+        rows = ev.evaluate_morphologies(
+            loaded, env_id, groups, episodes, seed, env_kwargs, max_steps, log=log
         )
-
-    if damage_step is not None and damages:
-        damage_rows, curves = ev.evaluate_damage(
-            loaded, env_id, damages, damage_step, episodes, seed, env_kwargs, max_steps, window, fraction
-        )
-        written["tables"] += _write_table(damage_rows, ev.ADAPTATION_COLUMNS, out, "adaptation")
-        for damage in damages:
-            pooled: dict[str, list[np.ndarray]] = {}
-            for (name, d), velocity in curves.items():
-                if d == damage:
-                    pooled.setdefault(family_of(name), []).append(velocity)
-            # seeds' episodes may end at different steps (an Ant falls): pad with NaN to one length
-            family_curves = {fam: _stack_padded(parts) for fam, parts in pooled.items()}
+        written["tables"] += _write_table(rows, ev.MORPHOLOGY_COLUMNS, out, "morphologies")
+        written["tables"] += _write_table(ev.summarise_groups(rows), ev.GROUP_COLUMNS, out, "groups_by_agent")
+        summary = summarise_families(rows)
+        written["tables"] += _write_table(summary, FAMILY_COLUMNS, out, "groups")
+        by_family = family_rows(rows)
+        for metric in ("distance", "return"):
             written["figures"].append(
-                plots.plot_adaptation(
-                    family_curves,
-                    damage_step,
-                    out / f"adaptation_{damage}.png",
-                    window,
-                    title=f"intact -> {damage} at step {damage_step}",
+                plots.plot_morphology_bars(by_family, out / f"bars_{metric}.png", metric=metric)
+            )
+
+        if damage_step is not None and damages:
+            damage_rows, curves = ev.evaluate_damage(
+                loaded, env_id, damages, damage_step, episodes, seed, env_kwargs, max_steps, window, fraction
+            )
+            written["tables"] += _write_table(damage_rows, ev.ADAPTATION_COLUMNS, out, "adaptation")
+            for damage in damages:
+                pooled: dict[str, list[np.ndarray]] = {}
+                for (name, d), velocity in curves.items():
+                    if d == damage:
+                        pooled.setdefault(family_of(name), []).append(velocity)
+                # seeds' episodes may end at different steps (an Ant falls): pad with NaN to one length
+                family_curves = {fam: _stack_padded(parts) for fam, parts in pooled.items()}
+                written["figures"].append(
+                    plots.plot_adaptation(
+                        family_curves,
+                        damage_step,
+                        out / f"adaptation_{damage}.png",
+                        window,
+                        title=f"intact -> {damage} at step {damage_step}",
+                    )
+                )
+
+        runs: dict[str, list[Path]] = {}
+        for name, path in agents.items():
+            folder = Path(path) if Path(path).is_dir() else Path(path).parent
+            if (folder / "progress.csv").exists() or (folder / "monitor.csv").exists():
+                runs.setdefault(family_of(name), []).append((name, folder))
+        if runs:
+            curves_path = out / "learning_curves.png"
+            written["figures"].append(plots.plot_learning_curves(runs, curves_path, title=env_id))
+
+        traced: set[str] = set()
+        base = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
+        for name, agent in loaded.items():
+            fam = family_of(name)
+            if fam in traced or not ev.is_hebbian(agent):
+                continue
+            traced.add(fam)
+            norms, snaps = ev.trace_weights(
+                agent, env_id, seed, {**base, "damage": "intact"}, max_steps, trace_steps
+            )
+            written["figures"].append(
+                plots.plot_weight_norms(
+                    norms, out / f"weight_norms_{fam}.png", title=f"{name}: weight norms, intact"
                 )
             )
-
-    runs: dict[str, list[Path]] = {}
-    for name, path in agents.items():
-        folder = Path(path) if Path(path).is_dir() else Path(path).parent
-        if (folder / "progress.csv").exists() or (folder / "monitor.csv").exists():
-            runs.setdefault(family_of(name), []).append((name, folder))
-    if runs:
-        written["figures"].append(plots.plot_learning_curves(runs, out / "learning_curves.png", title=env_id))
-
-    traced: set[str] = set()
-    base = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
-    for name, agent in loaded.items():
-        fam = family_of(name)
-        if fam in traced or not ev.is_hebbian(agent):
-            continue
-        traced.add(fam)
-        norms, snaps = ev.trace_weights(
-            agent, env_id, seed, {**base, "damage": "intact"}, max_steps, trace_steps
-        )
-        written["figures"].append(
-            plots.plot_weight_norms(
-                norms, out / f"weight_norms_{fam}.png", title=f"{name}: weight norms, intact"
+            written["figures"].append(
+                plots.plot_weight_heatmaps(
+                    snaps, out / f"weight_heatmaps_{fam}.png", title=f"{name}: weights, intact"
+                )
             )
-        )
-        written["figures"].append(
-            plots.plot_weight_heatmaps(
-                snaps, out / f"weight_heatmaps_{fam}.png", title=f"{name}: weights, intact"
-            )
-        )
 
     meta = {
         "agents": {name: str(path) for name, path in agents.items()},
@@ -233,8 +237,10 @@ def compare(
     # an agent family it no longer has) would read as this run's results.
     stale = sorted(set(earlier) - set(meta["files"]) - {meta_path.name})
     for name in stale:
-        if (out / name).is_file():
-            (out / name).unlink()
+        path = out / name
+        # on a case-insensitive file system an old name may be a file this run has just written
+        if path.is_file() and not any(path.samefile(kept) for paths in written.values() for kept in paths):
+            path.unlink()
     if stale:
         say(f"removed {len(stale)} file(s) of the earlier comparison in {out}: {', '.join(stale)}")
     say(f"evaluation took {meta['wall_time_s']} s; tables and figures in {out}")
@@ -247,12 +253,29 @@ def _files_of_earlier_compare(out: Path) -> list[str]:
         listed = json.loads((out / "compare.json").read_text()).get("files", [])
     except (OSError, ValueError, AttributeError):  # none, unreadable, or not a compare.json
         return []
+    if not isinstance(listed, list):
+        return []
     # plain names only: a hand-edited list must not reach outside the folder
     return [
         name
         for name in listed
         if isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
     ]
+
+
+@contextlib.contextmanager
+def _listed_if_interrupted(out: Path, earlier: list[str], written: dict[str, list[Path]]) -> Iterator[None]:
+    """If the block fails, list what the earlier run and this one wrote in ``out/compare.json``, so that
+    the next comparison into ``out`` can remove those of its files it does not write again."""
+    try:
+        yield
+    except BaseException:
+        names = {*earlier, *(path.name for paths in written.values() for path in paths)}
+        with contextlib.suppress(OSError):
+            (out / "compare.json").write_text(
+                json.dumps({"incomplete": True, "files": sorted(names - {"compare.json"})}, indent=2)
+            )
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- CLI

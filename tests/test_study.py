@@ -123,6 +123,37 @@ def test_a_second_compare_into_the_folder_removes_the_first_ones_files_it_did_no
     assert (out / "notes.txt").read_text() == "the user's own file"  # never listed, never touched
 
 
+def test_a_compare_that_fails_half_way_leaves_its_files_listed_for_the_next_one(tmp_path, monkeypatch):
+    from hebb_agents import plots
+
+    h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
+    out = tmp_path / "cmp"
+    common = ["compare", f"hebbian/s0={h0}", "--env", CHEETAH, "--episodes", "1", "--max-steps", "40",
+              "--seen", "intact", "--unseen", "front_shin_paralysed", "--out", str(out)]  # fmt: skip
+    parser = _parser()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(plots, "plot_adaptation", broken)
+    args = parser.parse_args([*common, "--damage-step", "20", "--damages", "front_shin_paralysed"])
+    with pytest.raises(RuntimeError, match="disk full"):
+        args.func(args)
+    assert (out / "adaptation.csv").exists()  # written before the failure
+    listed = json.loads((out / "compare.json").read_text())
+    assert listed["incomplete"] and "adaptation.csv" in listed["files"]
+    monkeypatch.undo()
+    (out / "a").write_text("not listed as a list")
+    (out / "compare.json").write_text(json.dumps({**listed, "files": listed["files"] + ["../h0/policy.npz"]}))
+    args = parser.parse_args(common)
+    assert args.func(args) == 0
+    assert not (out / "adaptation.csv").exists() and not (out / "adaptation.md").exists()
+    assert (h0 / "policy.npz").exists()  # a name outside the folder is never taken
+    (out / "compare.json").write_text(json.dumps({"files": "a"}))  # a string is not a list of names
+    assert args.func(args) == 0
+    assert (out / "a").exists()
+
+
 def test_seeds_with_episodes_of_different_lengths_pool_into_one_padded_array():
     from hebb_agents.study import _stack_padded
 
