@@ -556,7 +556,8 @@ def adaptation_metrics(
     - ``final``: over the last ``window`` steps of the episode (of each episode's own steps: the
       steps after an episode ended are NaN, as :func:`rollout` pads them);
     - ``recovery``: the first ``k >= 0`` such that the mean over steps ``[d + k, d + k + window)`` is at
-      least ``fraction`` of ``before`` (``NaN`` if never, or if ``before <= 0``: no speed to recover).
+      least ``fraction`` of ``before`` (``NaN`` if never, or if ``before <= 0``: no speed to recover);
+      only windows inside the episode count.
 
     A window (20 steps = 1 s of HalfCheetah or Ant time) averages over the gait cycle, whose
     instantaneous velocity swings through zero.
@@ -571,8 +572,11 @@ def adaptation_metrics(
     # each episode's length: up to its last recorded step
     lengths = np.where(recorded.any(axis=1), velocity.shape[1] - np.argmax(recorded[:, ::-1], axis=1), 0)
     final = np.array([mean_of_recorded(row[max(0, n - window) : n]) for row, n in zip(velocity, lengths)])
-    # moving[e, k] = mean of velocity[e, d + k : d + k + window]
-    moving = moving_mean(velocity[:, damage_step:], window)
+    # moving[e, k] = mean of velocity[e, d + k : d + k + window]; a window reaching past the episode's
+    # end is no speed (NaN, never a recovery), as the adaptation figure leaves it out
+    after_damage = velocity[:, damage_step:]
+    complete = moving_mean(~np.isnan(after_damage), window) > 1 - 0.5 / window
+    moving = np.where(complete, moving_mean(after_damage, window), np.nan)
     recovery = np.full(velocity.shape[0], np.nan)
     for e in range(velocity.shape[0]):
         if before[e] <= 0:

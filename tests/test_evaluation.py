@@ -124,6 +124,20 @@ def test_adaptation_metrics_on_a_known_trace():
         ev.adaptation_metrics(v, 5, window=10)
 
 
+def test_no_recovery_is_read_from_a_window_past_the_episodes_end():
+    # backwards after the damage, three fast steps, then the episode ends (NaN): every window inside
+    # the episode stays below 0.8 of the speed before; counted as 0, the steps after the end would
+    # let a window reaching past it pass (0.8 at k = 26), and the figure would not show that speed
+    v = np.ones((1, 100))
+    d = 40
+    v[0, d : d + 27] = -1.0
+    v[0, d + 27 : d + 30] = 3.0
+    v[0, d + 30 :] = np.nan
+    assert np.isnan(ev.adaptation_metrics(v, d, window=10, fraction=0.8)["recovery"][0])
+    v[0, d + 30 :] = 3.0  # the episode goes on: a full window of it recovers
+    assert ev.adaptation_metrics(v, d, window=10, fraction=0.8)["recovery"][0] == 22
+
+
 def test_final_speed_is_each_episodes_own_last_window(recwarn):
     v = np.ones((2, 100))
     v[0, 60:] = 3.0
