@@ -504,13 +504,16 @@ def mean_of_recorded(values: np.ndarray, axis: int = -1) -> np.ndarray | float:
 
 
 def moving_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Means over ``window`` consecutive steps of each row of ``values`` ``(E, T)`` (NaN counted as 0).
+    """Means over ``window`` consecutive steps of each row of ``values`` ``(E, T)``.
 
-    Returns ``(E, T - window + 1)``: column ``k`` averages steps ``k .. k + window - 1``.
+    Returns ``(E, T - window + 1)``: column ``k`` averages steps ``k .. k + window - 1``; NaN where
+    the window holds a NaN (a step after its episode ended: such a window measures no speed).
     """
+    values = np.asarray(values, dtype=float)
     kernel = np.ones(window) / window
-    rows = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0)
-    return np.stack([np.convolve(row, kernel, mode="valid") for row in rows])
+    means = np.stack([np.convolve(row, kernel, mode="valid") for row in np.nan_to_num(values, nan=0.0)])
+    missing = np.stack([np.convolve(row, kernel, mode="valid") for row in np.isnan(values)])
+    return np.where(missing > 0.5 / window, np.nan, means)
 
 
 def check_adaptation_settings(
@@ -574,9 +577,7 @@ def adaptation_metrics(
     final = np.array([mean_of_recorded(row[max(0, n - window) : n]) for row, n in zip(velocity, lengths)])
     # moving[e, k] = mean of velocity[e, d + k : d + k + window]; a window reaching past the episode's
     # end is no speed (NaN, never a recovery), as the adaptation figure leaves it out
-    after_damage = velocity[:, damage_step:]
-    complete = moving_mean(~np.isnan(after_damage), window) > 1 - 0.5 / window
-    moving = np.where(complete, moving_mean(after_damage, window), np.nan)
+    moving = moving_mean(velocity[:, damage_step:], window)
     recovery = np.full(velocity.shape[0], np.nan)
     for e in range(velocity.shape[0]):
         if before[e] <= 0:

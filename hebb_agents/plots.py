@@ -136,9 +136,7 @@ def plot_adaptation(
         raise ValueError("no curves to plot")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for colour, (agent, velocity) in zip(_COLOURS * 4, curves.items()):
-        # NaN marks steps after an episode ended: windows reaching past the end are left out
-        recorded = moving_mean(~np.isnan(velocity), window)  # fraction of each window recorded
-        smooth = np.where(recorded > 1 - 0.5 / window, moving_mean(velocity, window), np.nan)
+        smooth = moving_mean(velocity, window)  # NaN for windows reaching past an episode's end
         t = np.arange(smooth.shape[1]) + window  # the step that ends each window
         with warnings.catch_warnings():  # columns where every episode has ended stay NaN
             warnings.simplefilter("ignore", RuntimeWarning)
