@@ -19,7 +19,6 @@ that chose the action is the one the plastic update sees.
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from hebb_agents.network import HebbianNetwork, StaticNetwork, population_matrix
+from hebb_agents.options import constructor_keywords
 
 
 def member_rng(seed: int, *keys: int) -> np.random.Generator:
@@ -455,8 +455,7 @@ def make_policy(
         unused = set(config) - {"hidden", "bias", "encoder"}
         if unused:
             raise ValueError(f"static policies take no {sorted(unused)} (those are Hebbian options)")
-    named = inspect.signature(cls.__init__).parameters
-    accepted = sorted(set(named) - {"self", "observation_space", "action_space"})
+    accepted = sorted(constructor_keywords(cls, ("observation_space", "action_space")))
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         raise ValueError(f"unknown {kind} policy option(s) {unknown}; accepted: {', '.join(accepted)}")

@@ -12,12 +12,12 @@ Reformer blocks, and the front ends of the Hebbian policy.
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable
 
 from hebb_agents.encoders.base import PolicyEncoder, TorchPolicyEncoder
 from hebb_agents.encoders.lsh import LSHAttention, LSHSelfAttention, full_shared_qk_attention
 from hebb_agents.encoders.reversible import ReversibleBlock, ReversibleSequence, reformer_stack
+from hebb_agents.options import constructor_keywords
 
 __all__ = [
     "ENCODER_TYPES",
@@ -74,13 +74,15 @@ def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
         from hebb_agents.encoders.history import HistoryEncoder, LSHPolicyEncoder
 
         # LSHPolicyEncoder passes what it does not take to HistoryEncoder (obs_dim and out_dim it sets)
-        accepted = _keywords(LSHPolicyEncoder) | (_keywords(HistoryEncoder) - {"obs_dim", "out_dim"})
+        accepted = constructor_keywords(LSHPolicyEncoder, ["observation_space"]) | constructor_keywords(
+            HistoryEncoder, ("obs_dim", "out_dim")
+        )
         _check_keys(kind, kwargs, accepted)
         return _build(kind, lambda: LSHPolicyEncoder(observation_space, **kwargs), kwargs)
     if kind == "conv":
         from hebb_agents.encoders.conv import ConvEncoder
 
-        _check_keys(kind, kwargs, _keywords(ConvEncoder))
+        _check_keys(kind, kwargs, constructor_keywords(ConvEncoder))
         return _build(kind, lambda: ConvEncoder(**kwargs), kwargs)
     raise ValueError(f"unknown encoder type {kind!r}; accepted: {', '.join(ENCODER_TYPES)}")
 
@@ -91,13 +93,6 @@ def _build(kind: str, build: Callable[[], PolicyEncoder], kwargs: dict) -> Polic
         return build()
     except TypeError as err:
         raise ValueError(f"bad {kind!r} encoder options {kwargs}: {err}") from err
-
-
-def _keywords(cls: type) -> set[str]:
-    """Named keyword arguments of ``cls``'s constructor."""
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {p.name for p in parameters if p.kind in named} - {"self", "observation_space"}
 
 
 def _check_keys(kind: str, kwargs: dict, accepted: set[str]) -> None:
