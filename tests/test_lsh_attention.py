@@ -158,16 +158,30 @@ def test_many_rounds_and_chunks_match_an_independent_reference(dedup: bool, caus
     assert torch.allclose(lse[0, keep], want_lse[keep], rtol=0, atol=1e-8)
 
 
-def test_hashing_in_blocks_equals_hashing_at_once(monkeypatch) -> None:
+@pytest.mark.parametrize("half", [40, 8])  # per-round products; all rounds in one transposed product
+def test_hashing_in_blocks_equals_hashing_at_once(monkeypatch, half: int) -> None:
     from hebb_agents.encoders import lsh
 
     qk = torch.randn(2, 300, 16, generator=torch.Generator().manual_seed(0))
-    rotations = torch.randn(16, 3, 40, generator=torch.Generator().manual_seed(1))
+    rotations = torch.randn(16, 3, half, generator=torch.Generator().manual_seed(1))
     whole = hash_buckets(qk, rotations)
-    monkeypatch.setattr(lsh, "_HASH_BLOCK_ELEMENTS", 2 * 40 * 7)  # blocks of 7 tokens, a ragged last one
+    block = 2 * half * 7 * (3 if half <= lsh._NARROW_HASH else 1)  # 7 tokens, a ragged last block
+    monkeypatch.setattr(lsh, "_HASH_BLOCK_ELEMENTS", block)
     assert torch.equal(hash_buckets(qk, rotations), whole)
     for b in range(2):
         assert torch.equal(whole[b].T, _naive_buckets(qk[b], rotations))
+
+
+def test_narrow_hashing_equals_per_round_hashing(monkeypatch) -> None:
+    from hebb_agents.encoders import lsh
+
+    qk = torch.randn(3, 1000, 64, generator=torch.Generator().manual_seed(2))
+    for half in (1, 4, 8, 16):
+        rotations = torch.randn(64, 4, half, generator=torch.Generator().manual_seed(half))
+        narrow = hash_buckets(qk, rotations)
+        with monkeypatch.context() as patch:
+            patch.setattr(lsh, "_NARROW_HASH", 0)
+            assert torch.equal(hash_buckets(qk, rotations), narrow)
 
 
 @pytest.mark.parametrize(
