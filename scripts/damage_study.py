@@ -2,9 +2,8 @@
 
     python scripts/damage_study.py                      # train everything, then evaluate
     python scripts/damage_study.py --skip-train         # re-evaluate the committed agents only
-    python scripts/damage_study.py --quick --out /tmp/q # a one-minute smoke run of the whole pipeline
-    python scripts/damage_study.py --large --robots half_cheetah --out docs/results/damage_study_large \
-        --runs runs/damage_study_large                  # HalfCheetah ES at population 64, 300 steps
+    python scripts/damage_study.py --quick              # a one-minute smoke run, into a new temporary folder
+    python scripts/damage_study.py --large --robots half_cheetah  # HalfCheetah ES at population 64, 300 steps
     python scripts/damage_study.py ... --generations 100  # resume unfinished runs up to 100 generations
 
 Every agent trains on the intact body plus the robot's *seen* damages (``damage="seen"``: one body
@@ -12,6 +11,10 @@ drawn per episode) and is tested on every morphology of the catalogue, seen and 
 damage applied mid-episode. The budget is sized for about an hour on a shared 2-core CPU; every
 choice is in :class:`Budget` below with its reason, and the results folder's README states what
 a paper-scale run would need.
+
+Each budget has its own folders, so a smoke or large run never overwrites (or resumes) the default
+study's: ``--out`` defaults to ``docs/results/damage_study`` (``_large`` with ``--large``) and ``--runs``
+to ``runs/damage_study`` (``_large``); ``--quick`` writes both into a new temporary folder unless given.
 
 Layout: training runs go to ``--runs`` (not committed); the small artefacts needed to re-evaluate
 (ES policy vectors, SB3 models and their normalisation statistics, learning logs) are copied to
@@ -29,6 +32,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -328,12 +332,40 @@ def paper_scale(study: dict[str, Any]) -> list[str]:
     return lines
 
 
+def study_folders(out: Path | None, runs: Path | None, quick: bool, large: bool) -> tuple[Path, Path]:
+    """Results and training folders: the given ones, else the budget's own (a new temporary folder
+    for ``--quick``, so a smoke run never overwrites the committed study or resumes its runs)."""
+    if quick:
+        if out is None or runs is None:
+            scratch = Path(tempfile.mkdtemp(prefix="damage_study_quick_"))
+            out = scratch / "results" if out is None else out
+            runs = scratch / "runs" if runs is None else runs
+        return out, runs
+    suffix = "_large" if large else ""
+    return (
+        out if out is not None else Path(f"docs/results/damage_study{suffix}"),
+        runs if runs is not None else Path(f"runs/damage_study{suffix}"),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/results/damage_study"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/damage_study"), help="training folders")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default: docs/results/damage_study, _large with --large, a new temporary "
+        "folder with --quick)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="training folders (default: runs/damage_study, _large with "
+        "--large, inside --out's temporary folder with --quick)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="training jobs at once (one core each)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test budget")
     parser.add_argument("--large", action="store_true", help="HalfCheetah ES at population 64, 300 steps")
@@ -364,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.es_time_cap is not None:
         budget.es_time_cap_s = args.es_time_cap
     robots = {name: getattr(budget, name) for name in args.robots}
-    out: Path = args.out
+    out, args.runs = study_folders(args.out, args.runs, quick=args.quick, large=args.large)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     study: dict[str, Any] = {
@@ -437,7 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     study["eval_wall_time_s"] = round(time.perf_counter() - t1, 1)
     study["total_wall_time_s"] = round(time.perf_counter() - t0, 1)
     study["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    study["paper_scale"] = paper_scale(study)
+    study["paper_scale"] = (
+        ["not estimated from a --quick run: start-up time dominates its few steps"]
+        if args.quick
+        else paper_scale(study)
+    )
     (out / "study.json").write_text(json.dumps(study, indent=2, default=str))
     for robot in robots:
         print(f"\n== {robot} ==")

@@ -1,6 +1,7 @@
 """The evaluation harness: per-morphology tables, seen/unseen grouping, fixed seeds, mid-episode damage."""
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -442,3 +443,22 @@ def test_no_opengl_context_is_named_with_the_setting_that_gives_one():
     assert done.returncode == 0, done.stderr
     assert "ERROR MuJoCo could not make an OpenGL context" in done.stdout
     assert "set MUJOCO_GL=egl" in done.stdout
+
+
+def test_damage_study_quick_run_never_writes_into_the_committed_study() -> None:
+    spec = importlib.util.spec_from_file_location("damage_study", REPO / "scripts" / "damage_study.py")
+    study = importlib.util.module_from_spec(spec)
+    sys.modules["damage_study"] = study  # its dataclasses look their module up while it loads
+    try:
+        spec.loader.exec_module(study)
+    finally:
+        del sys.modules["damage_study"]
+    out, runs = study.study_folders(None, None, quick=True, large=False)
+    committed = COMMITTED.resolve()
+    assert out.parent.is_dir() and out.parent == runs.parent and not out.resolve().is_relative_to(committed)
+    assert "damage_study_quick_" in out.parent.name
+    assert study.study_folders(None, None, quick=False, large=True) == (
+        Path("docs/results/damage_study_large"),
+        Path("runs/damage_study_large"),
+    )
+    assert study.study_folders(Path("a"), Path("b"), quick=True, large=False) == (Path("a"), Path("b"))
