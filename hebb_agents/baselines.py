@@ -34,7 +34,6 @@ import argparse
 import copy
 import inspect
 import json
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from hebb_agents.checkpoint import check_new_run_folder
 from hebb_agents.cli import json_object, natural, positive
 from hebb_agents.evaluation import Agent
 from hebb_agents.rollout import make_env
@@ -169,6 +169,7 @@ def train_baseline(
     if unknown:
         raise ValueError(f"unknown {algo} hyperparameters {unknown}; accepted: {', '.join(sorted(accepted))}")
     out = Path(out_dir)
+    check_new_run_folder(out, "baseline")
     env_kwargs = dict(env_kwargs or {})
     limit = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
 
@@ -294,9 +295,7 @@ def _baseline_command(args: argparse.Namespace) -> int:
         write_csv,
     )
 
-    if (args.out / "model.zip").exists():
-        print(f"error: {args.out} already holds a baseline; choose another --out", file=sys.stderr)
-        return 2
+    check_new_run_folder(args.out, "baseline")
     entry, _, _ = zoo_hyperparams(args.algo, args.env)
     check_morphologies(args.env, args.eval_morphologies)  # before, not after, training
     print(

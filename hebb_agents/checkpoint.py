@@ -89,6 +89,37 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 
 # ---------------------------------------------------------------------------- metadata
+# What each kind of run folder saves: a fresh run refuses a folder holding either kind's results.
+ES_RUN_FILES = ("checkpoint.npz", "policy.npz", "best.npz")
+BASELINE_FILES = ("model.zip", "vecnormalize.pkl", "baseline.json")
+
+
+def check_new_run_folder(folder: str | os.PathLike, kind: str) -> None:
+    """Refuse to start a ``kind`` run (``es`` or ``baseline``) in a folder of saved results.
+
+    A fresh run would overwrite them (or, for the other kind, mix two agents in one folder that
+    ``hebb eval`` / ``hebb compare`` then read as one). Files other than those results (an earlier
+    fresh run's ``config.json`` or log, left by a run stopped before it saved) are no obstacle.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"the output folder {folder} is a file; name a folder")
+    es_files = [name for name in ES_RUN_FILES if (folder / name).exists()]
+    baseline_files = [name for name in BASELINE_FILES if (folder / name).exists()]
+    if es_files:
+        hint = (
+            f"continue it with `hebb train --resume --out {folder}` (ESTrainer.resume) or choose another "
+            "folder"
+            if kind == "es" and "checkpoint.npz" in es_files
+            else "choose another folder"
+        )
+        raise ValueError(f"{folder} already holds an ES run ({', '.join(es_files)}); {hint}")
+    if baseline_files:
+        raise ValueError(
+            f"{folder} already holds an SB3 baseline ({', '.join(baseline_files)}); choose another folder"
+        )
+
+
 def _json_default(value: Any) -> Any:
     """Make numpy scalars, small arrays, paths and tuples JSON-serialisable."""
     if isinstance(value, np.integer):

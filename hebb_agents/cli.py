@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hebb_agents.backends import BACKENDS
+from hebb_agents.checkpoint import check_new_run_folder
 from hebb_agents.es import OPTIMIZERS
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
 from hebb_agents.policy import POLICIES
@@ -182,13 +183,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"--popsize must be even (the ES samples antithetic pairs), got {args.popsize}; "
                 f"use {args.popsize + 1}"
             )
-        if (args.out / "checkpoint.npz").exists():
-            print(
-                f"error: {args.out} already holds a run; pass --resume to continue it "
-                "or choose another --out",
-                file=sys.stderr,
-            )
-            return 2
+        check_new_run_folder(args.out, "es")
         policy_config: dict[str, Any] = {"hidden": args.hidden}
         if args.encoder is not None:
             policy_config["encoder"] = args.encoder

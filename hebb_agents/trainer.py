@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from hebb_agents.backends import BACKENDS, Backend, Candidates, make_backend
-from hebb_agents.checkpoint import atomic_write, load_checkpoint, save_checkpoint, split_state
+from hebb_agents.checkpoint import (
+    atomic_write,
+    check_new_run_folder,
+    load_checkpoint,
+    save_checkpoint,
+    split_state,
+)
 from hebb_agents.es import OpenES
 from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec, parse_lockstep_size
 
@@ -252,8 +258,8 @@ class ESTrainer:
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        if self.out_dir is not None and self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ValueError(f"the output folder {self.out_dir} is a file; name a folder (new or a run's)")
+        if self.out_dir is not None:
+            check_new_run_folder(self.out_dir, "es")  # resume() sets out_dir after building
         self.callbacks = list(callbacks)
         self.progress = progress
         self.spec = config.rollout_spec()
@@ -482,7 +488,8 @@ class ESTrainer:
                 f"cannot change {changed} when resuming; changeable: {', '.join(sorted(allowed))}"
             )
         config = TrainConfig.from_dict({**meta["config"], **overrides})
-        trainer = cls(config, out_dir=out_dir, callbacks=callbacks, progress=progress)
+        trainer = cls(config, callbacks=callbacks, progress=progress)
+        trainer.out_dir = out_dir  # the run's own folder: not the new-run check of __init__
         state = dict(meta["es_state"])
         state.update({key[3:]: value for key, value in arrays.items() if key.startswith("es/")})
         trainer.es.load_state_dict(state)

@@ -9,6 +9,7 @@ import pytest
 
 from hebb_agents import baselines
 from hebb_agents.evaluation import load_agent, rollout
+from hebb_agents.trainer import ESTrainer, TrainConfig
 
 CHEETAH = "hebb/HalfCheetahDamage-v0"
 
@@ -63,7 +64,11 @@ def test_baseline_command_trains_ppo_and_evaluates_on_two_morphologies(tmp_path,
     assert [r["morphology"] for r in rows] == ["intact", "front_shin_paralysed"]
     assert all(int(r["episodes"]) == 2 and float(r["length_mean"]) == 128 for r in rows)
     # a second run into the same folder is refused rather than overwriting the model
-    assert args.func(args) == 2
+    with pytest.raises(ValueError, match="already holds an SB3 baseline"):
+        args.func(args)
+    # and an ES run refuses it too: one folder, one agent
+    with pytest.raises(ValueError, match=r"already holds an SB3 baseline \(model.zip"):
+        ESTrainer(TrainConfig(env_id="CartPole-v1", popsize=2, generations=1), out_dir=out)
 
     # the harness loads it like any other agent: deterministic, observations scaled by the saved statistics
     agent = load_agent(out, name="ppo")

@@ -155,6 +155,27 @@ def test_a_fresh_run_does_not_extend_an_old_log(tmp_path):
     assert (tmp_path / "progress.previous.csv").read_text() == "generation\n1\n2\n"
 
 
+@pytest.mark.parametrize("saved", ["policy.npz", "best.npz", "checkpoint.npz"])
+def test_a_fresh_run_refuses_a_folder_of_saved_results_and_touches_nothing(tmp_path, saved):
+    (tmp_path / saved).write_bytes(b"earlier result")
+    (tmp_path / "progress.csv").write_text("generation\n1\n")
+    (tmp_path / "config.json").write_text("{}")
+    hint = "hebb train --resume" if saved == "checkpoint.npz" else "choose another folder"
+    with pytest.raises(ValueError, match=f"already holds an ES run \\({saved}\\); .*{hint}"):
+        ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path)
+    assert (tmp_path / saved).read_bytes() == b"earlier result"
+    assert (tmp_path / "progress.csv").read_text() == "generation\n1\n"
+    assert (tmp_path / "config.json").read_text() == "{}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([saved, "progress.csv", "config.json"])
+
+
+def test_resume_is_not_refused_by_its_own_results(tmp_path):
+    ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path).train()
+    trainer = ESTrainer.resume(tmp_path, generations=2)
+    trainer.train()
+    assert trainer.generation == 2 and trainer.out_dir == tmp_path
+
+
 @pytest.fixture
 def default_sigint():
     """Ctrl-C raises KeyboardInterrupt here, even where the test runner was started ignoring SIGINT."""
