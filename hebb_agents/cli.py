@@ -255,6 +255,26 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_eval)
 
 
+def _run_config(config_file: Path) -> dict[str, Any]:
+    """A run's ``config.json``, checked as :class:`~hebb_agents.trainer.TrainConfig` checks its fields."""
+    from hebb_agents.trainer import TrainConfig
+
+    fallback = "fix it, or pass --env-kwargs and --max-steps, or evaluate the policy file from another folder"
+    try:
+        data = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{config_file} (the run's settings) is not readable JSON ({err}); {fallback}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{config_file} (the run's settings) is not a JSON object; {fallback}")
+    try:
+        TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_file} (the run's settings): {err}; {fallback}") from None
+    return data
+
+
 def _eval(args: argparse.Namespace) -> int:
     from hebb_agents.checkpoint import load_checkpoint
     from hebb_agents.evaluation import check_spaces, run_episodes
@@ -284,7 +304,7 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     # Without overrides, evaluate under the training run's settings (its config.json beside the file).
     config_file = path.parent / "config.json"
-    run_config = json.loads(config_file.read_text()) if config_file.exists() else meta
+    run_config = _run_config(config_file) if config_file.exists() else meta
     env_kwargs = args.env_kwargs
     if env_kwargs is None:
         env_kwargs = run_config.get("env_kwargs", {}) if args.env is None else {}

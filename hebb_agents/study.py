@@ -145,6 +145,8 @@ def compare(
     for name, agent in loaded.items():
         ev.check_spaces(agent.spaces, env_id, env_kwargs, source=f"agent {name} ({agents[name]})")
     out = Path(out_dir)  # made only once the inputs are known to be good
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is a file; name a folder (new or an earlier comparison's)")
     out.mkdir(parents=True, exist_ok=True)
     earlier = _files_of_earlier_compare(out)
     say = log or (lambda _msg: None)

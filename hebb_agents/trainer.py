@@ -25,6 +25,7 @@ import json
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -213,6 +214,24 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training options {unknown}; accepted: {', '.join(sorted(known))}")
         return cls(**data)
+
+
+def _warn_if_config_edited(config_file: Path, saved: dict[str, Any]) -> None:
+    """Warn where a run's ``config.json`` says otherwise than its checkpoint, whose settings a resumed
+    run keeps (and writes back to ``config.json``)."""
+    try:
+        written = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # unreadable or missing: rewritten from the checkpoint, nothing a user meant is lost
+    if not isinstance(written, dict):
+        return
+    edited = sorted(key for key in set(written) | set(saved) if written.get(key) != saved.get(key))
+    if edited:
+        warnings.warn(
+            f"{config_file} differs from the checkpoint in {edited}; resuming keeps the checkpoint's "
+            "settings and rewrites config.json (pass changeable ones as overrides)",
+            stacklevel=3,
+        )
 
 
 def _is_integer(value: Any) -> bool:
@@ -487,6 +506,7 @@ class ESTrainer:
             raise ValueError(
                 f"cannot change {changed} when resuming; changeable: {', '.join(sorted(allowed))}"
             )
+        _warn_if_config_edited(out_dir / "config.json", meta["config"])
         config = TrainConfig.from_dict({**meta["config"], **overrides})
         trainer = cls(config, callbacks=callbacks, progress=progress)
         trainer.out_dir = out_dir  # the run's own folder: not the new-run check of __init__

@@ -36,6 +36,27 @@ def test_train_then_eval(tmp_path, capsys):
     assert "return" in text and "±" in text and "CartPole-v1" in text
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('{"env_id": "CartPole-v1", "max', "is not readable JSON"),
+        ("", "is not readable JSON"),
+        ("[1, 2]", "is not a JSON object"),
+        ('{"max_steps": "fifty"}', "max_steps"),
+        ('{"max_step": 50}', "unknown training options ['max_step']"),
+    ],
+)
+def test_eval_names_a_damaged_config_json_beside_the_policy(tmp_path, capsys, text, says):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    (out / "config.json").write_text(text)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'config.json'} (the run's settings)") and says in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_eval_reports_distance_on_locomotion(tmp_path, capsys):
     out = tmp_path / "cheetah"
     args = ["train", "--env", "HalfCheetah-v5", "--hidden", "8", "--popsize", "4", "--max-steps", "20"]

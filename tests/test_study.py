@@ -175,6 +175,17 @@ def test_compare_rejects_an_unknown_body_before_evaluating_anything(tmp_path, fl
     assert not out.exists()
 
 
+def test_compare_into_a_file_says_so_and_leaves_the_file(tmp_path, monkeypatch):
+    h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
+    target = tmp_path / "h0" / "policy.npz"
+    before = target.read_bytes()
+    monkeypatch.setattr(study.ev, "rollout", lambda *a, **k: pytest.fail("evaluated before the check"))
+    args = _parser().parse_args(["compare", f"h={h0}", "--env", CHEETAH, "--out", str(target)])
+    with pytest.raises(ValueError, match="is a file; name a folder"):
+        args.func(args)
+    assert target.read_bytes() == before
+
+
 def test_a_body_named_for_one_group_leaves_the_other_groups_default(tmp_path, monkeypatch):
     seen_by_compare = {}
 

@@ -176,6 +176,19 @@ def test_resume_is_not_refused_by_its_own_results(tmp_path):
     assert trainer.generation == 2 and trainer.out_dir == tmp_path
 
 
+def test_resume_warns_that_an_edited_config_json_is_not_what_it_resumes(tmp_path, recwarn):
+    import json
+
+    ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path).train()
+    ESTrainer.resume(tmp_path, generations=2)
+    assert not [w for w in recwarn if "config.json" in str(w.message)]
+    edited = {**json.loads((tmp_path / "config.json").read_text()), "sigma": 0.5}
+    (tmp_path / "config.json").write_text(json.dumps(edited))
+    with pytest.warns(UserWarning, match=r"differs from the checkpoint in \['sigma'\]; resuming keeps"):
+        trainer = ESTrainer.resume(tmp_path, generations=2)
+    assert trainer.config.sigma != 0.5
+
+
 @pytest.fixture
 def default_sigint():
     """Ctrl-C raises KeyboardInterrupt here, even where the test runner was started ignoring SIGINT."""
