@@ -73,6 +73,27 @@ def space_from_json(spec: dict[str, Any]) -> gym.Space:
     raise ValueError(f"malformed space in checkpoint metadata: {spec!r}; accepted types: Box, Discrete")
 
 
+def _layer_sizes(hidden: Any) -> tuple[int, ...]:
+    """``hidden`` as a tuple of positive ints; anything else is a ``ValueError`` that says so."""
+    sizes = None
+    if isinstance(hidden, Sequence) and not isinstance(hidden, (str, bytes)):
+        whole = [
+            h
+            for h in hidden
+            if isinstance(h, (int, np.integer))
+            and not isinstance(h, bool)
+            or isinstance(h, float)
+            and h.is_integer()
+        ]
+        if len(whole) == len(hidden) and all(h >= 1 for h in whole):
+            sizes = tuple(int(h) for h in whole)
+    if sizes is None:
+        raise ValueError(
+            f"hidden must be a sequence of positive layer sizes, e.g. (128, 64) or (); got {hidden!r}"
+        )
+    return sizes
+
+
 class EvolvablePolicy(abc.ABC):
     """Shared machinery of the evolved policies (population axis, action mapping, SB3 predict)."""
 
@@ -87,7 +108,7 @@ class EvolvablePolicy(abc.ABC):
     ) -> None:
         self.observation_space = observation_space
         self.action_space = action_space
-        self.hidden = tuple(int(h) for h in hidden)
+        self.hidden = _layer_sizes(hidden)
         # A JSON spec ({"type": "lsh", ...}) builds the encoder and makes the policy saveable.
         self.encoder_spec: dict[str, Any] | None = None
         if isinstance(encoder, dict):
@@ -96,6 +117,12 @@ class EvolvablePolicy(abc.ABC):
             self.encoder_spec = dict(encoder)
             encoder = make_encoder(encoder, observation_space)
         self.encoder = encoder
+        built_for = getattr(encoder, "obs_shape", None)  # encoders that know their observations say so
+        if built_for is not None and tuple(built_for) != tuple(observation_space.shape or ()):
+            raise ValueError(
+                f"the encoder ({type(encoder).__name__}) was built for observations of shape "
+                f"{tuple(built_for)}; this policy's observation space is {observation_space}"
+            )
         if encoder is None:
             if not isinstance(observation_space, gym.spaces.Box):
                 raise ValueError(
@@ -210,8 +237,22 @@ class EvolvablePolicy(abc.ABC):
     def features(self, obs: np.ndarray) -> np.ndarray:
         """Network inputs ``(P, obs_dim)`` for a batch of observations."""
         if self.encoder is not None:
-            return self.encoder.encode(obs, self._encoder_params)
-        return np.asarray(obs, dtype=np.float32).reshape(self.population, self.obs_dim)
+            features = self.encoder.encode(obs, self._encoder_params)
+            if np.shape(features) != (self.population, self.obs_dim):
+                raise ValueError(
+                    f"the encoder ({type(self.encoder).__name__}) returned features of shape "
+                    f"{np.shape(features)}, but declares feature_dim={self.obs_dim} (the input layer's size) "
+                    f"for {self.population} member(s): (P, feature_dim) = {(self.population, self.obs_dim)}"
+                )
+            return features
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.size != self.population * self.obs_dim:
+            raise ValueError(
+                f"this policy takes observations of shape {self.observation_space.shape} "
+                f"({self.obs_dim} values), one per member ({self.population}); got an array of shape "
+                f"{obs.shape} (an observation of another environment?)"
+            )
+        return obs.reshape(self.population, self.obs_dim)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for one observation per member; a single unbatched observation when ``P = 1``."""
@@ -297,13 +338,23 @@ class EvolvablePolicy(abc.ABC):
         meta = {**self.metadata(), **(extra or {})}
         return save_checkpoint(path, {"params": params[0]}, meta)
 
-    @staticmethod
-    def load(path: str | Path) -> EvolvablePolicy:
-        """Rebuild a saved policy (Hebbian or static) and load its vector, checking its shape."""
+    @classmethod
+    def load(cls, path: str | Path) -> EvolvablePolicy:
+        """Rebuild a saved policy and load its vector, checking its shape.
+
+        ``EvolvablePolicy.load`` takes either kind; ``HebbianPolicy.load`` / ``StaticPolicy.load``
+        refuse the other kind.
+        """
         from hebb_agents.checkpoint import load_checkpoint
 
         arrays, meta = load_checkpoint(path)
-        return policy_from_metadata(meta, arrays.get("params"), source=str(path))
+        policy = policy_from_metadata(meta, arrays.get("params"), source=str(path))
+        if not isinstance(policy, cls):
+            raise ValueError(
+                f"{path} holds a {policy.kind} policy ({type(policy).__name__}), not a {cls.__name__}; "
+                f"load it with {type(policy).__name__}.load or EvolvablePolicy.load"
+            )
+        return policy
 
 
 class HebbianPolicy(EvolvablePolicy):

@@ -145,6 +145,61 @@ def test_bad_inputs_fail_clearly():
         policy.set_params(np.zeros(3))
 
 
+@pytest.mark.parametrize("hidden", ["big", 64, (3.7,), (8, 0), (True,), None])
+def test_hidden_sizes_that_are_not_positive_integers_are_refused(hidden):
+    with pytest.raises(
+        ValueError, match=r"hidden must be a sequence of positive layer sizes, e\.g\. \(128, 64\)"
+    ):
+        make_policy("hebbian", BOX, gym.spaces.Discrete(2), hidden=hidden)
+    assert HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=[8.0, 4]).hidden == (8, 4)
+
+
+@pytest.mark.parametrize("kind", ["hebbian", "static"])
+def test_bias_must_be_a_boolean(kind):
+    with pytest.raises(ValueError, match="bias must be True or False, got 'no'"):
+        make_policy(kind, BOX, gym.spaces.Discrete(2), hidden=(8,), bias="no")
+
+
+def test_an_observation_of_another_env_is_named_as_such():
+    policy = _policy(gym.spaces.Discrete(2))
+    with pytest.raises(
+        ValueError, match=r"takes observations of shape \(4,\) \(4 values\).*got an array of shape \(17,\)"
+    ):
+        policy.predict(np.zeros(17, np.float32))
+
+
+def test_an_encoder_that_does_not_fit_is_named():
+    import torch.nn as nn
+
+    from hebb_agents.encoders.base import TorchPolicyEncoder
+    from hebb_agents.encoders.history import LSHPolicyEncoder
+
+    wide = TorchPolicyEncoder(nn.Linear(4, 6), feature_dim=8)
+    policy = HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=(8,), encoder=wide)
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    policy.reset(0)
+    with pytest.raises(
+        ValueError,
+        match=r"TorchPolicyEncoder\) returned features of shape \(1, 6\), but declares feature_dim=8",
+    ):
+        policy.predict(np.zeros(4, np.float32))
+    other = LSHPolicyEncoder(gym.spaces.Box(-1, 1, (3,), np.float32), window=8)
+    with pytest.raises(
+        ValueError, match=r"built for observations of shape \(3,\); this policy's observation space"
+    ):
+        HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=(8,), encoder=other)
+
+
+def test_loading_through_a_subclass_refuses_the_other_kind(tmp_path):
+    path = StaticPolicy(BOX, gym.spaces.Discrete(2), hidden=(8,))
+    path.set_params(path.initial_params(np.random.default_rng(0)))
+    saved = path.save(tmp_path / "static.npz")
+    with pytest.raises(ValueError, match="holds a static policy \\(StaticPolicy\\), not a HebbianPolicy"):
+        HebbianPolicy.load(saved)
+    assert isinstance(StaticPolicy.load(saved), StaticPolicy)
+    assert isinstance(EvolvablePolicy.load(saved), StaticPolicy)
+
+
 def test_predict_switches_between_vectorised_and_single_envs():
     from stable_baselines3.common.env_util import make_vec_env
 
