@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from hebb_envs._checks import MAX_ARRAY_BYTES, check_bool, check_int, size_text
+
 FILLS = ("zeros", "first")
 
 
@@ -46,7 +48,8 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
 
     The observation space is a ``Box`` of shape ``(L, *obs_shape)`` with the wrapped bounds
     repeated along the first axis (``(L, obs_dim + 1)`` with ``flag_fill``, the flag in [0, 1]).
-    Works for ``Box`` observation spaces only.
+    Works for ``Box`` observation spaces only. Integers may be whole floats (``4.0``), never bools;
+    the ring buffer (``2 * ((L - 1) * stride + 1)`` observations) must fit in 1 GiB.
     """
 
     def __init__(
@@ -65,21 +68,30 @@ class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         space = env.observation_space
         if not isinstance(space, spaces.Box):
             raise ValueError(f"ObservationHistory needs a Box observation space, got {space!r}")
-        if int(length) != length or length < 1:
-            raise ValueError(f"length must be an integer >= 1, got {length!r}")
-        if int(stride) != stride or stride < 1:
-            raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
-        if fill not in FILLS:
+        length = check_int("length", length, 1)
+        stride = check_int("stride", stride, 1)
+        copy = check_bool("copy", copy)
+        flag_fill = check_bool("flag_fill", flag_fill)
+        if not isinstance(fill, str) or fill not in FILLS:
             raise ValueError(f"unknown fill {fill!r}; accepted: {', '.join(FILLS)}")
         if fill == "zeros" and not (np.all(space.low <= 0) and np.all(space.high >= 0)):
             raise ValueError('fill="zeros" needs 0 inside the observation bounds; use fill="first"')
         if flag_fill and len(space.shape) != 1:
             raise ValueError(f"flag_fill needs 1-D observations (it appends a column), got {space.shape}")
-        self.length = int(length)
-        self.stride = int(stride)
+        span = (length - 1) * stride + 1
+        row_bytes = (int(np.prod(space.shape)) + flag_fill) * space.dtype.itemsize
+        if 2 * span * row_bytes > MAX_ARRAY_BYTES:
+            raise ValueError(
+                f"length={length}, stride={stride} need a ring buffer of 2 * ((length - 1) * stride + 1) "
+                f"observations ({size_text(2 * span * row_bytes)}); accepted: at most "
+                f"{size_text(MAX_ARRAY_BYTES)}, i.e. (length - 1) * stride + 1 <= "
+                f"{MAX_ARRAY_BYTES // (2 * row_bytes)} for this observation space"
+            )
+        self.length = length
+        self.stride = stride
         self.fill = fill
-        self.copy = bool(copy)
-        self.flag_fill = bool(flag_fill)
+        self.copy = copy
+        self.flag_fill = flag_fill
         low, high = space.low, space.high
         if self.flag_fill:  # the flag column: 1 before the episode began, 0 for a real observation
             low, high = np.append(low, 0).astype(space.dtype), np.append(high, 1).astype(space.dtype)

@@ -26,7 +26,15 @@ Two action variants: ``Discrete(n_symbols)`` (the action is the answer) and, wit
 ``Box(-1, 1, (n_symbols,))`` where the answer is ``argmax(action)`` (first index on ties).
 
 The whole episode's observations are drawn at ``reset`` (one vectorised numpy call), so a step is an
-array lookup; a 4,096-step delay costs a few microseconds per step.
+array lookup; a 4,096-step delay costs a few microseconds per step. That array takes ``4 (K + 2)`` bytes
+per step, so ``delay`` is bounded by :data:`MAX_DELAY` (2**20 steps: 24 MiB and a reset of 25-150 ms at
+K = 4) and the whole array by 1 GiB (:data:`hebb_envs._checks.MAX_ARRAY_BYTES`), which bounds
+``n_symbols`` and ``cue_steps`` too; a larger request is a ``ValueError`` at construction, not a
+``MemoryError`` at the first reset.
+
+The registered ids fix the action variant: ``hebb/Memory-v0`` is :class:`MemoryDiscreteTask` and
+``hebb/MemoryContinuous-v0`` is :class:`MemoryContinuousTask`, both :class:`MemoryTask` with
+``continuous`` fixed; passing the other value to an id is refused with the id to use instead.
 """
 
 from __future__ import annotations
@@ -37,7 +45,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from hebb_envs._checks import MAX_ARRAY_BYTES, check_bool, check_int, check_real, size_text
+
 DISTRACTORS = ("symbols", "uniform", "zeros")
+# The longest delay: 2**20 steps, 16,384 times the default's 64 and far beyond what a history encoder
+# attends over (thousands of steps), while an episode array at K = 4 stays at 24 MiB (see the module doc).
+MAX_DELAY = 2**20
 
 
 class MemoryTask(gym.Env):
@@ -47,7 +60,8 @@ class MemoryTask(gym.Env):
     parameter         type   default     meaning
     ================  =====  ==========  =========================================================
     n_symbols         int    4           K, number of cue symbols (>= 2); chance score is 1/K
-    delay             int    64          steps between the end of the cue and the query (>= 0)
+    delay             int    64          steps between the end of the cue and the query, in
+                                         [0, MAX_DELAY = 2**20]
     cue_steps         int    1           steps during which the cue is visible (>= 1)
     distractor        str    "symbols"   what fills the delay: "symbols", "uniform" or "zeros"
     continuous        bool   False       Box(-1, 1, (K,)) actions answered by argmax instead of
@@ -57,6 +71,9 @@ class MemoryTask(gym.Env):
     render_mode       str    None        None or "rgb_array" (the current observation as a strip of
                                          grey cells, 16 px each)
     ================  =====  ==========  =========================================================
+
+    Integers may be given as whole floats (``64.0``), never as bools; the episode array
+    ``(cue_steps + delay + 1, K + 2)`` float32 must fit in 1 GiB.
 
     ``info`` carries ``phase`` ("cue", "delay", "query" for the observation just returned), ``cue``
     (the symbol to recall), ``step`` and, on the final step, ``answer`` and ``correct``.
@@ -75,24 +92,25 @@ class MemoryTask(gym.Env):
         wrong_reward: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
-        if int(n_symbols) != n_symbols or n_symbols < 2:
-            raise ValueError(f"n_symbols must be an integer >= 2, got {n_symbols!r}")
-        if int(delay) != delay or delay < 0:
-            raise ValueError(f"delay must be an integer >= 0, got {delay!r}")
-        if int(cue_steps) != cue_steps or cue_steps < 1:
-            raise ValueError(f"cue_steps must be an integer >= 1, got {cue_steps!r}")
-        if distractor not in DISTRACTORS:
+        self.n_symbols = check_int("n_symbols", n_symbols, 2)
+        self.delay = check_int("delay", delay, 0, MAX_DELAY)
+        self.cue_steps = check_int("cue_steps", cue_steps, 1)
+        if not isinstance(distractor, str) or distractor not in DISTRACTORS:
             raise ValueError(f"unknown distractor {distractor!r}; accepted: {', '.join(DISTRACTORS)}")
+        self.distractor = distractor
+        self.continuous = check_bool("continuous", continuous)
+        self.correct_reward = check_real("correct_reward", correct_reward)
+        self.wrong_reward = check_real("wrong_reward", wrong_reward)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: None, rgb_array")
-        self.n_symbols = int(n_symbols)
-        self.delay = int(delay)
-        self.cue_steps = int(cue_steps)
-        self.distractor = distractor
-        self.continuous = bool(continuous)
-        self.correct_reward = float(correct_reward)
-        self.wrong_reward = float(wrong_reward)
         self.render_mode = render_mode
+        episode_bytes = (self.cue_steps + self.delay + 1) * (self.n_symbols + 2) * 4
+        if episode_bytes > MAX_ARRAY_BYTES:
+            raise ValueError(
+                f"n_symbols={n_symbols!r}, cue_steps={cue_steps!r}, delay={delay!r} need a (cue_steps + "
+                f"delay + 1, n_symbols + 2) float32 episode array of {size_text(episode_bytes)}, drawn at "
+                f"every reset; accepted: at most {size_text(MAX_ARRAY_BYTES)}"
+            )
 
         self.episode_length = self.cue_steps + self.delay + 1
         self.observation_space = spaces.Box(0.0, 1.0, (self.n_symbols + 2,), dtype=np.float32)
@@ -180,3 +198,37 @@ class MemoryTask(gym.Env):
         info = {"phase": "done", "cue": self._cue, "step": self._t, "answer": answer, "correct": correct}
         # The final observation is the query row again: there is no next phase to show.
         return self._observations[-1].copy(), reward, True, False, info
+
+
+def _registered_variant(env_id: str, continuous: Any, expected: bool, other_id: str) -> bool:
+    """``continuous`` checked against the action variant that ``env_id`` fixes."""
+    if check_bool("continuous", continuous) != expected:
+        raise ValueError(
+            f"{env_id} has {'Box' if expected else 'Discrete'} actions and accepts only "
+            f"continuous={expected} (or no continuous), got continuous={continuous!r}; "
+            f"use gym.make({other_id!r}) instead"
+        )
+    return expected
+
+
+class MemoryContinuousTask(MemoryTask):
+    """``hebb/MemoryContinuous-v0``: :class:`MemoryTask` with ``continuous=True`` fixed (Box actions)."""
+
+    def __init__(self, continuous: bool = True, **kwargs: Any) -> None:
+        super().__init__(
+            continuous=_registered_variant("hebb/MemoryContinuous-v0", continuous, True, "hebb/Memory-v0"),
+            **kwargs,
+        )
+
+
+class MemoryDiscreteTask(MemoryTask):
+    """``hebb/Memory-v0``: :class:`MemoryTask` with ``continuous=False`` fixed (Discrete actions)."""
+
+    def __init__(self, continuous: bool = False, **kwargs: Any) -> None:
+        super().__init__(
+            continuous=_registered_variant("hebb/Memory-v0", continuous, False, "hebb/MemoryContinuous-v0"),
+            **kwargs,
+        )
+
+
+__all__ = ["DISTRACTORS", "MAX_DELAY", "MemoryContinuousTask", "MemoryDiscreteTask", "MemoryTask"]

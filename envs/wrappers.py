@@ -18,13 +18,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hebb_envs._checks import check_int
 from hebb_envs.history import ObservationHistory
 from hebb_envs.morphology import Morphology, draw_from_pool, resolve_pool
 
 __all__ = ["MidEpisodeDamage", "ObservationHistory"]
 
 
-class MidEpisodeDamage(gym.Wrapper):
+class MidEpisodeDamage(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Apply a damage at a fixed or sampled step of every episode.
 
     ==========  ======================  =========  =======================================================
@@ -42,10 +43,14 @@ class MidEpisodeDamage(gym.Wrapper):
     ``info`` gains ``damage_step`` (this episode's switch step) on reset and every step, and
     ``damage_applied`` (True only on the step where the body changed). Steps ``1 .. at_step - 1`` run on
     the original body; if the episode ends first, no damage happens.
+
+    The constructor arguments are recorded in ``env.spec``, so ``gym.make(env.spec)`` rebuilds the
+    wrapped env and Gymnasium's ``check_env`` accepts it.
     """
 
     def __init__(self, env: gym.Env, damage: Any, at_step: int | tuple[int, int] = 200) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, damage=damage, at_step=at_step)
+        gym.Wrapper.__init__(self, env)
         base = env.unwrapped
         if not hasattr(base, "set_damage") or not hasattr(base, "robot"):
             raise ValueError(
@@ -53,14 +58,17 @@ class MidEpisodeDamage(gym.Wrapper):
                 f"got {type(base).__name__}"
             )
         self._pool: list[tuple[str, Morphology]] = resolve_pool(base.robot, damage)
-        if isinstance(at_step, (tuple, list)):
-            if len(at_step) != 2 or not 1 <= int(at_step[0]) <= int(at_step[1]):
-                raise ValueError(f"at_step range must be (low, high) with 1 <= low <= high, got {at_step!r}")
-            self._step_range = (int(at_step[0]), int(at_step[1]))
-        else:
-            if int(at_step) != at_step or at_step < 1:
-                raise ValueError(f"at_step must be an integer >= 1 or a (low, high) pair, got {at_step!r}")
-            self._step_range = (int(at_step), int(at_step))
+        bounds = list(at_step) if isinstance(at_step, (tuple, list)) else [at_step, at_step]
+        try:  # check_int refuses bools, None and fractional floats (int() would truncate 2.5 to 2)
+            low, high = (check_int("at_step", b, 1) for b in bounds) if len(bounds) == 2 else (0, 0)
+        except ValueError:
+            low, high = 0, 0
+        if not 1 <= low <= high:
+            raise ValueError(
+                f"at_step must be an integer >= 1 or a (low, high) pair of integers with 1 <= low <= high, "
+                f"got {at_step!r}"
+            )
+        self._step_range = (low, high)
         self._t = 0
         self._damage_step = self._step_range[0]
         self._damage: tuple[str, Morphology] = self._pool[0]

@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from hebb_envs.memory import MemoryTask
+from hebb_envs.memory import MAX_DELAY, MemoryTask
 
 IDS = ["hebb/Memory-v0", "hebb/MemoryContinuous-v0"]
 
@@ -166,11 +166,66 @@ def test_long_delay_is_fast():
         ({"cue_steps": 0}, "cue_steps"),
         ({"distractor": "pink"}, "symbols, uniform, zeros"),
         ({"render_mode": "human"}, "accepted: None, rgb_array"),
+        # 1e12 asked numpy for 21.8 TiB; None died in int(); True and "yes" were taken as 1 and True
+        ({"delay": 1e12}, r"delay must be an integer in \[0, 1048576\], got 1000000000000.0"),
+        ({"delay": MAX_DELAY + 1}, r"delay must be an integer in \[0, 1048576\], got 1048577"),
+        ({"delay": None}, r"delay must be an integer in \[0, 1048576\], got None"),
+        ({"delay": True}, r"delay must be an integer in \[0, 1048576\], got True"),
+        ({"delay": 2.5}, r"delay must be an integer in \[0, 1048576\], got 2.5"),
+        ({"delay": float("inf")}, r"delay must be an integer in \[0, 1048576\], got inf"),
+        ({"continuous": "yes"}, r"continuous must be a bool \(True or False\), got 'yes'"),
+        ({"continuous": 1}, r"continuous must be a bool \(True or False\), got 1"),
+        ({"continuous": None}, r"continuous must be a bool \(True or False\), got None"),
+        ({"n_symbols": True}, "n_symbols must be an integer >= 2, got True"),
+        ({"n_symbols": 4.5}, "n_symbols must be an integer >= 2, got 4.5"),
+        ({"n_symbols": None}, "n_symbols must be an integer >= 2, got None"),
+        ({"cue_steps": True}, "cue_steps must be an integer >= 1, got True"),
+        ({"cue_steps": 1.5}, "cue_steps must be an integer >= 1, got 1.5"),
+        ({"correct_reward": None}, "correct_reward must be a finite number, got None"),
+        ({"correct_reward": True}, "correct_reward must be a finite number, got True"),
+        ({"wrong_reward": "0"}, "wrong_reward must be a finite number, got '0'"),
+        ({"wrong_reward": float("nan")}, "wrong_reward must be a finite number, got nan"),
+        ({"distractor": None}, "unknown distractor None; accepted: symbols"),
+        # the episode array grows with n_symbols and cue_steps as well as with delay
+        ({"n_symbols": 10**12}, r"n_symbols=1000000000000, .* of 240.1 TiB, .* accepted: at most 1.0 GiB"),
+        ({"cue_steps": 2**40}, r"cue_steps=1099511627776, .* accepted: at most 1.0 GiB"),
+        ({"n_symbols": 300, "delay": MAX_DELAY}, r"delay=1048576 .* of 1.2 GiB"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MemoryTask(**kwargs)
+
+
+def test_whole_floats_and_the_longest_delay_are_accepted():
+    env = MemoryTask(n_symbols=4.0, delay=64.0, cue_steps=np.int64(2), correct_reward=np.float32(2))
+    assert (env.n_symbols, env.delay, env.cue_steps, env.correct_reward) == (4, 64, 2, 2.0)
+    assert type(env.delay) is int and env.continuous is False
+    longest = MemoryTask(delay=MAX_DELAY, distractor="zeros")
+    obs, _ = longest.reset(seed=0)
+    assert longest.episode_length == MAX_DELAY + 2 and obs[4] == 1.0
+    assert MemoryTask(continuous=np.bool_(True)).continuous is True
+
+
+@pytest.mark.parametrize(
+    ("env_id", "other_id", "value"),
+    [
+        ("hebb/MemoryContinuous-v0", "hebb/Memory-v0", False),
+        ("hebb/Memory-v0", "hebb/MemoryContinuous-v0", True),
+    ],
+)
+def test_each_id_keeps_its_action_variant(env_id, other_id, value):
+    # gym.make merged continuous=False over the id's own continuous=True: a discrete task behind
+    # the continuous id, with no error
+    with pytest.raises(
+        ValueError, match=f"{env_id} .* got continuous={value}; use gym.make\\('{other_id}'\\)"
+    ):
+        gym.make(env_id, continuous=value)
+    with pytest.raises(ValueError, match="continuous must be a bool"):
+        gym.make(env_id, continuous="yes")
+    same = gym.make(env_id, continuous=not value)
+    assert same.unwrapped.continuous is (not value) and isinstance(same.unwrapped, MemoryTask)
+    assert isinstance(gym.make(env_id).action_space, gym.spaces.Box if not value else gym.spaces.Discrete)
 
 
 def test_bad_actions_are_rejected():

@@ -86,3 +86,17 @@ def test_a_mujoco_gl_that_mujoco_cannot_load_is_named_with_the_values_that_work(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: MuJoCo failed to import with MUJOCO_GL='bogus'"), last
     assert "use egl or osmesa where that library is installed, glfw with a display, or unset it" in last
+
+
+@pytest.mark.parametrize("value", [True, False, None, -1, 2.5])
+def test_termination_grace_steps_refuses_bools_and_non_integers(value):
+    with pytest.raises(ValueError, match=f"termination_grace_steps must be an integer >= 0, got {value}"):
+        gym.make("hebb/AntDamage-v0", termination_grace_steps=value)
+    assert gym.make("hebb/AntDamage-v0", termination_grace_steps=5.0).unwrapped._grace_steps == 5
+
+
+def test_memory_ids_fix_their_action_variant_in_the_registry():
+    assert gym.spec("hebb/Memory-v0").entry_point == "hebb_envs.memory:MemoryDiscreteTask"
+    assert gym.spec("hebb/MemoryContinuous-v0").entry_point == "hebb_envs.memory:MemoryContinuousTask"
+    with pytest.raises(ValueError, match="use gym.make\\('hebb/Memory-v0'\\)"):
+        gym.make("hebb_envs:hebb/MemoryContinuous-v0", continuous=False)

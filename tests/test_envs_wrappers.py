@@ -6,9 +6,11 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
+import hebb_envs.wrappers
 from hebb_envs.morphology import DamageSpec
-from hebb_envs.wrappers import MidEpisodeDamage
+from hebb_envs.wrappers import MidEpisodeDamage, ObservationHistory
 
 ANT, CHEETAH = "hebb/AntDamage-v0", "hebb/HalfCheetahDamage-v0"
 
@@ -123,9 +125,55 @@ def test_no_damage_if_the_episode_ends_first():
         (lambda: MidEpisodeDamage(gym.make("hebb/Memory-v0"), "front_left_short"), "needs a damage env"),
         (lambda: MidEpisodeDamage(gym.make(ANT), "front_left_short", at_step=0), "at_step"),
         (lambda: MidEpisodeDamage(gym.make(ANT), "front_left_short", at_step=(9, 3)), "low <= high"),
+        # bools, None and fractional steps were taken as 1, a TypeError, or truncated
+        (lambda: MidEpisodeDamage(gym.make(ANT), "front_left_short", at_step=True), "got True"),
+        (lambda: MidEpisodeDamage(gym.make(ANT), "front_left_short", at_step=None), "got None"),
+        (lambda: MidEpisodeDamage(gym.make(ANT), "front_left_short", at_step=2.5), "got 2.5"),
+        (lambda: MidEpisodeDamage(gym.make(ANT), "front_left_short", at_step=(2.5, 5)), r"got \(2.5, 5\)"),
+        (lambda: MidEpisodeDamage(gym.make(ANT), "front_left_short", at_step=(True, 5)), "low <= high"),
+        (lambda: MidEpisodeDamage(gym.make(ANT), "front_left_short", at_step=(1, 2, 3)), "pair"),
         (lambda: MidEpisodeDamage(gym.make(ANT), "front_legs_gone"), "accepted: intact"),
     ],
 )
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_whole_float_steps_are_accepted():
+    env = MidEpisodeDamage(gym.make(CHEETAH), "front_shin_paralysed", at_step=(3.0, 3))
+    assert env.reset(seed=0)[1]["damage_step"] == 3
+
+
+# MuJoCo observations are unbounded in Gymnasium's own envs too; the checker's note on that is expected.
+# check_env notes that a wrapped env is checked: that is the point here.
+@pytest.mark.filterwarnings("ignore:.*Box observation space .*infinity")
+@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
+def test_wrapper_passes_check_env_and_is_remade_from_its_spec():
+    env = MidEpisodeDamage(gym.make(CHEETAH), "seen", at_step=(2, 5))
+    check_env(env, skip_render_check=True)  # re-makes the env from env.spec for its close check
+    (wrapper_spec,) = env.spec.additional_wrappers
+    assert wrapper_spec.entry_point == "hebb_envs.wrappers:MidEpisodeDamage"
+    assert wrapper_spec.kwargs == {"damage": "seen", "at_step": (2, 5)}
+    remade = gym.make(env.spec)
+    assert isinstance(remade, MidEpisodeDamage) and remade.spec.additional_wrappers == (wrapper_spec,)
+    for seed in (0, 1, 2):
+        obs, info = env.reset(seed=seed)
+        obs_again, info_again = remade.reset(seed=seed)
+        assert np.array_equal(obs, obs_again) and info == info_again
+        for a in _actions(8, 6, seed):
+            step, step_again = env.step(a), remade.step(a)
+            assert np.array_equal(step[0], step_again[0]) and step[1:] == step_again[1:]
+        assert step[4]["damage_applied"] or step[4]["damage"] != "intact"  # the switch (step <= 5) came
+
+
+def test_every_wrapper_records_its_arguments():
+    wrappers = [getattr(hebb_envs.wrappers, name) for name in hebb_envs.wrappers.__all__]
+    wrappers = [w for w in wrappers if isinstance(w, type) and issubclass(w, gym.Wrapper)]
+    assert set(wrappers) == {MidEpisodeDamage, ObservationHistory}
+    for wrapper in wrappers:
+        assert issubclass(wrapper, gym.utils.RecordConstructorArgs), wrapper.__name__
+    history = ObservationHistory(gym.make("hebb/Memory-v0", delay=3), length=4, stride=2)
+    remade = gym.make(history.spec)
+    assert isinstance(remade, ObservationHistory) and (remade.length, remade.stride) == (4, 2)
+    assert np.array_equal(history.reset(seed=5)[0], remade.reset(seed=5)[0])

@@ -117,3 +117,32 @@ def test_bad_arguments_name_the_value() -> None:
     )
     with pytest.raises(ValueError, match='fill="first"'):
         ObservationHistory(shifted, length=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        # bools were taken as 1 and True, None died in int() with a TypeError
+        ({"length": True}, "length must be an integer >= 1, got True"),
+        ({"length": None}, "length must be an integer >= 1, got None"),
+        ({"length": 2.5}, "length must be an integer >= 1, got 2.5"),
+        ({"length": 3, "stride": True}, "stride must be an integer >= 1, got True"),
+        ({"length": 3, "stride": None}, "stride must be an integer >= 1, got None"),
+        ({"length": 3, "copy": "no"}, r"copy must be a bool \(True or False\), got 'no'"),
+        ({"length": 3, "copy": None}, r"copy must be a bool \(True or False\), got None"),
+        ({"length": 3, "flag_fill": 1}, r"flag_fill must be a bool \(True or False\), got 1"),
+        ({"length": 3, "fill": None}, "unknown fill None; accepted: zeros, first"),
+        # the ring buffer grows with (length - 1) * stride: 21.8 TiB asked of numpy before
+        ({"length": 10**12}, r"length=1000000000000, stride=1 .* \(21.8 TiB\); accepted: at most 1.0 GiB"),
+        ({"length": 1000, "stride": 10**6}, r"<= 44739242 for this observation space"),
+    ],
+)
+def test_bad_argument_types_and_sizes_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ObservationHistory(gym.make("Pendulum-v1"), **kwargs)
+
+
+def test_whole_float_sizes_are_accepted() -> None:
+    env = ObservationHistory(gym.make("Pendulum-v1"), length=4.0, stride=np.int64(2), copy=np.bool_(False))
+    assert (env.length, env.stride, env.copy) == (4, 2, False) and type(env.length) is int
+    assert env.observation_space.shape == (4, 3)
