@@ -379,11 +379,19 @@ def load_reference_coefficients(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference coefficient file {path} does not exist")
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    # torch.save writes a zip archive (since torch 1.6) or, in the legacy format, a pickle (0x80 + protocol)
+    if not zipfile.is_zipfile(path) and not (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        raise ValueError(f"{path} is not a torch.save file (neither a zip archive nor a pickle stream)")
     try:
         with torch.serialization.safe_globals(_reference_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torch's own text advises weights_only=False; quote only the refusal's reason
+        text = str(err)
+        reason = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n\n")[0].strip()
+        reason = reason if "WeightsUnpickler error:" in text and reason else type(err).__name__
         raise ValueError(
             f"refused to load {path}: it holds Python objects other than a numeric array or tensor "
             f"(accepted: {', '.join(REFERENCE_FLOAT_DTYPES)}), and loading it could run code ({reason})"

@@ -331,9 +331,19 @@ def test_malicious_or_foreign_pickles_are_refused(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.dat"
     torch.save(RunsCode(marker), evil)
-    with pytest.raises(ValueError, match="refused to load .*evil.dat.*could run code"):
+    with pytest.raises(ValueError, match="refused to load .*evil.dat.*could run code") as refused:
         load_reference_coefficients(evil, "ABCD_lr")
     assert not marker.exists()
+    assert "weights_only" not in str(refused.value)  # torch's advice to load it unsafely is not passed on
+
+    garbage = tmp_path / "garbage.dat"
+    garbage.write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match="garbage.dat is not a torch.save file") as damaged:
+        load_reference_coefficients(garbage, "ABCD_lr")
+    assert "refused" not in str(damaged.value)
+    legacy = tmp_path / "legacy.dat"
+    torch.save(reference_array(4), legacy, _use_new_zipfile_serialization=False)
+    assert load_reference_coefficients(legacy, "ABCD_lr").shape == (4 * 5,)
 
     torch.save(NotAnArray(), tmp_path / "object.dat")
     with pytest.raises(ValueError, match="refused to load"):
