@@ -389,9 +389,13 @@ def load_reference_coefficients(
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's own text advises weights_only=False; quote only the refusal's reason
-        text = str(err)
-        reason = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n\n")[0].strip()
-        reason = reason if "WeightsUnpickler error:" in text and reason else type(err).__name__
+        paragraphs = [part.strip() for part in str(err).split("\n\n")]
+        reasons = [
+            part
+            for part in paragraphs
+            if part and "weights_only" not in part and not part.startswith("Check the documentation")
+        ]
+        reason = reasons[0] if reasons else type(err).__name__
         raise ValueError(
             f"refused to load {path}: it holds Python objects other than a numeric array or tensor "
             f"(accepted: {', '.join(REFERENCE_FLOAT_DTYPES)}), and loading it could run code ({reason})"
