@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from hebb_agents.policy import EvolvablePolicy, HebbianPolicy
-from hebb_agents.rollout import make_env
+from hebb_agents.rollout import check_episode_cap, make_env
 
 GROUPS = ("seen", "unseen")
 
@@ -251,7 +251,11 @@ def rollout(
         )
     envs = [_with_damage(make_env(env_id, **dict(env_kwargs or {})), damage, damage_step) for _ in seeds]
     try:
-        limit = max_steps or envs[0].spec.max_episode_steps or 1000
+        # a fixed-length task without a time limit (the memory task) runs to its own end
+        limit = (
+            max_steps or envs[0].spec.max_episode_steps or getattr(envs[0].unwrapped, "episode_length", 1000)
+        )
+        check_episode_cap(envs[0], limit, env_id)
         n = len(seeds)
         obs, x0 = [], np.full(n, np.nan)
         for e, (env, seed) in enumerate(zip(envs, seeds)):

@@ -156,6 +156,18 @@ def build_policy(spec: RolloutSpec, env: gym.Env) -> EvolvablePolicy:
     return make_policy(spec.policy, env.observation_space, env.action_space, **spec.policy_config)
 
 
+def check_episode_cap(env: gym.Env, limit: int | None, env_id: str) -> None:
+    """Refuse a step cap that ends every episode of a fixed-length task (the memory task's
+    ``episode_length``) before its end, where the only reward is paid: it would score 0 every time."""
+    length = getattr(env.unwrapped, "episode_length", None)
+    if limit is not None and isinstance(length, int) and limit < length:
+        raise ValueError(
+            f"a cap of {limit} steps ends every {env_id} episode before its last step ({length}: the "
+            f"query, where the only reward is paid), so every episode would score 0; accepted: "
+            f"max_steps >= {length} or None"
+        )
+
+
 def fast_step(env: gym.Env) -> tuple[Callable[[Any], tuple], int | None]:
     """The step function beneath gymnasium's bookkeeping wrappers, and the time limit they enforced.
 
@@ -185,6 +197,7 @@ class LockstepEvaluator:
         self._limits: list[int | None] = []  # per env: step limit (TimeLimit and spec.max_steps)
         self._batch: Any = None  # the env class's batch of self.envs, when every env can be batched
         self._ensure_envs(1)
+        check_episode_cap(self.envs[0], self._limits[0], spec.env_id)
         self.policy = build_policy(spec, self.envs[0])
 
     @property

@@ -272,3 +272,25 @@ def test_members_read_their_own_info_whatever_their_group(fitness):
     np.testing.assert_array_equal(a.fitness, b.fitness)
     np.testing.assert_array_equal(a.lengths, b.lengths)
     assert (a.lengths < 300).any() and (a.lengths == 300).any()  # some members stopped early, some not
+
+
+def test_a_cap_that_ends_every_memory_episode_before_its_query_is_refused():
+    from hebb_agents.evaluation import PolicyAgent, rollout
+    from hebb_agents.policy import make_policy
+    from hebb_agents.rollout import make_env
+
+    spec = RolloutSpec(env_id="hebb/Memory-v0", env_kwargs={"delay": 64}, max_steps=20)
+    with pytest.raises(
+        ValueError, match=r"cap of 20 steps ends every hebb/Memory-v0 episode before its last step \(66"
+    ):
+        LockstepEvaluator(spec)
+    LockstepEvaluator(RolloutSpec(env_id="hebb/Memory-v0", env_kwargs={"delay": 64}, max_steps=66))
+
+    env = make_env("hebb/Memory-v0", delay=1500)
+    policy = make_policy("hebbian", env.observation_space, env.action_space, hidden=(4,))
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="accepted: max_steps >= 66 or None"):
+        rollout(PolicyAgent(policy), "hebb/Memory-v0", [0], {"delay": 64}, max_steps=65)
+    # without a cap, an episode longer than 1,000 steps runs to its query (it used to stop at 1,000)
+    trajectories = rollout(PolicyAgent(policy), "hebb/Memory-v0", [0], {"delay": 1500})
+    assert trajectories.lengths.tolist() == [1502]

@@ -137,7 +137,7 @@ def test_bad_configs_fail_clearly(tmp_path):
             TrainConfig(**{**TINY, **bad})
     with pytest.raises(ValueError, match=r"unknown hebbian policy option\(s\) \['hiden'\]; accepted: bias"):
         ESTrainer(TrainConfig(**{**TINY, "policy_config": {"hiden": [8]}}))
-    with pytest.raises(ValueError, match="bad hebbian policy options"):
+    with pytest.raises(ValueError, match="hidden must be a sequence of positive layer sizes"):
         ESTrainer(TrainConfig(**{**TINY, "policy_config": {"hidden": 8}}))
     legacy = TrainConfig(**{**TINY, "env_kwargs": [["max_episode_steps", 20]]}, checkpoint_every=2.0)
     assert legacy.env_kwargs == {"max_episode_steps": 20} and legacy.checkpoint_every == 2  # as older runs
