@@ -71,7 +71,16 @@ def resolve_env(name: str) -> str:
         hebb_id, stock_id = ENVS[name]
         return hebb_id if hebb_id in gym.registry else stock_id
     if name in gym.registry:
-        return name
+        # every figure is a ratio to the raw mj_step rate of the env's own model
+        env = gym.make(name)
+        mujoco_env = hasattr(env.unwrapped, "model") and hasattr(env.unwrapped, "frame_skip")
+        env.close()
+        if mujoco_env:
+            return name
+        raise SystemExit(
+            f"--envs: {name!r} is not a MuJoCo env (no model and frame_skip to time mj_step on); "
+            f"accepted: {', '.join(ENVS)} or a registered MuJoCo env id"
+        )
     raise SystemExit(f"--envs: unknown {name!r}; accepted: {', '.join(ENVS)} or a registered MuJoCo env id")
 
 
@@ -422,7 +431,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--envs", default="cheetah,ant", help="comma list of: cheetah, ant, or env ids")
+    parser.add_argument(
+        "--envs", default="cheetah,ant", help="comma list of: cheetah, ant, or MuJoCo env ids"
+    )
     parser.add_argument("--popsize", type=int, default=200)
     parser.add_argument("--episode-steps", type=int, default=1000)
     parser.add_argument("--generations", type=int, default=2, help="timed generations (after one warm-up)")

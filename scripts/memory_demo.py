@@ -68,7 +68,7 @@ class Config:
     heads: int = 1
     bucket_size: int = 32
     n_hashes: int = 4
-    max_steps: int = 200_000  # episodes (= PPO samples) per agent at most
+    max_steps: int = 200_000  # episodes (= PPO samples) per LSH training stage at most
     max_minutes: float = 60.0  # wall-clock budget per training stage
     curriculum: str = "32,128"  # shorter delays trained first, comma-separated ("" for none)
     position: str = "none"  # HistoryEncoder position features: none, sinusoidal or learned
@@ -78,6 +78,34 @@ class Config:
     mlp_steps: int = 16_384
     seed: int = 0
     threads: int = 0
+
+
+HELP = {
+    "delay": "the delay to solve (steps between the cue and the query)",
+    "n_symbols": "cue symbols K (chance is 1/K)",
+    "distractor": "what fills the delay: symbols, uniform or zeros",
+    "n_envs": "parallel environments",
+    "n_steps": "PPO rollout length per env and update (one step = one episode here)",
+    "batch_size": "PPO minibatch size",
+    "n_epochs": "PPO epochs per update",
+    "learning_rate": "PPO learning rate",
+    "ent_coef": "PPO entropy coefficient",
+    "d_model": "width of the LSH encoder's tokens",
+    "heads": "attention heads",
+    "bucket_size": "LSH bucket (chunk) size",
+    "n_hashes": "LSH hash rounds",
+    "max_steps": "PPO decisions (= episodes) per LSH training stage at most; each curriculum stage and the "
+    "final delay get this many",
+    "max_minutes": "wall-clock budget per training stage (minutes)",
+    "curriculum": "shorter delays the LSH agent trains at first, comma-separated ('' for none)",
+    "position": "HistoryEncoder position features: none, sinusoidal or learned",
+    "eval_every": "PPO decisions between accuracy probes",
+    "eval_episodes": "episodes of every accuracy probe (the start of each stage too) and of the final score",
+    "target": "accuracy at which a stage stops training",
+    "mlp_steps": "PPO decisions of the MLP baseline",
+    "seed": "seed of PPO and the environments",
+    "threads": "torch threads (0: torch's default)",
+}
 
 
 class DecideAtQuery(gym.Wrapper):
@@ -156,7 +184,12 @@ def train_until(model: PPO, cfg: Config, history: bool, delay: int, max_steps: i
     ``max_minutes``; the accuracy before any training of this stage is logged at step 0."""
     start = time.perf_counter()
     log = [
-        dict(delay=delay, steps=0, seconds=0.0, accuracy=evaluate(model, cfg, history, delay, 100, seed=1))
+        dict(
+            delay=delay,
+            steps=0,
+            seconds=0.0,
+            accuracy=evaluate(model, cfg, history, delay, cfg.eval_episodes, seed=1),
+        )
     ]
     print(f"  {'lsh' if history else 'mlp'}: {log[-1]}", flush=True)
     probe = 0
@@ -175,7 +208,7 @@ def train_until(model: PPO, cfg: Config, history: bool, delay: int, max_steps: i
 
 
 def run(cfg: Config) -> dict:
-    """Train both agents; final accuracies on 100 fresh episodes (seeds unseen by training).
+    """Train both agents; final accuracies on ``eval_episodes`` fresh episodes (seeds unseen by training).
 
     The LSH agent trains through the ``curriculum`` delays (cheap stages), then at ``delay``;
     its weights (none of which depend on the window length) move from stage to stage, and
@@ -232,7 +265,9 @@ def main() -> None:
     )
     defaults = Config()
     for field, value in asdict(defaults).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+        parser.add_argument(
+            f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"{HELP[field]} ({value!r})"
+        )
     parser.add_argument("--out", help="write the result as JSON")
     args = parser.parse_args()
     cfg = Config(**{k: getattr(args, k) for k in asdict(defaults)})
