@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hebb_agents.options import check_bool
 from hebb_agents.rules import HebbianRule, get_rule
 
 INIT_SCHEMES = (
@@ -44,13 +45,6 @@ def _check_choice(kind: str, value: str, accepted: Sequence[str]) -> str:
     if value not in accepted:
         raise ValueError(f"unknown {kind} {value!r}; accepted: {', '.join(accepted)}")
     return value
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    """A boolean option as a bool; ``"no"``, ``1`` or ``None`` are a ``ValueError``, not a truth test."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def draw_weights(
@@ -202,7 +196,7 @@ class HebbianNetwork:
         self.normalisation = _check_choice("weight normalisation", normalisation, NORMALISATIONS)
         self.activation = _check_choice("activation", activation, ACTIVATIONS)
         self.output_activation = _check_choice("output activation", output_activation, ACTIVATIONS)
-        self.bias = _check_flag("bias", bias)
+        self.bias = check_bool("bias", bias)
         self.dtype = np.dtype(dtype)
         self.kernel = resolve_kernel(kernel)
         if self.kernel == "numba":
@@ -524,7 +518,7 @@ class StaticNetwork:
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         self.activation = _check_choice("activation", activation, ACTIVATIONS)
         self.output_activation = _check_choice("output activation", output_activation, ACTIVATIONS)
-        self.bias = _check_flag("bias", bias)
+        self.bias = check_bool("bias", bias)
         self.dtype = np.dtype(dtype)
         self.layer_shapes = [
             (n_in + int(self.bias), n_out) for n_in, n_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:])

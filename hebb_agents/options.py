@@ -1,9 +1,13 @@
-"""Options given by name (JSON configs, CLI flags), checked against what a class's constructor takes."""
+"""Options given by name (JSON configs, CLI flags): checked against what a class's constructor takes,
+and their values checked with errors that name the option and what it accepts."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Mapping
+
+import numpy as np
 
 
 def constructor_keywords(cls: type, given_by_caller: Iterable[str] = ()) -> set[str]:
@@ -12,3 +16,48 @@ def constructor_keywords(cls: type, given_by_caller: Iterable[str] = ()) -> set[
     parameters = inspect.signature(cls.__init__).parameters.values()
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name for p in parameters if p.kind in named} - {"self", *given_by_caller}
+
+
+def check_int(name: str, value: object, minimum: int | None = 1) -> int:
+    """``value`` as an ``int`` >= ``minimum`` (any int when ``minimum`` is None), else a ValueError.
+
+    Any integer type is accepted (``int``, ``numpy.int64``, ...); ``bool``, floats (even ``8.0``) and
+    strings are not.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        if minimum is None or value >= minimum:
+            return int(value)
+    raise ValueError(f"{name} must be {_an_int(minimum)}, got {value!r}")
+
+
+def check_optional_int(name: str, value: object, minimum: int | None = 1) -> int | None:
+    """:func:`check_int`, with None passed through."""
+    if value is None:
+        return None
+    try:
+        return check_int(name, value, minimum)
+    except ValueError:
+        raise ValueError(f"{name} must be {_an_int(minimum)} or None, got {value!r}") from None
+
+
+def _an_int(minimum: int | None) -> str:
+    return "an int" if minimum is None else f"an int >= {minimum}"
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` as a ``bool`` (``True``/``False`` or a numpy bool), else a ValueError: a string
+    such as ``"no"`` would otherwise read as True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{name} must be a boolean (true or false), got {value!r}")
+
+
+def check_options(owner: str, given: Mapping[str, object] | Iterable[str], accepted: Iterable[str]) -> None:
+    """A ValueError naming the unknown keys of ``given`` and listing the ``accepted`` ones."""
+    accepted = set(accepted)
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ValueError(
+            f"unknown {owner} option(s) {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(sorted(accepted))}"
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -231,3 +233,77 @@ def test_front_ends_are_importable_from_the_package_as_the_readme_says() -> None
     assert HistoryEncoder.__module__ == LSHPolicyEncoder.__module__ == "hebb_agents.encoders.history"
     with pytest.raises(AttributeError, match="no attribute 'Extractor'"):
         encoders.Extractor  # noqa: B018
+
+
+def test_sinusoidal_positions_are_built_on_the_inputs_device_and_dtype() -> None:
+    from hebb_agents.encoders.history import sinusoidal_embedding
+
+    # on a CPU-built frequency table, meta (like CUDA) inputs failed with "not on the expected device"
+    enc = HistoryEncoder(6).to("meta")
+    assert enc(torch.randn(2, 64, 6, device="meta")).shape == (2, 32)
+    ages = torch.arange(5, device="meta")
+    assert sinusoidal_embedding(ages, 8).device.type == "meta"
+    half = sinusoidal_embedding(torch.arange(5), 8, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    assert torch.allclose(half.float(), sinusoidal_embedding(torch.arange(5), 8), atol=1e-2)
+    wide = HistoryEncoder(6, lsh_seed=0).to(torch.float64)
+    assert wide(torch.randn(2, 9, 6, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(obs_dim=0), "obs_dim must be an int >= 1, got 0"),
+        (dict(out_dim=-3), "out_dim must be an int >= 1, got -3"),
+        (dict(out_dim=0), "out_dim must be an int >= 1, got 0"),  # was silently d_model
+        (dict(ff_mult=0), "ff_mult must be an int >= 1, got 0"),
+        (dict(d_model=16.0), "d_model must be an int >= 1, got 16.0"),
+        (dict(position="learned", max_len=0), "max_len must be an int >= 1 or None, got 0"),
+        (dict(position="learned", max_len=-1), "max_len must be an int >= 1 or None, got -1"),
+        (dict(bucket_size=8.0), "bucket_size must be an int >= 1, got 8.0"),
+    ],
+)
+def test_history_encoder_sizes_must_be_positive_ints(kwargs: dict, message: str) -> None:
+    kwargs = {"obs_dim": 4, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        HistoryEncoder(**kwargs)
+
+
+def test_history_encoder_takes_numpy_integer_sizes() -> None:
+    enc = HistoryEncoder(np.int64(4), d_model=np.int32(16), out_dim=np.int64(8), bucket_size=np.int64(4))
+    assert enc.out_dim == 8 and type(enc.out_dim) is int
+    assert enc(torch.randn(2, 10, 4)).shape == (2, 8)
+
+
+def test_the_sb3_extractor_checks_its_arguments_at_construction() -> None:
+    space = gym.spaces.Box(0, 1, (8, 4))
+    with pytest.raises(ValueError, match="features_dim must be an int >= 1, got 0"):
+        LSHHistoryExtractor(space, features_dim=0)
+    with pytest.raises(ValueError, match=r"history of at least one step \(L >= 1\), got shape \(0, 4\)"):
+        LSHHistoryExtractor(gym.spaces.Box(0, 1, (0, 4)))
+    # the wrapper's option is flag_fill, the extractor's fill_flag: the error shows the right name
+    unknown = r"unknown LSHHistoryExtractor option\(s\) 'flag_fill'; accepted: .*fill_flag"
+    with pytest.raises(ValueError, match=unknown):
+        LSHHistoryExtractor(space, flag_fill=True)
+    with pytest.raises(ValueError, match=r"'out_dim'; accepted: .*features_dim"):
+        LSHHistoryExtractor(space, out_dim=8)
+    assert {"fill_flag", "features_dim", "lsh_seed", "d_model"} <= LSHHistoryExtractor.options()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(window="8"), "window must be an int >= 1, got '8'"),
+        (dict(window=2.5), "window must be an int >= 1, got 2.5"),
+        (dict(window=0), "window must be an int >= 1, got 0"),
+        (dict(feature_dim=0), "feature_dim must be an int >= 1, got 0"),
+        (dict(evolvable="no"), "evolvable must be a boolean (true or false), got 'no'"),
+        (dict(n_hash=2), "unknown LSHPolicyEncoder option(s) 'n_hash'; accepted: "),
+    ],
+)
+def test_lsh_policy_encoder_names_bad_arguments(kwargs: dict, message: str) -> None:
+    box = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        LSHPolicyEncoder(box, **kwargs)
+    if "n_hash" in kwargs:
+        assert "n_hashes" in str(info.value) and "window" in str(info.value)

@@ -3,6 +3,8 @@ reference's CarRacing CNN end to end."""
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -104,3 +106,39 @@ def test_unknown_encoder_options_are_named_with_the_accepted_ones() -> None:
     with pytest.raises(ValueError, match=r"bad 'lsh' encoder options \{'window': 'x'\}"):
         make_encoder({"type": "lsh", "window": "x"}, space)
     assert make_encoder({"type": "lsh", "window": 4, "depth": 1, "n_hashes": 1}, space).window == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # was a 46-line traceback ending in "negative dimension"
+        ({"window": 8, "max_len": -1, "position": "learned"}, "max_len must be an int >= 1 or None, got -1"),
+        ({"evolvable": "no"}, "evolvable must be a boolean (true or false), got 'no'"),  # was read as True
+        ({"window": "64"}, "window must be an int >= 1, got '64'"),
+        ({"window": 2.5}, "window must be an int >= 1, got 2.5"),  # was truncated to 2
+        ({"feature_dim": 0}, "feature_dim must be an int >= 1, got 0"),
+        ({"n_hashes": 1.5}, "n_hashes must be an int >= 1, got 1.5"),
+    ],
+)
+def test_bad_lsh_encoder_values_are_one_line_value_errors(options: dict, message: str) -> None:
+    from hebb_agents.encoders import make_encoder
+
+    space = gym.spaces.Box(-1.0, 1.0, (4,))
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        make_encoder({"type": "lsh", **options}, space)
+    assert f"bad 'lsh' encoder options {options}" in str(info.value)
+
+
+def test_the_conv_encoder_refuses_non_image_observations_at_construction() -> None:
+    from hebb_agents.encoders import make_encoder
+
+    # CartPole's observation space: the error used to wait for the first rollout
+    cartpole = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    with pytest.raises(ValueError, match=r"needs image observations of shape \(H, W, 3\).*\(4,\)"):
+        make_encoder({"type": "conv"}, cartpole)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\).*\(84, 84\)"):
+        make_encoder({"type": "conv", "evolvable": False}, gym.spaces.Box(0, 255, (84, 84), np.uint8))
+    with pytest.raises(ValueError, match="evolvable must be a boolean"):
+        make_encoder({"type": "conv", "evolvable": 1}, gym.spaces.Box(0, 255, (96, 96, 3), np.uint8))
+    frames = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
+    assert make_encoder({"type": "conv", "evolvable": False}, frames).feature_dim == 648

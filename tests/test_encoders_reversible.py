@@ -190,3 +190,33 @@ def test_second_derivatives_are_refused_by_a_reversible_stack_and_work_without_i
     (grad,) = torch.autograd.grad(stack(x).square().sum(), x, create_graph=True)
     grad.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_torch_func_grad_through_a_reversible_stack_equals_autograd() -> None:
+    # under torch.func the stack runs as an ordinary residual stack: same values, same gradients
+    stack = _stack(depth=2).eval()
+    for p in stack.parameters():
+        p.requires_grad_(False)
+    x, mask = _inputs()
+
+    def loss(t: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(3)  # the same rotations for every call
+        return (stack(t, key_padding_mask=mask) * torch.linspace(-1, 1, 16, dtype=t.dtype)).sum()
+
+    leaf = x.clone().requires_grad_(True)
+    loss(leaf).backward()
+    assert torch.allclose(torch.func.grad(loss)(x), leaf.grad, atol=1e-9)
+    params = {name: p.detach() for name, p in stack.named_parameters()}
+
+    def loss_of_params(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        torch.manual_seed(3)
+        out = torch.func.functional_call(stack, weights, (x,), {"key_padding_mask": mask})
+        return (out * torch.linspace(-1, 1, 16, dtype=x.dtype)).sum()
+
+    got = torch.func.grad(loss_of_params)(params)
+    for p in stack.parameters():
+        p.requires_grad_(True)
+    stack.zero_grad()
+    loss(x).backward()
+    for name, p in stack.named_parameters():
+        assert torch.allclose(got[name], p.grad, atol=1e-9), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -389,3 +390,83 @@ def test_bad_arguments_are_rejected_with_the_value() -> None:
         attn(qk, v, rotations=torch.randn(4, 3, 2))
     with pytest.raises(ValueError, match="key_padding_mask"):
         attn(qk, v, key_padding_mask=torch.zeros(1, 19, dtype=torch.bool))
+
+
+def test_self_attention_checks_its_inputs_in_the_callers_terms() -> None:
+    layer = LSHSelfAttention(32, heads=4, bucket_size=8, n_hashes=2, seed=0)
+    x = torch.randn(2, 20, 32)
+    # (B, L) of the caller, not (B * heads, L) of the split heads
+    with pytest.raises(ValueError, match=r"key_padding_mask must be \(B, L\) = \(2, 20\), got \(2, 19\)"):
+        layer(x, key_padding_mask=torch.zeros(2, 19, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"at least one sequence of one token, got x \(2, 0, 32\)"):
+        layer(torch.randn(2, 0, 32))
+    for dtype in (torch.float32, torch.int64):
+        with pytest.raises(ValueError, match=f"must be a bool tensor.*got a {dtype}"):
+            layer(x, key_padding_mask=torch.zeros(2, 20, dtype=dtype))
+    for bad in (torch.randn(20, 32), torch.randn(2, 20, 31)):
+        with pytest.raises(ValueError, match=re.escape(f"(B, L, dim) = (B, L, 32), got {tuple(bad.shape)}")):
+            layer(bad)
+    assert layer(x, key_padding_mask=torch.zeros(2, 20, dtype=torch.bool)).shape == (2, 20, 32)
+
+
+def test_lsh_attention_checks_its_mask_and_length() -> None:
+    attn = LSHAttention(bucket_size=8, n_hashes=2)
+    qk, v = _inputs(2, 20, 4, 4, seed=0)
+    with pytest.raises(ValueError, match="must be a bool tensor"):
+        attn(qk, v, key_padding_mask=torch.zeros(2, 20))
+    with pytest.raises(ValueError, match=r"LSHAttention needs at least one sequence.*\(2, 0, 4\)"):
+        attn(qk[:, :0], v[:, :0])
+
+
+@pytest.mark.parametrize("name", ["bucket_size", "n_hashes", "n_buckets"])
+def test_integer_arguments_take_any_integer_type_and_no_other(name: str) -> None:
+    import numpy as np
+
+    for good in (8, np.int64(8), np.int32(8)):
+        attn = LSHAttention(**{name: good})
+        value = attn.fixed_n_buckets if name == "n_buckets" else getattr(attn, name)
+        assert value == 8 and type(value) is int
+    for bad in (8.0, 4.0, "8", True, 0):
+        with pytest.raises(ValueError, match=f"{name} must be an (even )?int"):
+            LSHAttention(**{name: bad})
+
+
+def _grad_modules():
+    torch.manual_seed(0)
+    self_attention = LSHSelfAttention(16, heads=2, bucket_size=8, n_hashes=2, seed=0)
+    attention = LSHAttention(bucket_size=8, n_hashes=1, seed=0)
+    v = torch.randn(3, 20, 16)
+    return [self_attention, lambda x: attention(x, v)]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["self_attention", "lsh_attention_one_round"])
+def test_torch_func_grad_and_vmap_grad_equal_autograd(index: int) -> None:
+    module = _grad_modules()[index]
+    x = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(1))
+    leaf = x.clone().requires_grad_(True)
+    (module(leaf) * torch.linspace(-1, 1, 16)).sum().backward()
+
+    def loss(t: torch.Tensor) -> torch.Tensor:
+        return (module(t) * torch.linspace(-1, 1, 16)).sum()
+
+    assert torch.allclose(torch.func.grad(loss)(x), leaf.grad, atol=1e-6)
+    if index == 0:  # one sequence per vmapped call
+        per_sample = torch.vmap(torch.func.grad(lambda xi: loss(xi[None])))(x)
+        assert torch.allclose(per_sample, leaf.grad, atol=1e-6)
+
+
+def test_a_seeded_module_runs_under_vmap_on_its_first_call() -> None:
+    x = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    first = LSHSelfAttention(16, heads=2, bucket_size=8, n_hashes=2, seed=4)
+    torch.manual_seed(0)
+    twin = LSHSelfAttention(16, heads=2, bucket_size=8, n_hashes=2, seed=4)
+    # vmap's default randomness="error" refused the seeded draw until a plain call had cached it
+    with torch.no_grad():
+        mapped = torch.vmap(lambda xi: first(xi[None])[0])(x)
+        assert torch.allclose(mapped, twin(x), atol=1e-6)
+    # unseeded rotations are random operations: vmap wants a randomness setting
+    unseeded = LSHSelfAttention(16, heads=2, bucket_size=8, n_hashes=2)
+    with pytest.raises(RuntimeError, match="randomness"):
+        torch.vmap(lambda xi: unseeded(xi[None])[0])(x)
+    assert torch.vmap(lambda xi: unseeded(xi[None])[0], randomness="same")(x).shape == x.shape

@@ -156,7 +156,7 @@ def test_hidden_sizes_that_are_not_positive_integers_are_refused(hidden):
 
 @pytest.mark.parametrize("kind", ["hebbian", "static"])
 def test_bias_must_be_a_boolean(kind):
-    with pytest.raises(ValueError, match="bias must be True or False, got 'no'"):
+    with pytest.raises(ValueError, match=r"bias must be a boolean \(true or false\), got .no."):
         make_policy(kind, BOX, gym.spaces.Discrete(2), hidden=(8,), bias="no")
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from hebb_agents.encoders.base import PolicyEncoder, TorchPolicyEncoder
 from hebb_agents.encoders.lsh import LSHAttention, LSHSelfAttention, full_shared_qk_attention
 from hebb_agents.encoders.reversible import ReversibleBlock, ReversibleSequence, reformer_stack
-from hebb_agents.options import constructor_keywords
+from hebb_agents.options import check_options, constructor_keywords
 
 __all__ = [
     "ENCODER_TYPES",
@@ -61,8 +61,10 @@ def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
     """Build a policy front end from a JSON spec, e.g. ``{"type": "lsh", "window": 64}``.
 
     ``lsh`` takes :class:`~hebb_agents.encoders.history.LSHPolicyEncoder`'s keyword arguments,
-    ``conv`` those of :class:`~hebb_agents.encoders.conv.ConvEncoder`. A spec is what a checkpoint
-    stores, so a policy built from one can be saved and rebuilt.
+    ``conv`` those of :class:`~hebb_agents.encoders.conv.ConvEncoder` (and image observations
+    ``(H, W, 3)``). A spec is what a checkpoint stores, so a policy built from one can be saved and
+    rebuilt. Every bad spec (unknown option, value of the wrong type or range, observation space
+    the encoder cannot read) raises a ValueError naming it.
     """
     if not isinstance(spec, dict) or "type" not in spec:
         raise ValueError(
@@ -71,34 +73,27 @@ def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
     kind = spec["type"]
     kwargs = {key: value for key, value in spec.items() if key != "type"}
     if kind == "lsh":
-        from hebb_agents.encoders.history import HistoryEncoder, LSHPolicyEncoder
+        from hebb_agents.encoders.history import LSHPolicyEncoder
 
         # LSHPolicyEncoder passes what it does not take to HistoryEncoder (obs_dim and out_dim it sets)
-        accepted = constructor_keywords(LSHPolicyEncoder, ["observation_space"]) | constructor_keywords(
-            HistoryEncoder, ("obs_dim", "out_dim")
-        )
-        _check_keys(kind, kwargs, accepted)
+        _check_keys(kind, kwargs, LSHPolicyEncoder.options())
         return _build(kind, lambda: LSHPolicyEncoder(observation_space, **kwargs), kwargs)
     if kind == "conv":
-        from hebb_agents.encoders.conv import ConvEncoder
+        from hebb_agents.encoders.conv import ConvEncoder, check_frame_space
 
         _check_keys(kind, kwargs, constructor_keywords(ConvEncoder))
+        check_frame_space(observation_space)
         return _build(kind, lambda: ConvEncoder(**kwargs), kwargs)
     raise ValueError(f"unknown encoder type {kind!r}; accepted: {', '.join(ENCODER_TYPES)}")
 
 
 def _build(kind: str, build: Callable[[], PolicyEncoder], kwargs: dict) -> PolicyEncoder:
-    """``build()``, with a value of the wrong type (``"window": "x"``) reported as a bad option."""
+    """``build()``, with a bad value (``"window": "x"``, ``"max_len": -1``) reported as a bad option."""
     try:
         return build()
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"bad {kind!r} encoder options {kwargs}: {err}") from err
 
 
 def _check_keys(kind: str, kwargs: dict, accepted: set[str]) -> None:
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise ValueError(
-            f"unknown {kind!r} encoder option(s) {', '.join(map(repr, unknown))}; accepted: "
-            f"{', '.join(sorted(accepted))}"
-        )
+    check_options(f"{kind!r} encoder", kwargs, accepted)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hebb_agents.options import check_bool
+
 
 class PolicyEncoder(abc.ABC):
     """What the Hebbian policy needs from a front end.
@@ -77,7 +79,7 @@ class TorchPolicyEncoder(PolicyEncoder):
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.feature_dim = int(feature_dim)
-        self.evolvable = bool(evolvable)
+        self.evolvable = check_bool("evolvable", evolvable)
         self._names = [name for name, _ in module.named_parameters()]
         self._shapes = [tuple(p.shape) for _, p in module.named_parameters()]
         self._sizes = [math.prod(s) for s in self._shapes]

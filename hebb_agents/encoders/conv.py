@@ -53,6 +53,16 @@ def preprocess_frames(obs: np.ndarray) -> Tensor:
     return x
 
 
+def check_frame_space(observation_space: object) -> None:
+    """A ValueError unless ``observation_space`` holds RGB frames: a ``Box`` of shape ``(H, W, 3)``."""
+    shape = getattr(observation_space, "shape", None)
+    if shape is None or len(shape) != 3 or shape[-1] != 3 or min(shape) < 1:
+        raise ValueError(
+            "the conv encoder needs image observations of shape (H, W, 3) (RGB frames, e.g. "
+            f"CarRacing's (96, 96, 3)), got {observation_space}"
+        )
+
+
 class ConvEncoder(TorchPolicyEncoder):
     """The reference CarRacing CNN as a :class:`~hebb_agents.encoders.base.PolicyEncoder`.
 
@@ -72,4 +82,4 @@ class ConvEncoder(TorchPolicyEncoder):
         super().__init__(net, FEATURES, evolvable=evolvable, preprocess=preprocess_frames)
 
 
-__all__ = ["FEATURES", "INPUT_SIZE", "CarRacingCNN", "ConvEncoder", "preprocess_frames"]
+__all__ = ["FEATURES", "INPUT_SIZE", "CarRacingCNN", "ConvEncoder", "check_frame_space", "preprocess_frames"]

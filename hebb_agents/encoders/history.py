@@ -23,17 +23,23 @@ from torch import Tensor, nn
 
 from hebb_agents.encoders.base import TorchPolicyEncoder
 from hebb_agents.encoders.reversible import reformer_stack
+from hebb_agents.options import check_bool, check_int, check_optional_int, check_options, constructor_keywords
 
 POOLINGS = ("last", "mean", "attention")
 POSITIONS = ("sinusoidal", "learned", "none")
 
 
-def sinusoidal_embedding(positions: Tensor, dim: int) -> Tensor:
-    """``(L,)`` positions -> ``(L, dim)`` sin/cos features at geometrically spaced frequencies."""
+def sinusoidal_embedding(positions: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
+    """``(L,)`` positions -> ``(L, dim)`` sin/cos features at geometrically spaced frequencies.
+
+    Built on ``positions``' device, computed in float32 and returned in ``dtype`` (default float32).
+    """
     half = (dim + 1) // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
+    steps = torch.arange(half, dtype=torch.float32, device=positions.device)
+    freqs = torch.exp(-math.log(10_000.0) * steps / half)
     angles = positions.float()[:, None] * freqs[None]  # (L, half)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :dim]
+    features = torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :dim]
+    return features if dtype is None else features.to(dtype)
 
 
 class HistoryEncoder(nn.Module):
@@ -58,7 +64,15 @@ class HistoryEncoder(nn.Module):
             "k steps ago"), "learned" (needs ``max_len``) or "none".
         max_len: longest window for learned position embeddings.
         out_dim: feature width (default ``d_model``); features pass through ``tanh``.
-        lsh_seed: fix the LSH rotations (same hashes every call) or None to redraw them.
+        lsh_seed: fix the LSH rotations (same hashes every call) or None to redraw them on every
+            call, in ``eval()`` too, so that the features are random rather than a function of
+            the history. The seed is a constructor argument, not part of the ``state_dict``.
+
+    Sizes (``obs_dim``, ``d_model``, ``depth``, ``heads``, ``bucket_size``, ``n_hashes``, ``ff_mult``,
+    ``ff_chunks``, ``max_len``, ``out_dim``) are ints >= 1 (any integer type). With ``causal`` an
+    early token's state can still change when a later observation changes: later tokens move the
+    chunk boundaries of LSH attention's sorted sequence (see
+    :class:`~hebb_agents.encoders.lsh.LSHAttention`); ``pooling="last"`` is not affected.
     """
 
     def __init__(
@@ -86,17 +100,21 @@ class HistoryEncoder(nn.Module):
             raise ValueError(f"unknown pooling {pooling!r}; accepted: {', '.join(POOLINGS)}")
         if position not in POSITIONS:
             raise ValueError(f"unknown position {position!r}; accepted: {', '.join(POSITIONS)}")
-        if position == "learned" and not max_len:
-            raise ValueError('position="learned" needs max_len (the longest window)')
-        self.obs_dim = int(obs_dim)
-        self.d_model = int(d_model)
-        self.out_dim = int(out_dim or d_model)
+        max_len = check_optional_int("max_len", max_len)
+        if position == "learned" and max_len is None:
+            raise ValueError('position="learned" needs max_len (the longest window, an int >= 1)')
+        self.obs_dim = check_int("obs_dim", obs_dim)
+        self.d_model = check_int("d_model", d_model)
+        self.out_dim = self.d_model if out_dim is None else check_int("out_dim", out_dim)
+        depth = check_int("depth", depth)
+        ff_mult = check_int("ff_mult", ff_mult)
+        ff_chunks = check_int("ff_chunks", ff_chunks)
         self.pooling = pooling
         self.position = position
         self.max_len = max_len
         self.embed = nn.Linear(self.obs_dim, self.d_model)
-        if position == "learned":
-            self.age_embedding = nn.Embedding(int(max_len), self.d_model)  # type: ignore[arg-type]
+        if max_len is not None and position == "learned":
+            self.age_embedding = nn.Embedding(max_len, self.d_model)
         self.stack = reformer_stack(
             self.d_model,
             depth,
@@ -124,7 +142,7 @@ class HistoryEncoder(nn.Module):
         x = self.embed(history)  # (B, L, d)
         ages = torch.arange(length - 1, -1, -1, device=history.device)
         if self.position == "sinusoidal":
-            x = x + sinusoidal_embedding(ages, self.d_model).to(x)
+            x = x + sinusoidal_embedding(ages, self.d_model, dtype=x.dtype)
         elif self.position == "learned":
             if length > self.age_embedding.num_embeddings:
                 raise ValueError(f"window of {length} is longer than max_len={self.max_len}")
@@ -158,7 +176,18 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
     ``(L, *obs_shape)``; trailing axes are flattened into ``obs_dim``. With ``fill_flag`` the last
     channel of each row is ``ObservationHistory(flag_fill=True)``'s flag, and flagged rows (steps
     before the episode began) are masked out of attention and pooling. Other keyword arguments go
-    to :class:`HistoryEncoder`.
+    to :class:`HistoryEncoder` (:meth:`options` lists every accepted name).
+
+    Notes for SB3 users:
+
+    - Set ``lsh_seed``: with the default ``lsh_seed=None`` the LSH rotations are redrawn on every
+      forward, in ``eval()`` too, so ``model.predict(obs, deterministic=True)`` is not a pure
+      function of the observation. The seed is a constructor argument (it lives in
+      ``features_extractor_kwargs``), not part of the ``state_dict``.
+    - ``fill_flag`` reads the raw last column (flagged where ``> 0.5``). Under ``VecNormalize`` with
+      ``norm_obs=True`` that column is normalised and the mask is misread: use ``norm_obs=False``,
+      or leave ``fill_flag`` (and ``ObservationHistory``'s ``flag_fill``) off with ``VecNormalize``.
+    - The wrapper's option is ``ObservationHistory(flag_fill=...)``, the extractor's ``fill_flag``.
     """
 
     def __init__(
@@ -173,19 +202,38 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
                 "LSHHistoryExtractor needs a Box observation of shape (L, *obs_shape), "
                 f"got {observation_space}"
             )
+        check_options("LSHHistoryExtractor", encoder_kwargs, self.options())
+        features_dim = check_int("features_dim", features_dim)
+        fill_flag = check_bool("fill_flag", fill_flag)
+        if observation_space.shape[0] < 1:
+            raise ValueError(
+                f"LSHHistoryExtractor needs a history of at least one step (L >= 1), got shape "
+                f"{observation_space.shape}"
+            )
         super().__init__(observation_space, features_dim)
         self.window = int(observation_space.shape[0])
-        self.fill_flag = bool(fill_flag)
+        self.fill_flag = fill_flag
         obs_dim = int(np.prod(observation_space.shape[1:])) - int(self.fill_flag)
         if obs_dim < 1:
-            raise ValueError(f"fill_flag needs rows of an observation plus the flag, got {observation_space}")
+            need = "an observation plus the fill flag" if self.fill_flag else "an observation"
+            raise ValueError(f"LSHHistoryExtractor needs rows of {need}, got {observation_space}")
         self.encoder = HistoryEncoder(obs_dim, out_dim=features_dim, **encoder_kwargs)
+
+    @classmethod
+    def options(cls) -> set[str]:
+        """Keyword arguments the constructor accepts besides ``observation_space``."""
+        return constructor_keywords(cls, ["observation_space"]) | _encoder_options()
 
     def forward(self, observations: Tensor) -> Tensor:
         history = observations.reshape(observations.shape[0], self.window, -1).float()
         if self.fill_flag:
             return self.encoder(history[..., :-1], key_padding_mask=history[..., -1] > 0.5)
         return self.encoder(history)
+
+
+def _encoder_options() -> set[str]:
+    """:class:`HistoryEncoder` arguments that its wrappers pass on (they set obs_dim and out_dim)."""
+    return constructor_keywords(HistoryEncoder, ("obs_dim", "out_dim"))
 
 
 class _MaskedHistory(nn.Module):
@@ -213,7 +261,8 @@ class LSHPolicyEncoder(TorchPolicyEncoder):
             keep fixed random ones.
         seed: seed of the random weights and of the (fixed) LSH rotations.
         feature_dim: width of the features fed to the Hebbian layers.
-        encoder_kwargs: more :class:`HistoryEncoder` arguments (d_model, depth, heads, ...).
+        encoder_kwargs: more :class:`HistoryEncoder` arguments (d_model, depth, heads, ...;
+            :meth:`options` lists every accepted name).
 
     Histories live in a ring buffer ``(P, 2 * window, obs_dim)``: a step writes two rows per
     member and reads a contiguous window, no shifting. Steps before the episode began are
@@ -231,11 +280,17 @@ class LSHPolicyEncoder(TorchPolicyEncoder):
     ) -> None:
         if not isinstance(observation_space, gym.spaces.Box):
             raise ValueError(f"LSHPolicyEncoder needs a Box observation space, got {observation_space}")
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window!r}")
+        check_options("LSHPolicyEncoder", encoder_kwargs, self.options())
+        self.window = check_int("window", window)
+        seed = check_int("seed", seed, minimum=None)
+        feature_dim = check_int("feature_dim", feature_dim)
+        evolvable = check_bool("evolvable", evolvable)
         self.obs_shape = tuple(observation_space.shape)
         self.obs_dim = int(np.prod(self.obs_shape))
-        self.window = int(window)
+        if self.obs_dim < 1:
+            raise ValueError(
+                f"LSHPolicyEncoder needs observations of at least one value, got {observation_space}"
+            )
         encoder_kwargs.setdefault("lsh_seed", seed)
         with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG stream untouched
             torch.manual_seed(seed)
@@ -243,6 +298,11 @@ class LSHPolicyEncoder(TorchPolicyEncoder):
         super().__init__(net, feature_dim, evolvable=evolvable)
         self._buffer = np.zeros((0, 2 * self.window, self.obs_dim + 1), dtype=np.float32)
         self._pos = self.window - 1
+
+    @classmethod
+    def options(cls) -> set[str]:
+        """Keyword arguments the constructor accepts besides ``observation_space``."""
+        return constructor_keywords(cls, ["observation_space"]) | _encoder_options()
 
     def reset(self, population: int, members: np.ndarray | None = None) -> None:
         """Clear every member's history, or only ``members``' (their episodes restart alone)."""

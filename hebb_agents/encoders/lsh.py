@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -42,6 +43,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from hebb_agents.options import check_int, check_optional_int
 
 # Masked scores use large finite constants rather than -inf so that a row with every key
 # masked still has a finite softmax. A token's own key gets SELF_SCORE: lower than any real
@@ -99,11 +102,53 @@ def _check_kernel(kernel: str) -> None:
         raise ValueError(f"unknown kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
 
 
+def check_padding_mask(mask: Tensor | None, batch: int, length: int) -> None:
+    """A ValueError unless ``mask`` is None or a bool tensor of shape ``(batch, length)``."""
+    if mask is None:
+        return
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = f"a {mask.dtype} tensor" if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(
+            f"key_padding_mask must be a bool tensor (B, L), True where a token is masked; got {got} "
+            "(convert it with mask.bool() or mask > 0.5)"
+        )
+    if tuple(mask.shape) != (batch, length):
+        raise ValueError(f"key_padding_mask must be (B, L) = {(batch, length)}, got {tuple(mask.shape)}")
+
+
 def _functorch_wrapped(*tensors: Tensor | None) -> bool:
     """Whether any of ``tensors`` is seen through a ``torch.func`` transform (``vmap``, ``grad``),
     which the Triton kernels' launches do not support."""
     check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     return check is not None and any(t is not None and check(t) for t in tensors)
+
+
+def _draw_outside_transforms(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    """``torch.randn(shape, generator=generator)`` (CPU), drawn where no ``torch.func`` transform sees it.
+
+    The transforms' state is per thread, so a draw on a helper thread is an ordinary draw even when
+    the caller runs inside ``torch.vmap``; a seeded draw then gives the same rotations whether or
+    not ``vmap`` (whose default ``randomness="error"`` refuses random operations) is the first caller.
+    """
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    if peek is not None and peek() is None:  # no transform running: draw here, no thread to start
+        return torch.randn(shape, generator=generator)
+    result: list[Tensor] = []
+    errors: list[BaseException] = []
+
+    def draw() -> None:
+        try:
+            with torch.no_grad():
+                result.append(torch.randn(shape, generator=generator))
+        except BaseException as err:  # re-raised on the caller's thread
+            errors.append(err)
+
+    worker = threading.Thread(target=draw, name="lsh-rotations")
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+    return result[0]
 
 
 def _use_triton(
@@ -345,12 +390,19 @@ class LSHAttention(nn.Module):
             (rounded up to an even number, at least 2) unless ``n_buckets`` is given.
         n_hashes: number of hash rounds (>= 1); more rounds, closer to full attention.
         n_buckets: fixed even number of buckets, or None to follow the sequence length.
-        causal: a token attends only to tokens at the same or earlier original positions.
+        causal: a token attends only to tokens at the same or earlier original positions. This
+            masks later tokens out of the attention weights; it does not make an early output
+            independent of later tokens: later tokens take places in the sorted sequence and so
+            move the chunk boundaries, which changes which earlier keys an early token sees (as
+            in Reformer). An output at position t can change when a token after t changes.
         dropout: attention-weight dropout probability in [0, 1).
         allow_duplicate_attention: if False, a (query, key) pair that several rounds put
             together counts once (its score gets ``-log(count)`` in each round).
         seed: if given, every forward uses the same rotations, drawn from this seed;
-            if None, rotations are re-drawn on every forward from the global CPU RNG.
+            if None, rotations are re-drawn on every forward from the global RNG, in ``eval()``
+            too: the output is then random, not a function of the input alone. Set a seed for
+            deterministic outputs. The seed is a constructor argument, not part of the
+            ``state_dict``: a module rebuilt to load a state dict needs the same seed.
         kernel: ``auto`` (fused Triton kernels on CUDA where they apply, see
             :func:`lsh_attention`), ``torch`` or ``triton``.
 
@@ -359,6 +411,12 @@ class LSHAttention(nn.Module):
     Seeded rotations and those from a generator are drawn on the CPU and moved to the input's
     device, so a seed gives the same rotations on every device; unseeded ones come from the
     input device's global RNG.
+
+    ``torch.func`` transforms (``grad``, ``vmap``, ``vmap(grad(...))``) run on PyTorch operations.
+    Seeded rotations and those from a ``generator`` are drawn outside the transform, so
+    ``torch.vmap`` needs no ``randomness`` setting for them. Unseeded rotations (and attention
+    dropout in training) are random operations: under ``vmap`` pass ``randomness="same"`` (one
+    draw for the whole batch, like an unbatched call) or ``"different"``.
     """
 
     def __init__(
@@ -374,14 +432,19 @@ class LSHAttention(nn.Module):
     ) -> None:
         super().__init__()
         _check_kernel(kernel)
-        if not isinstance(bucket_size, int) or bucket_size < 1:
-            raise ValueError(f"bucket_size must be a positive int, got {bucket_size!r}")
-        if not isinstance(n_hashes, int) or n_hashes < 1:
-            raise ValueError(f"n_hashes must be a positive int, got {n_hashes!r}")
-        if n_buckets is not None and (n_buckets < 2 or n_buckets % 2):
+        bucket_size = check_int("bucket_size", bucket_size)
+        n_hashes = check_int("n_hashes", n_hashes)
+        if n_buckets is not None and (
+            not isinstance(n_buckets, numbers.Integral)
+            or isinstance(n_buckets, bool)
+            or n_buckets < 2
+            or n_buckets % 2
+        ):
             raise ValueError(f"n_buckets must be an even int >= 2 or None, got {n_buckets!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        n_buckets = None if n_buckets is None else int(n_buckets)
+        seed = check_optional_int("seed", seed, minimum=None)
+        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bucket_size = bucket_size
         self.n_hashes = n_hashes
         self.fixed_n_buckets = n_buckets
@@ -417,18 +480,19 @@ class LSHAttention(nn.Module):
 
         Drawn on the CPU from ``generator``, else from the module's seed (the same rotations on
         every device), else from the global RNG of ``device`` (default CPU; a reversible block
-        saves and restores the CPU and CUDA RNG states, so it replays them).
+        saves and restores the CPU and CUDA RNG states, so it replays them). The first two are
+        drawn outside any ``torch.func`` transform (see :func:`_draw_outside_transforms`).
         """
         shape = (dim, self.n_hashes, self.num_buckets(length) // 2)
         if generator is None and self.seed is not None:
             # the same draw every time: kept, not redrawn at every step of a seeded policy encoder
             key = (self.seed, *shape)
             if self._seeded_rotations is None or self._seeded_rotations[0] != key:
-                drawn = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
+                drawn = _draw_outside_transforms(shape, torch.Generator().manual_seed(self.seed))
                 self._seeded_rotations = (key, drawn)
             return self._seeded_rotations[1]
         if generator is not None:
-            return torch.randn(shape, generator=generator)
+            return _draw_outside_transforms(shape, generator)
         return torch.randn(shape, device=device)
 
     def forward(
@@ -439,16 +503,20 @@ class LSHAttention(nn.Module):
         rotations: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Attend ``qk`` ``(B, L, d)`` over itself; returns ``(B, L, dv)``."""
+        """Attend ``qk`` ``(B, L, d)`` over itself; returns ``(B, L, dv)``.
+
+        ``key_padding_mask``: bool ``(B, L)``, True where a token must not be attended to.
+        """
         if qk.dim() != 3 or v.dim() != 3 or qk.shape[:2] != v.shape[:2]:
             raise ValueError(
                 f"expected qk (B, L, d) and v (B, L, dv), got {tuple(qk.shape)} and {tuple(v.shape)}"
             )
         b, length, d = qk.shape
-        if key_padding_mask is not None and key_padding_mask.shape != (b, length):
+        if b == 0 or length == 0:
             raise ValueError(
-                f"key_padding_mask must be (B, L) = {(b, length)}, got {tuple(key_padding_mask.shape)}"
+                f"LSHAttention needs at least one sequence of one token, got qk {tuple(qk.shape)}"
             )
+        check_padding_mask(key_padding_mask, b, length)
         if rotations is None:
             # drawn where they are used: a CPU draw and copy cost ~3 ms per call at 262K tokens
             rotations = self.draw_rotations(d, length, generator, device=qk.device)
@@ -491,11 +559,14 @@ def lsh_attention(
     on CUDA where it applies: no attention dropout, no de-duplication, bucket size 16-128 and a
     power of two, head width at most 256, float32/16-bit inputs, not under ``torch.func``
     transforms, and kernels that fit the GPU's shared memory and registers). Both paths are
-    twice differentiable.
+    twice differentiable. Under ``torch.func`` transforms (``grad``, ``vmap``, ``jacrev``, ...) the
+    PyTorch path differentiates with autograd's own rules instead of its hand-written backward,
+    which those transforms cannot run.
     """
     b, length, d = qk.shape
     if b == 0 or length == 0:
         raise ValueError(f"LSH attention needs at least one sequence of one token, got qk {tuple(qk.shape)}")
+    check_padding_mask(key_padding_mask, b, length)
     dv = v.shape[-1]
     n_hashes = rotations.shape[1]
     c = bucket_size
@@ -543,6 +614,8 @@ def lsh_attention(
     flat_k = keys.reshape(b * padded, d)
     flat_v = v.reshape(b * padded, dv)
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
+    # torch.func transforms cannot run the custom autograd.Functions: plain differentiable operations
+    transformed = _functorch_wrapped(qk, v)
     with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
     if fused:
@@ -588,7 +661,7 @@ def lsh_attention(
     for h in range(n_hashes):
         out_h, lse_h = _torch_round(
             flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked, batch_offset, h, c,
-            causal, dropout, dedup, with_lse, needs_grad,
+            causal, dropout, dedup, with_lse, needs_grad, transformed,
         )  # fmt: skip
         if lse_h is None:  # one round, log-sum-exp not asked for
             return out_h[:, :length], None
@@ -625,7 +698,7 @@ def _all_rounds_torch(
     for h in range(n_hashes):
         out_h, lse_h = _torch_round(
             flat_q, flat_k, flat_v, order, slots, None, key_masked, batch_offset, h, bucket_size, causal,
-            0.0, False, True, True,
+            0.0, False, True, True, _functorch_wrapped(flat_q, flat_k, flat_v),
         )  # fmt: skip
         outs.append(out_h.reshape(b * padded, -1))
         lses.append(lse_h.reshape(b * padded).float())
@@ -672,9 +745,13 @@ def _torch_round(
     dedup: bool,
     with_lse: bool,
     needs_grad: bool,
+    transformed: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Round ``h`` with PyTorch operations: output ``(B, Lp, dv)`` and log-sum-exp ``(B, Lp)``
-    (None when not ``with_lse``), both in token order."""
+    (None when not ``with_lse``), both in token order.
+
+    ``transformed`` (inputs seen through ``torch.func`` transforms): no custom autograd.Function,
+    only operations that autograd and the transforms differentiate themselves."""
     b, n_hashes, padded = order.shape
     n_chunks = padded // c
     q_pos = order[:, h].view(b, n_chunks, c)  # token index of each sorted slot
@@ -693,17 +770,22 @@ def _torch_round(
             log_count = torch.full((), math.log(n_hashes), device=flat_q.device, dtype=flat_q.dtype)
     mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
     rows = _SortedRows(q_idx, k_idx, back, (b, n_chunks, c))
-    if needs_grad:
+    if transformed:  # keep_probs: nothing autograd needs is overwritten in place
+        sorted_out, lse, _, _ = _chunked_attention_forward(
+            flat_q, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse
+        )
+    elif needs_grad:
         sorted_out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout, with_lse)
     else:
         sorted_out, lse, _, _ = _chunked_attention_forward(
             flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse
         )
     # Undo the sort: token t of this round sits at slot slot_of[t].
-    out_h = _permute_rows(sorted_out.reshape(-1, flat_v.shape[-1]), back, q_idx).view(b, padded, -1)
+    out_h = _permute_rows(sorted_out.reshape(-1, flat_v.shape[-1]), back, q_idx, transformed)
+    out_h = out_h.view(b, padded, -1)
     if lse is None:
         return out_h, None
-    return out_h, _permute_rows(lse.reshape(-1, 1), back, q_idx).view(b, padded)
+    return out_h, _permute_rows(lse.reshape(-1, 1), back, q_idx, transformed).view(b, padded)
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -724,9 +806,10 @@ class _PermuteRows(torch.autograd.Function):
         return grad.index_select(0, inverse), None, None
 
 
-def _permute_rows(x: Tensor, index: Tensor, inverse: Tensor) -> Tensor:
-    """Rows of ``x`` ``(N, ...)`` in the order ``index`` (a permutation with inverse ``inverse``)."""
-    if torch.is_grad_enabled() and x.requires_grad:
+def _permute_rows(x: Tensor, index: Tensor, inverse: Tensor, transformed: bool = False) -> Tensor:
+    """Rows of ``x`` ``(N, ...)`` in the order ``index`` (a permutation with inverse ``inverse``);
+    ``transformed``: under ``torch.func`` transforms, a plain ``index_select``."""
+    if not transformed and torch.is_grad_enabled() and x.requires_grad:
         return _PermuteRows.apply(x, index, inverse)
     return x.index_select(0, index)
 
@@ -942,7 +1025,11 @@ class LSHSelfAttention(nn.Module):
             :class:`LSHAttention`.
         attn_dropout: dropout on attention weights; ``dropout``: dropout on the output.
 
-    The rotations are shared by all heads of one forward (as in the paper's default).
+    The rotations are shared by all heads of one forward (as in the paper's default). With
+    ``causal=True`` an early output can still change when a later token changes (later tokens
+    move the chunk boundaries of the sorted sequence), and with ``seed=None`` the rotations are
+    redrawn on every forward, in ``eval()`` too; :class:`LSHAttention` says more, and how
+    ``torch.func`` transforms run.
     """
 
     def __init__(
@@ -961,11 +1048,14 @@ class LSHSelfAttention(nn.Module):
         kernel: str = "auto",
     ) -> None:
         super().__init__()
-        if heads < 1:
-            raise ValueError(f"heads must be >= 1, got {heads!r}")
-        dim_head = dim_head if dim_head is not None else dim // heads
-        if dim_head < 1:
-            raise ValueError(f"dim_head must be >= 1 (dim={dim}, heads={heads}), got {dim_head!r}")
+        dim = check_int("dim", dim)
+        heads = check_int("heads", heads)
+        if dim_head is None:
+            dim_head = dim // heads
+            if dim_head < 1:
+                raise ValueError(f"dim_head = dim // heads must be >= 1, got dim={dim}, heads={heads}")
+        dim_head = check_int("dim_head", dim_head)
+        self.dim = dim
         self.heads = heads
         self.dim_head = dim_head
         inner = heads * dim_head
@@ -991,8 +1081,19 @@ class LSHSelfAttention(nn.Module):
         rotations: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``x`` ``(B, L, dim)`` -> ``(B, L, dim)``."""
+        """``x`` ``(B, L, dim)`` -> ``(B, L, dim)``; ``key_padding_mask`` bool ``(B, L)``, True where
+        a token must not be attended to."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"LSHSelfAttention expects x of shape (B, L, dim) = (B, L, {self.dim}), got {got}"
+            )
         b, length, _ = x.shape
+        if b == 0 or length == 0:
+            raise ValueError(
+                f"LSHSelfAttention needs at least one sequence of one token, got x {tuple(x.shape)}"
+            )
+        check_padding_mask(key_padding_mask, b, length)
         h, dh = self.heads, self.dim_head
 
         def split(t: Tensor) -> Tensor:  # (B, L, h*dh) -> (B*h, L, dh)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hebb_agents.encoders.lsh import LSHSelfAttention, bucket_tape
+from hebb_agents.encoders.lsh import LSHSelfAttention, _functorch_wrapped, bucket_tape
 
 _RngState = tuple[Tensor, Tensor | None]
 
@@ -157,6 +157,8 @@ class ReversibleSequence(nn.Module):
 
     Parameters reached only through ``kwargs`` are not supported, nor are second derivatives
     (``create_graph=True``) of a reversible stack: they raise an error; use ``reversible=False``.
+    Under ``torch.func`` transforms (``grad``, ``vmap``) the stack runs as an ordinary residual
+    stack (the same values; activations are stored).
     In a reversible stack, draw LSH rotations from the global RNG or a module seed (both are
     replayed), not from a ``torch.Generator`` passed per call.
     """
@@ -175,7 +177,9 @@ class ReversibleSequence(nn.Module):
             raise ValueError(f"the last axis holds two equal streams, got odd width {x.shape[-1]}")
         params = tuple(p for p in self.parameters() if p.requires_grad)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or bool(params))
-        if self.reversible and needs_grad:
+        # under torch.func transforms (grad, vmap) the recomputing autograd.Function cannot run: the
+        # ordinary residual stack computes the same values, storing its activations
+        if self.reversible and needs_grad and not _functorch_wrapped(x, *params):
             return _ReversibleFunction.apply(x, list(self.blocks), kwargs, self.replay_randomness, *params)
         x1, x2 = x.chunk(2, dim=-1)
         for block in self.blocks:
