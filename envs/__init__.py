@@ -21,8 +21,8 @@ Keyword arguments pass through ``gym.make``:
   (default False: 27-dim observation), ``healthy_z_range`` (default (0.2, 3.0)),
   ``terminate_when_unhealthy`` (True) and ``termination_grace_steps`` (0);
 - memory tasks: ``n_symbols`` (K, 4), ``delay`` (64, at most 2**20), ``cue_steps`` (1), ``distractor``
-  ("symbols"), ``correct_reward`` (1.0), ``wrong_reward`` (0.0); see :mod:`hebb_envs.memory`. The id
-  fixes the action variant: ``continuous`` may only repeat it.
+  ("symbols"), ``correct_reward`` (1.0), ``wrong_reward`` (0.0); see :mod:`hebb_envs.memory`.
+  ``hebb/MemoryContinuous-v0`` refuses ``continuous=False``.
 
 Damage in the middle of an episode: :class:`hebb_envs.wrappers.MidEpisodeDamage`. Stepping many damage
 envs at once (as an ES does): ``AntDamageEnv.batch(envs)`` / ``HalfCheetahDamageEnv.batch(envs)``, an
@@ -49,7 +49,7 @@ except Exception as err:
     ) from err
 
 from hebb_envs.locomotion import AntDamageEnv, EnvBatch, HalfCheetahDamageEnv
-from hebb_envs.memory import MemoryContinuousTask, MemoryDiscreteTask, MemoryTask
+from hebb_envs.memory import MemoryContinuousTask, MemoryTask
 from hebb_envs.morphology import CATALOGUE, SPLITS, DamageSpec, build_model
 from hebb_envs.wrappers import MidEpisodeDamage, ObservationHistory
 
@@ -59,8 +59,8 @@ ENV_IDS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "hebb/HalfCheetahDamage-v0": ("hebb_envs.locomotion:HalfCheetahDamageEnv", 1000, {}),
     # The memory task terminates after cue_steps + delay + 1 steps whatever the delay, so a time limit
     # would only risk truncating long delays.
-    # Each id fixes its action variant (a class per id), so gym.make(id, continuous=<the other>) is refused.
-    "hebb/Memory-v0": ("hebb_envs.memory:MemoryDiscreteTask", None, {}),
+    # The continuous id refuses continuous=False (gym.make would merge it over the id's own setting).
+    "hebb/Memory-v0": ("hebb_envs.memory:MemoryTask", None, {}),
     "hebb/MemoryContinuous-v0": ("hebb_envs.memory:MemoryContinuousTask", None, {}),
 }
 
@@ -87,7 +87,6 @@ __all__ = [
     "EnvBatch",
     "HalfCheetahDamageEnv",
     "MemoryContinuousTask",
-    "MemoryDiscreteTask",
     "MemoryTask",
     "MidEpisodeDamage",
     "ObservationHistory",

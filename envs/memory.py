@@ -32,9 +32,10 @@ K = 4) and the whole array by 1 GiB (:data:`hebb_envs._checks.MAX_ARRAY_BYTES`),
 ``n_symbols`` and ``cue_steps`` too; a larger request is a ``ValueError`` at construction, not a
 ``MemoryError`` at the first reset.
 
-The registered ids fix the action variant: ``hebb/Memory-v0`` is :class:`MemoryDiscreteTask` and
-``hebb/MemoryContinuous-v0`` is :class:`MemoryContinuousTask`, both :class:`MemoryTask` with
-``continuous`` fixed; passing the other value to an id is refused with the id to use instead.
+``hebb/Memory-v0`` is :class:`MemoryTask` (discrete unless ``continuous=True`` is passed, as runs of
+earlier versions may have saved); ``hebb/MemoryContinuous-v0`` is :class:`MemoryContinuousTask`, which
+refuses ``continuous=False`` (``gym.make`` would otherwise merge it over the id's own setting and
+hand back the discrete task under the continuous id) and names ``hebb/Memory-v0`` instead.
 """
 
 from __future__ import annotations
@@ -200,35 +201,16 @@ class MemoryTask(gym.Env):
         return self._observations[-1].copy(), reward, True, False, info
 
 
-def _registered_variant(env_id: str, continuous: Any, expected: bool, other_id: str) -> bool:
-    """``continuous`` checked against the action variant that ``env_id`` fixes."""
-    if check_bool("continuous", continuous) != expected:
-        raise ValueError(
-            f"{env_id} has {'Box' if expected else 'Discrete'} actions and accepts only "
-            f"continuous={expected} (or no continuous), got continuous={continuous!r}; "
-            f"use gym.make({other_id!r}) instead"
-        )
-    return expected
-
-
 class MemoryContinuousTask(MemoryTask):
-    """``hebb/MemoryContinuous-v0``: :class:`MemoryTask` with ``continuous=True`` fixed (Box actions)."""
+    """``hebb/MemoryContinuous-v0``: :class:`MemoryTask` with Box actions (``continuous=True``, fixed)."""
 
     def __init__(self, continuous: bool = True, **kwargs: Any) -> None:
-        super().__init__(
-            continuous=_registered_variant("hebb/MemoryContinuous-v0", continuous, True, "hebb/Memory-v0"),
-            **kwargs,
-        )
+        if not check_bool("continuous", continuous):
+            raise ValueError(
+                "hebb/MemoryContinuous-v0 has Box actions and accepts only continuous=True (or no "
+                f"continuous), got continuous={continuous!r}; use gym.make('hebb/Memory-v0') instead"
+            )
+        super().__init__(continuous=True, **kwargs)
 
 
-class MemoryDiscreteTask(MemoryTask):
-    """``hebb/Memory-v0``: :class:`MemoryTask` with ``continuous=False`` fixed (Discrete actions)."""
-
-    def __init__(self, continuous: bool = False, **kwargs: Any) -> None:
-        super().__init__(
-            continuous=_registered_variant("hebb/Memory-v0", continuous, False, "hebb/MemoryContinuous-v0"),
-            **kwargs,
-        )
-
-
-__all__ = ["DISTRACTORS", "MAX_DELAY", "MemoryContinuousTask", "MemoryDiscreteTask", "MemoryTask"]
+__all__ = ["DISTRACTORS", "MAX_DELAY", "MemoryContinuousTask", "MemoryTask"]

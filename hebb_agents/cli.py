@@ -304,7 +304,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     # Without overrides, evaluate under the training run's settings (its config.json beside the file).
     config_file = path.parent / "config.json"
-    run_config = _run_config(config_file) if config_file.exists() else meta
+    needed = (args.env_kwargs is None and args.env is None) or args.max_steps is None
+    run_config = _run_config(config_file) if needed and config_file.exists() else meta
     env_kwargs = args.env_kwargs
     if env_kwargs is None:
         env_kwargs = run_config.get("env_kwargs", {}) if args.env is None else {}

@@ -4,6 +4,7 @@ and their values checked with errors that name the option and what it accepts.""
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 from collections.abc import Iterable, Mapping
 
@@ -21,12 +22,14 @@ def constructor_keywords(cls: type, given_by_caller: Iterable[str] = ()) -> set[
 def check_int(name: str, value: object, minimum: int | None = 1) -> int:
     """``value`` as an ``int`` >= ``minimum`` (any int when ``minimum`` is None), else a ValueError.
 
-    Any integer type is accepted (``int``, ``numpy.int64``, ...); ``bool``, floats (even ``8.0``) and
-    strings are not.
+    Any integer type is accepted (``int``, ``numpy.int64``, ...), and a whole float (``8.0``: JSON
+    written by other tools, files saved by earlier versions); ``bool``, ``2.5`` and strings are not.
     """
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-        if minimum is None or value >= minimum:
-            return int(value)
+    whole = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer()
+    )
+    if whole and not isinstance(value, (bool, np.bool_)) and (minimum is None or value >= minimum):
+        return int(value)
     raise ValueError(f"{name} must be {_an_int(minimum)}, got {value!r}")
 
 
@@ -45,9 +48,11 @@ def _an_int(minimum: int | None) -> str:
 
 
 def check_bool(name: str, value: object) -> bool:
-    """``value`` as a ``bool`` (``True``/``False`` or a numpy bool), else a ValueError: a string
-    such as ``"no"`` would otherwise read as True."""
+    """``value`` as a ``bool`` (``True``/``False``, a numpy bool, or the integers 0 and 1 that
+    earlier versions saved), else a ValueError: a string such as ``"no"`` would read as True."""
     if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     raise ValueError(f"{name} must be a boolean (true or false), got {value!r}")
 

@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from hebb_agents.network import HebbianNetwork, StaticNetwork, population_matrix
-from hebb_agents.options import constructor_keywords
+from hebb_agents.options import check_int, constructor_keywords
 
 
 def member_rng(seed: int, *keys: int) -> np.random.Generator:
@@ -75,23 +75,16 @@ def space_from_json(spec: dict[str, Any]) -> gym.Space:
 
 def _layer_sizes(hidden: Any) -> tuple[int, ...]:
     """``hidden`` as a tuple of positive ints; anything else is a ``ValueError`` that says so."""
-    sizes = None
+    if isinstance(hidden, np.ndarray) and hidden.ndim == 1:
+        hidden = hidden.tolist()
     if isinstance(hidden, Sequence) and not isinstance(hidden, (str, bytes)):
-        whole = [
-            h
-            for h in hidden
-            if isinstance(h, (int, np.integer))
-            and not isinstance(h, bool)
-            or isinstance(h, float)
-            and h.is_integer()
-        ]
-        if len(whole) == len(hidden) and all(h >= 1 for h in whole):
-            sizes = tuple(int(h) for h in whole)
-    if sizes is None:
-        raise ValueError(
-            f"hidden must be a sequence of positive layer sizes, e.g. (128, 64) or (); got {hidden!r}"
-        )
-    return sizes
+        try:
+            return tuple(check_int("hidden", size) for size in hidden)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"hidden must be a sequence of positive layer sizes, e.g. (128, 64) or (); got {hidden!r}"
+    )
 
 
 class EvolvablePolicy(abc.ABC):

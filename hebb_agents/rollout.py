@@ -162,9 +162,9 @@ def check_episode_cap(env: gym.Env, limit: int | None, env_id: str) -> None:
     length = getattr(env.unwrapped, "episode_length", None)
     if limit is not None and isinstance(length, int) and limit < length:
         raise ValueError(
-            f"a cap of {limit} steps ends every {env_id} episode before its last step ({length}: the "
-            f"query, where the only reward is paid), so every episode would score 0; accepted: "
-            f"max_steps >= {length} or None"
+            f"a cap of {limit} steps (max_steps or the env's max_episode_steps) ends every {env_id} "
+            f"episode before its last step ({length}: the query, where the only reward is paid), so "
+            f"every episode would score 0; accepted: caps >= {length}, or none"
         )
 
 

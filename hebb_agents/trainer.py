@@ -320,8 +320,6 @@ class ESTrainer:
             self.backend  # noqa: B018 - start the workers (or fail: no cluster, bad count) before writing
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            config_text = json.dumps(asdict(self.config), indent=2).encode()
-            atomic_write(self.out_dir / "config.json", lambda handle: handle.write(config_text))
             log = self.out_dir / "progress.csv"
             if self.generation == 0 and log.exists():  # a fresh run: keep, don't extend, an old log
                 log.replace(log.with_name("progress.previous.csv"))
@@ -463,6 +461,9 @@ class ESTrainer:
             "es_state": es_scalars,
         }
         save_checkpoint(out_dir / "checkpoint.npz", arrays, meta)
+        # written with each checkpoint, so it always says what the checkpoint holds
+        config_text = json.dumps(asdict(self.config), indent=2).encode()
+        atomic_write(out_dir / "config.json", lambda handle: handle.write(config_text))
         run_info = {
             "env_id": self.config.env_id,
             "env_kwargs": self.config.env_kwargs,

@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.es_time_cap is not None:
         budget.es_time_cap_s = args.es_time_cap
     robots = {name: getattr(budget, name) for name in args.robots}
+    if args.quick and args.skip_train and args.out is None:
+        parser.error("--quick --skip-train needs --out: the folder of the quick run whose agents to evaluate")
     out, args.runs = study_folders(args.out, args.runs, quick=args.quick, large=args.large)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -55,6 +55,8 @@ def test_eval_names_a_damaged_config_json_beside_the_policy(tmp_path, capsys, te
     err = capsys.readouterr().err
     assert err.startswith(f"error: {out / 'config.json'} (the run's settings)") and says in err
     assert len(err.strip().splitlines()) == 1
+    # with the values it would have read given on the command line, config.json is not read at all
+    assert main(["eval", str(out), "--episodes", "1", "--env-kwargs", "{}", "--max-steps", "10"]) == 0
 
 
 def test_eval_reports_distance_on_locomotion(tmp_path, capsys):

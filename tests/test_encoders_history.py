@@ -257,10 +257,10 @@ def test_sinusoidal_positions_are_built_on_the_inputs_device_and_dtype() -> None
         (dict(out_dim=-3), "out_dim must be an int >= 1, got -3"),
         (dict(out_dim=0), "out_dim must be an int >= 1, got 0"),  # was silently d_model
         (dict(ff_mult=0), "ff_mult must be an int >= 1, got 0"),
-        (dict(d_model=16.0), "d_model must be an int >= 1, got 16.0"),
+        (dict(d_model=16.5), "d_model must be an int >= 1, got 16.5"),
         (dict(position="learned", max_len=0), "max_len must be an int >= 1 or None, got 0"),
         (dict(position="learned", max_len=-1), "max_len must be an int >= 1 or None, got -1"),
-        (dict(bucket_size=8.0), "bucket_size must be an int >= 1, got 8.0"),
+        (dict(bucket_size=8.5), "bucket_size must be an int >= 1, got 8.5"),
     ],
 )
 def test_history_encoder_sizes_must_be_positive_ints(kwargs: dict, message: str) -> None:

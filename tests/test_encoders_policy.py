@@ -139,6 +139,6 @@ def test_the_conv_encoder_refuses_non_image_observations_at_construction() -> No
     with pytest.raises(ValueError, match=r"\(H, W, 3\).*\(84, 84\)"):
         make_encoder({"type": "conv", "evolvable": False}, gym.spaces.Box(0, 255, (84, 84), np.uint8))
     with pytest.raises(ValueError, match="evolvable must be a boolean"):
-        make_encoder({"type": "conv", "evolvable": 1}, gym.spaces.Box(0, 255, (96, 96, 3), np.uint8))
+        make_encoder({"type": "conv", "evolvable": 2}, gym.spaces.Box(0, 255, (96, 96, 3), np.uint8))
     frames = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
     assert make_encoder({"type": "conv", "evolvable": False}, frames).feature_dim == 648

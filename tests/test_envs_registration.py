@@ -96,7 +96,7 @@ def test_termination_grace_steps_refuses_bools_and_non_integers(value):
 
 
 def test_memory_ids_fix_their_action_variant_in_the_registry():
-    assert gym.spec("hebb/Memory-v0").entry_point == "hebb_envs.memory:MemoryDiscreteTask"
+    assert gym.spec("hebb/Memory-v0").entry_point == "hebb_envs.memory:MemoryTask"
     assert gym.spec("hebb/MemoryContinuous-v0").entry_point == "hebb_envs.memory:MemoryContinuousTask"
     with pytest.raises(ValueError, match="use gym.make\\('hebb/Memory-v0'\\)"):
         gym.make("hebb_envs:hebb/MemoryContinuous-v0", continuous=False)

@@ -462,3 +462,5 @@ def test_damage_study_quick_run_never_writes_into_the_committed_study() -> None:
         Path("runs/damage_study_large"),
     )
     assert study.study_folders(Path("a"), Path("b"), quick=True, large=False) == (Path("a"), Path("b"))
+    with pytest.raises(SystemExit):  # a new temporary folder would hold no agents to evaluate
+        study.main(["--quick", "--skip-train"])

@@ -422,11 +422,11 @@ def test_lsh_attention_checks_its_mask_and_length() -> None:
 def test_integer_arguments_take_any_integer_type_and_no_other(name: str) -> None:
     import numpy as np
 
-    for good in (8, np.int64(8), np.int32(8)):
+    for good in (8, np.int64(8), np.int32(8), 8.0):  # a whole float: JSON from other tools, older files
         attn = LSHAttention(**{name: good})
         value = attn.fixed_n_buckets if name == "n_buckets" else getattr(attn, name)
         assert value == 8 and type(value) is int
-    for bad in (8.0, 4.0, "8", True, 0):
+    for bad in (8.5, "8", True, 0):
         with pytest.raises(ValueError, match=f"{name} must be an (even )?int"):
             LSHAttention(**{name: bad})
 
@@ -470,3 +470,19 @@ def test_a_seeded_module_runs_under_vmap_on_its_first_call() -> None:
     with pytest.raises(RuntimeError, match="randomness"):
         torch.vmap(lambda xi: unseeded(xi[None])[0])(x)
     assert torch.vmap(lambda xi: unseeded(xi[None])[0], randomness="same")(x).shape == x.shape
+
+
+def test_vmap_over_masks_or_rotations_alone_runs_on_plain_operations() -> None:
+    """Only the mask (or the rotations) is batched: the inputs are plain tensors, the transform runs."""
+    m = LSHSelfAttention(16, heads=2, bucket_size=4, n_hashes=2, seed=1)
+    x = torch.randn(1, 13, 16)
+    masks = torch.rand(3, 13, generator=torch.Generator().manual_seed(0)) < 0.3
+    batched = torch.vmap(lambda mask: m(x, key_padding_mask=mask[None]))(masks)
+    for row, mask in zip(batched, masks):
+        torch.testing.assert_close(row, m(x, key_padding_mask=mask[None]), rtol=1e-5, atol=1e-6)
+    attention = LSHAttention(bucket_size=4, n_hashes=1)
+    qk, v = torch.randn(1, 13, 8), torch.randn(1, 13, 8)
+    rotations = torch.randn(2, 8, 1, 2, generator=torch.Generator().manual_seed(1))
+    batched = torch.vmap(lambda r: attention(qk, v, rotations=r))(rotations)
+    for row, r in zip(batched, rotations):
+        torch.testing.assert_close(row, attention(qk, v, rotations=r), rtol=1e-5, atol=1e-6)

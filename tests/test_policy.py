@@ -152,6 +152,7 @@ def test_hidden_sizes_that_are_not_positive_integers_are_refused(hidden):
     ):
         make_policy("hebbian", BOX, gym.spaces.Discrete(2), hidden=hidden)
     assert HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=[8.0, 4]).hidden == (8, 4)
+    assert HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=np.array([8, 4])).hidden == (8, 4)
 
 
 @pytest.mark.parametrize("kind", ["hebbian", "static"])
@@ -247,3 +248,12 @@ def test_fresh_policy_without_parameters_fails_clearly(tmp_path, kind):
     assert policy.action_space.contains(int(action))
     assert policy.get_params().shape == (1, policy.num_params)
     assert EvolvablePolicy.load(policy.save(tmp_path / "p.npz")).num_params == policy.num_params
+
+
+def test_values_that_earlier_versions_saved_still_build():
+    """Whole floats and 0/1 flags (JSON written by other tools, checkpoints of earlier versions)."""
+    static = make_policy("static", BOX, gym.spaces.Discrete(2), hidden=[4.0], bias=0)
+    assert static.hidden == (4,) and static.network.bias is False
+    spec = {"type": "lsh", "window": 8.0, "d_model": 16.0, "bucket_size": 4, "evolvable": 1}
+    policy = make_policy("hebbian", BOX, gym.spaces.Discrete(2), hidden=(4,), encoder=spec)
+    assert policy.encoder.window == 8 and policy.num_encoder_params > 0

@@ -281,7 +281,9 @@ def test_a_cap_that_ends_every_memory_episode_before_its_query_is_refused():
 
     spec = RolloutSpec(env_id="hebb/Memory-v0", env_kwargs={"delay": 64}, max_steps=20)
     with pytest.raises(
-        ValueError, match=r"cap of 20 steps ends every hebb/Memory-v0 episode before its last step \(66"
+        ValueError,
+        match=r"cap of 20 steps \(max_steps or the env.s max_episode_steps\) ends every hebb/Memory-v0 "
+        r"episode before its last step \(66",
     ):
         LockstepEvaluator(spec)
     LockstepEvaluator(RolloutSpec(env_id="hebb/Memory-v0", env_kwargs={"delay": 64}, max_steps=66))
@@ -289,7 +291,7 @@ def test_a_cap_that_ends_every_memory_episode_before_its_query_is_refused():
     env = make_env("hebb/Memory-v0", delay=1500)
     policy = make_policy("hebbian", env.observation_space, env.action_space, hidden=(4,))
     policy.set_params(policy.initial_params(np.random.default_rng(0)))
-    with pytest.raises(ValueError, match="accepted: max_steps >= 66 or None"):
+    with pytest.raises(ValueError, match="accepted: caps >= 66, or none"):
         rollout(PolicyAgent(policy), "hebb/Memory-v0", [0], {"delay": 64}, max_steps=65)
     # without a cap, an episode longer than 1,000 steps runs to its query (it used to stop at 1,000)
     trajectories = rollout(PolicyAgent(policy), "hebb/Memory-v0", [0], {"delay": 1500})

@@ -189,6 +189,25 @@ def test_resume_warns_that_an_edited_config_json_is_not_what_it_resumes(tmp_path
     assert trainer.config.sigma != 0.5
 
 
+def test_a_resume_interrupted_before_it_saved_leaves_config_json_as_the_checkpoint(tmp_path, recwarn):
+    import json
+
+    ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path).train()
+    saved = (tmp_path / "config.json").read_text()
+    trainer = ESTrainer.resume(tmp_path, generations=5)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    trainer.step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert (tmp_path / "config.json").read_text() == saved  # written with checkpoints only
+    ESTrainer.resume(tmp_path, generations=5)
+    assert not [w for w in recwarn if "config.json" in str(w.message)]
+    assert json.loads(saved)["generations"] == 1
+
+
 @pytest.fixture
 def default_sigint():
     """Ctrl-C raises KeyboardInterrupt here, even where the test runner was started ignoring SIGINT."""

@@ -123,6 +123,13 @@ def _functorch_wrapped(*tensors: Tensor | None) -> bool:
     return check is not None and any(t is not None and check(t) for t in tensors)
 
 
+def transform_running() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ...) is running on this thread: its
+    custom autograd.Functions cannot run then, whichever input (mask, rotations) it batches."""
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
 def _draw_outside_transforms(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
     """``torch.randn(shape, generator=generator)`` (CPU), drawn where no ``torch.func`` transform sees it.
 
@@ -130,8 +137,7 @@ def _draw_outside_transforms(shape: tuple[int, ...], generator: torch.Generator)
     the caller runs inside ``torch.vmap``; a seeded draw then gives the same rotations whether or
     not ``vmap`` (whose default ``randomness="error"`` refuses random operations) is the first caller.
     """
-    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
-    if peek is not None and peek() is None:  # no transform running: draw here, no thread to start
+    if not transform_running():  # draw here, no thread to start
         return torch.randn(shape, generator=generator)
     result: list[Tensor] = []
     errors: list[BaseException] = []
@@ -434,14 +440,14 @@ class LSHAttention(nn.Module):
         _check_kernel(kernel)
         bucket_size = check_int("bucket_size", bucket_size)
         n_hashes = check_int("n_hashes", n_hashes)
-        if n_buckets is not None and (
-            not isinstance(n_buckets, numbers.Integral)
-            or isinstance(n_buckets, bool)
-            or n_buckets < 2
-            or n_buckets % 2
-        ):
-            raise ValueError(f"n_buckets must be an even int >= 2 or None, got {n_buckets!r}")
-        n_buckets = None if n_buckets is None else int(n_buckets)
+        if n_buckets is not None:
+            try:
+                whole = check_int("n_buckets", n_buckets, minimum=2)
+            except ValueError:
+                whole = -1
+            if whole < 2 or whole % 2:
+                raise ValueError(f"n_buckets must be an even int >= 2 or None, got {n_buckets!r}")
+            n_buckets = whole
         seed = check_optional_int("seed", seed, minimum=None)
         if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
@@ -615,7 +621,7 @@ def lsh_attention(
     flat_v = v.reshape(b * padded, dv)
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     # torch.func transforms cannot run the custom autograd.Functions: plain differentiable operations
-    transformed = _functorch_wrapped(qk, v)
+    transformed = transform_running()
     with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
     if fused:
@@ -698,7 +704,7 @@ def _all_rounds_torch(
     for h in range(n_hashes):
         out_h, lse_h = _torch_round(
             flat_q, flat_k, flat_v, order, slots, None, key_masked, batch_offset, h, bucket_size, causal,
-            0.0, False, True, True, _functorch_wrapped(flat_q, flat_k, flat_v),
+            0.0, False, True, True, transform_running(),
         )  # fmt: skip
         outs.append(out_h.reshape(b * padded, -1))
         lses.append(lse_h.reshape(b * padded).float())

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hebb_agents.encoders.lsh import LSHSelfAttention, _functorch_wrapped, bucket_tape
+from hebb_agents.encoders.lsh import LSHSelfAttention, bucket_tape, transform_running
 
 _RngState = tuple[Tensor, Tensor | None]
 
@@ -179,7 +179,7 @@ class ReversibleSequence(nn.Module):
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or bool(params))
         # under torch.func transforms (grad, vmap) the recomputing autograd.Function cannot run: the
         # ordinary residual stack computes the same values, storing its activations
-        if self.reversible and needs_grad and not _functorch_wrapped(x, *params):
+        if self.reversible and needs_grad and not transform_running():
             return _ReversibleFunction.apply(x, list(self.blocks), kwargs, self.replay_randomness, *params)
         x1, x2 = x.chunk(2, dim=-1)
         for block in self.blocks:
