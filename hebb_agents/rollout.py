@@ -17,6 +17,7 @@ bookkeeping (returns, lengths, early stopping) is array arithmetic over the runn
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,9 +147,32 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
             ) from err
         raise
     except TypeError as err:  # an env constructor that does not take one of the kwargs
-        raise ValueError(f"{env_id} does not accept the keyword arguments {kwargs}: {err}") from err
+        accepted = _env_keywords(env_id)
+        hint = f"; accepted: {', '.join(sorted(accepted))}" if accepted else ""
+        raise ValueError(f"{env_id} does not accept the keyword arguments {kwargs}: {err}{hint}") from err
     except Exception as err:  # a constructor refusing a value (e.g. frame_skip=0 divides by zero)
         raise ValueError(f"{env_id} could not be built with {kwargs}: {type(err).__name__}: {err}") from err
+
+
+def _env_keywords(env_id: str) -> set[str]:
+    """Keyword arguments ``gym.make(env_id, ...)`` takes: ``gym.make``'s own and the env class's,
+    following ``**kwargs`` up its base classes (the damaged envs pass theirs on to Gymnasium's)."""
+    try:
+        creator = gym.spec(env_id).entry_point
+        cls = gym.envs.registration.load_env_creator(creator) if isinstance(creator, str) else creator
+    except Exception:  # an id without a loadable class: no list rather than a second error
+        return set()
+    names = {"max_episode_steps", "render_mode", "disable_env_checker"}
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = klass.__dict__.get("__init__") if isinstance(klass, type) else klass
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    # MujocoEnv's model_path and observation_space are set by the robot classes themselves
+    return names - {"self", "model_path", "observation_space"}
 
 
 def build_policy(spec: RolloutSpec, env: gym.Env) -> EvolvablePolicy:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hebb_agents.backends import ProcessBackend, SerialBackend, make_backend, split_population
-from hebb_agents.rollout import LOCKSTEP_BYTES, LockstepEvaluator, RolloutSpec
+from hebb_agents.rollout import LOCKSTEP_BYTES, LockstepEvaluator, RolloutSpec, make_env
 
 SPEC = RolloutSpec(env_id="CartPole-v1", policy_config={"hidden": [8]}, max_steps=100)
 
@@ -296,3 +296,11 @@ def test_a_cap_that_ends_every_memory_episode_before_its_query_is_refused():
     # without a cap, an episode longer than 1,000 steps runs to its query (it used to stop at 1,000)
     trajectories = rollout(PolicyAgent(policy), "hebb/Memory-v0", [0], {"delay": 1500})
     assert trajectories.lengths.tolist() == [1502]
+
+
+def test_an_unknown_env_keyword_lists_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"'damag'.*accepted: .*\bdamage\b.*reset_noise_scale") as error:
+        make_env("hebb/HalfCheetahDamage-v0", damag="seen")
+    assert "observation_space" not in str(error.value).split("accepted:")[1]
+    with pytest.raises(ValueError, match=r"accepted: continuous, correct_reward, cue_steps, delay"):
+        make_env("hebb/Memory-v0", dealy=3)
