@@ -5,7 +5,14 @@ Importing the package also registers the ``hebb/`` environments of :mod:`hebb_en
 
 from __future__ import annotations
 
-import hebb_envs  # noqa: F401  (registers the hebb/ environment ids)
+try:
+    import hebb_envs  # noqa: F401  (registers the hebb/ environment ids)
+except ImportError as _error:
+    # MuJoCo could not load the OpenGL backend MUJOCO_GL names: the package still imports (CartPole
+    # and other non-MuJoCo work needs no GL), the error comes back wherever an env is built, and
+    # the ``hebb`` command reports it in one line.
+    if "MUJOCO_GL" not in str(_error):
+        raise
 
 __version__ = "0.1.0"
 

@@ -348,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ImportError as err:  # a MUJOCO_GL that MuJoCo cannot load (see hebb_envs): one line
+        if "MUJOCO_GL" not in str(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # before training started (imports, checks, worker start-up)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("\ninterrupted", file=sys.stderr)

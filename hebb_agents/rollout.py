@@ -130,7 +130,8 @@ def is_number(value: Any) -> bool:
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """``gym.make`` with an error that lists the registered ids when ``env_id`` is unknown."""
-    import hebb_envs  # noqa: F401  (registers the hebb/ ids)
+    if env_id not in gym.registry:  # Gymnasium's own ids need no MuJoCo import (nor a working MUJOCO_GL)
+        import hebb_envs  # noqa: F401  (registers the hebb/ ids)
 
     try:
         return gym.make(env_id, **kwargs)

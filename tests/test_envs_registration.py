@@ -100,3 +100,21 @@ def test_memory_ids_fix_their_action_variant_in_the_registry():
     assert gym.spec("hebb/MemoryContinuous-v0").entry_point == "hebb_envs.memory:MemoryContinuousTask"
     with pytest.raises(ValueError, match="use gym.make\\('hebb/Memory-v0'\\)"):
         gym.make("hebb_envs:hebb/MemoryContinuous-v0", continuous=False)
+
+
+def test_the_hebb_command_reports_a_bad_mujoco_gl_in_one_line(tmp_path):
+    env = {**os.environ, "MUJOCO_GL": "bogus"}
+    command = [sys.executable, "-m", "hebb_agents.cli", "train", "--env", "hebb/HalfCheetahDamage-v0",
+               "--generations", "1", "--popsize", "2", "--max-steps", "5", "--backend", "serial",
+               "--out", str(tmp_path / "run")]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(
+        "error: MuJoCo failed to import with MUJOCO_GL='bogus'"
+    )
+    # Gymnasium's own envs need no MuJoCo: the package imports and builds them
+    script = "from hebb_agents.rollout import make_env; print(make_env('CartPole-v1').action_space)"
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "Discrete(2)", done.stderr
