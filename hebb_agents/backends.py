@@ -275,7 +275,9 @@ class ProcessBackend(Backend):
             if failed:
                 retries += 1
                 if retries > self.max_retries:
-                    raise RuntimeError(f"workers {failed} died {retries} times in generation {generation}")
+                    raise RuntimeError(
+                        f"workers {failed} died {retries} times in generation {generation + 1}"
+                    )
                 for index in failed:
                     self._restart(index)
             pending = failed

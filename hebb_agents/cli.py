@@ -217,6 +217,12 @@ def _train(args: argparse.Namespace) -> int:
         )
         trainer = ESTrainer(config, out_dir=args.out, progress=True)
         print(f"{config.policy} policy, {trainer.policy.num_params} parameters, env {config.env_id}")
+    if args.address is not None and trainer.config.backend != "ray":
+        print(
+            f"warning: --address only applies to --backend ray; the {trainer.config.backend} backend "
+            "ignores it (add --backend ray to use the cluster)",
+            file=sys.stderr,
+        )
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C too
     try:
         stats = trainer.train()

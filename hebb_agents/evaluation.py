@@ -23,6 +23,7 @@ import argparse
 import csv
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -722,6 +723,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
 
 
 # ---------------------------------------------------------------------------------------------- video
+VIDEO_SIZE = (480, 360)  # default frame size of hebb video (MuJoCo envs)
+
+
 def max_frame_size() -> int:
     """The largest frame side MuJoCo's OpenGL backend can render offscreen (``GL_MAX_RENDERBUFFER_SIZE``).
 
@@ -761,7 +765,7 @@ def record_video(
     seed: int = 0,
     damage_step: int | None = None,
     damage: Any = None,
-    size: tuple[int, int] = (480, 360),
+    size: tuple[int, int] = VIDEO_SIZE,
     every: int = 1,
 ) -> dict[str, Any]:
     """Record one episode of ``agent`` to an MP4 (imageio + imageio-ffmpeg).
@@ -789,6 +793,12 @@ def record_video(
     except ValueError:
         env = make_env(env_id, **kwargs)
         sized = False
+        if (width, height) != VIDEO_SIZE:
+            warnings.warn(
+                f"{env_id} renders at its own frame size; size {width} x {height} (--size) is ignored: "
+                "it applies to MuJoCo envs",
+                stacklevel=2,
+            )
     path = Path(path)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     frames = 0
@@ -828,7 +838,14 @@ def record_video(
     finally:
         env.close()
         partial.unlink(missing_ok=True)
-    return {"path": str(path), "return": total, "distance": float(x - x0), "frames": frames}
+    height, width = np.shape(first)[:2]
+    return {
+        "path": str(path),
+        "return": total,
+        "distance": float(x - x0),
+        "frames": frames,
+        "size": (int(width), int(height)),
+    }
 
 
 def add_video_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -846,7 +863,14 @@ def add_video_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--steps", type=positive, default=300)
     p.add_argument("--seed", type=natural, default=0)
     p.add_argument("--every", type=positive, default=1, help="keep one frame in this many")
-    p.add_argument("--size", type=int, nargs=2, default=(480, 360), metavar=("W", "H"))
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=VIDEO_SIZE,
+        metavar=("W", "H"),
+        help="frame size in pixels (MuJoCo envs; others render at their own size)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output .mp4")
     p.set_defaults(func=_video_command)
     return p
@@ -876,5 +900,9 @@ def _video_command(args: argparse.Namespace) -> int:
         every=args.every,
     )
     distance = f", distance {result['distance']:.2f}" if math.isfinite(result["distance"]) else ""
-    print(f"wrote {result['path']}: {result['frames']} frames, return {result['return']:.2f}{distance}")
+    width, height = result["size"]
+    print(
+        f"wrote {result['path']}: {result['frames']} frames of {width} x {height}, "
+        f"return {result['return']:.2f}{distance}"
+    )
     return 0

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,9 @@ def init_keeping_sigterm(ray: Any, **init_kwargs: Any) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+FREED_CPU_WAIT_S = 30.0  # how long the only actor's replacement waits for the lost actor's CPU
+
+
 class RayBackend(Backend):
     """Ray actors, each stepping a contiguous slice of the population in lockstep.
 
@@ -119,9 +123,19 @@ class RayBackend(Backend):
                 ) from None
         elif address is not None:
             logger.warning("Ray is already initialised in this process; ignoring address=%r", address)
-        count = int(workers) if workers else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
+        count = int(workers) if workers else max(1, int(cluster_cpus))
         options = {"num_cpus": 1, "max_restarts": 0, **(actor_options or {})}
         self._actor_cpus = float(options["num_cpus"])  # what a new actor waits for
+        if count * self._actor_cpus > cluster_cpus:  # Ray would wait, silently, for CPUs that never come
+            if self._owns_ray:
+                ray.shutdown()
+                self._owns_ray = False
+            raise ValueError(
+                f"{count} Ray workers need {count * self._actor_cpus:g} CPUs ({self._actor_cpus:g} each) "
+                f"but the cluster has {cluster_cpus:g}; accepted: --workers <= "
+                f"{int(cluster_cpus // self._actor_cpus)} (or add nodes)"
+            )
         self._actor_class = ray.remote(**options)(EvaluatorActor)
         self._env_vars = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         self.actors = [self._new_actor() for _ in range(count)]
@@ -176,34 +190,50 @@ class RayBackend(Backend):
                 attempts[index] += 1
                 if attempts[index] > self.max_retries:
                     raise RuntimeError(
-                        f"slice {index} lost its actor {attempts[index]} times in generation {generation}"
+                        f"slice {index} lost its actor {attempts[index]} times in generation {generation + 1}"
                     ) from err
                 owner[index] = self._replace(owner[index], generation)
                 pending[submit(index)] = index
         return EvalResult.concatenate([results[i] for i in range(len(slices))])
 
     def _replace(self, dead: int, generation: int) -> int:
-        """Index of the actor that takes over from actor ``dead``: a new one, or a survivor."""
-        ray = self._ray
-        if ray.available_resources().get("CPU", 0) >= self._actor_cpus:
+        """Index of the actor that takes over from actor ``dead``: a new one, or a survivor.
+
+        ``generation`` counts from 0; messages count from 1, as the log and progress bar do.
+        """
+        survivor = next((i for i in range(len(self.actors)) if i != dead), None)
+        # A lost actor's CPU is released a moment after the loss is reported: with no survivor to
+        # stand in, wait for it rather than fail the run.
+        if self._cpu_frees(wait_s=0.0 if survivor is not None else FREED_CPU_WAIT_S):
             logger.warning(
-                "actor %d lost in generation %d; re-running its slice on a new actor", dead, generation
+                "actor %d lost in generation %d; re-running its slice on a new actor", dead, generation + 1
             )
             self.actors[dead] = self._new_actor()
             self._borrowed.discard(dead)
             return dead
-        survivor = next((i for i in range(len(self.actors)) if i != dead), None)
         if survivor is None:
-            raise RuntimeError(f"the only actor was lost in generation {generation} and no CPU is free")
+            raise RuntimeError(
+                f"the only actor was lost in generation {generation + 1} and no CPU was free for a new "
+                f"one within {FREED_CPU_WAIT_S:g} s"
+            )
         logger.warning(
             "actor %d lost in generation %d and no CPU is free; its slice waits for actor %d",
             dead,
-            generation,
+            generation + 1,
             survivor,
         )
         self.actors[dead] = self.actors[survivor]  # the survivor serves both slices until a CPU frees
         self._borrowed.add(dead)
         return survivor
+
+    def _cpu_frees(self, wait_s: float) -> bool:
+        """Whether a CPU for a new actor is free now, or becomes free within ``wait_s`` seconds."""
+        deadline = time.monotonic() + wait_s
+        while self._ray.available_resources().get("CPU", 0) < self._actor_cpus:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def _restore_borrowed(self, generation: int) -> None:
         """Give slots served by a survivor their own actor again, as CPUs become free (a lost actor's
@@ -211,7 +241,7 @@ class RayBackend(Backend):
         for slot in sorted(self._borrowed):
             if self._ray.available_resources().get("CPU", 0) < self._actor_cpus:
                 return
-            logger.warning("generation %d: slot %d gets a new actor again", generation, slot)
+            logger.warning("generation %d: slot %d gets a new actor again", generation + 1, slot)
             self.actors[slot] = self._new_actor()
             self._borrowed.discard(slot)
 

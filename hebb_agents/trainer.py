@@ -311,6 +311,7 @@ class ESTrainer:
         self.history: list[GenerationStats] = []
         self._backend: Backend | None = None
         self._tb = None
+        self._committing = False  # inside _commit: the optimiser state may be half-updated
 
     # ------------------------------------------------------------------ run
     def train(self, generations: int | None = None) -> list[GenerationStats]:
@@ -353,6 +354,17 @@ class ESTrainer:
                     self._backend.abort()
                     self._backend = None
             raise
+        except Exception:
+            # A failure the backend could not recover from (workers lost beyond their retries, a
+            # cluster gone): the optimiser still holds the last finished generation, so save it for
+            # --resume before the error propagates; a failing save must not hide the first error.
+            whole = not self._committing  # an error inside tell may leave the optimiser half-updated
+            if whole and self.out_dir is not None and self.generation not in (0, self.saved_generation):
+                try:
+                    self.save()
+                except Exception as save_error:
+                    warnings.warn(f"could not save generation {self.generation}: {save_error}", stacklevel=2)
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -369,7 +381,11 @@ class ESTrainer:
             result = self.backend.evaluate_candidates(candidates, self.config.seed, self.generation)
         evaluated = time.perf_counter()
         with _deferred_signals():  # the generation's results land whole, or not at all
-            return self._commit(result, start, asked, evaluated)
+            self._committing = True
+            try:
+                return self._commit(result, start, asked, evaluated)
+            finally:
+                self._committing = False
 
     def _commit(self, result: EvalResult, start: float, asked: float, evaluated: float) -> GenerationStats:
         """Tell the optimiser a generation's fitness; update counters, best and log."""

@@ -206,3 +206,22 @@ def test_static_policy_warns_about_hebbian_flags_and_eval_names_a_trainer_checkp
     assert main(["eval", str(out / "checkpoint.npz"), "--episodes", "1"]) == 2
     err = capsys.readouterr().err
     assert "is the trainer's checkpoint" in err and "policy.npz" in err
+
+
+def test_an_address_without_the_ray_backend_is_named_as_ignored(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        *TRAIN,
+        "--generations",
+        "1",
+        "--backend",
+        "serial",
+        "--address",
+        "10.0.0.1:6379",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert "warning: --address only applies to --backend ray; the serial backend ignores it" in (
+        capsys.readouterr().err
+    )

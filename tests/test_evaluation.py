@@ -323,6 +323,7 @@ def test_a_video_that_fails_half_way_leaves_the_existing_file_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cheetah", "v.mp4"]  # no partial file left
     result = ev.record_video(agent.inner, CHEETAH, out, steps=3, size=(64, 48))
     assert result["frames"] == 4 and out.read_bytes()[4:8] == b"ftyp"  # success replaces it
+    assert result["size"] == (64, 48)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cheetah", "v.mp4"]
 
 

@@ -77,6 +77,31 @@ def test_actor_killed_mid_generation_has_its_slice_rerun(local_ray):
     np.testing.assert_array_equal(restored.fitness, SerialBackend(spec).evaluate(params, 0, 1).fitness)
 
 
+def test_the_only_actor_killed_mid_generation_is_replaced_once_its_cpu_frees(local_ray):
+    import slow_env  # noqa: F401  (registers SlowCartPole-v0 in this process too)
+
+    spec = RolloutSpec(env_id="slow_env:SlowCartPole-v0", policy_config={"hidden": [8]}, max_steps=60)
+    params = np.random.default_rng(5).normal(0, 0.05, (4, LockstepEvaluator(spec).num_params))
+    expected = SerialBackend(spec).evaluate(params, seed=0, generation=0)
+    with RayBackend(spec, workers=1) as backend:
+        victim = backend.actors[0]
+        killer = threading.Timer(0.3, lambda: ray.kill(victim, no_restart=True))
+        start = time.perf_counter()
+        killer.start()
+        result = backend.evaluate(params, seed=0, generation=0)  # failed: "the only actor was lost"
+        killer.join()
+        assert time.perf_counter() - start > 0.3  # the kill really landed during the generation
+        assert backend.actors[0] is not victim
+    np.testing.assert_array_equal(result.fitness, expected.fitness)
+
+
+def test_more_workers_than_the_cluster_has_cpus_is_refused_not_a_silent_wait(local_ray):
+    with pytest.raises(
+        ValueError, match=r"3 Ray workers need 3 CPUs \(1 each\) but the cluster has 2; accepted"
+    ):
+        RayBackend(SPEC, workers=3)
+
+
 def test_bad_spec_fails_at_construction_with_the_actors_error(local_ray):
     with pytest.raises(Exception, match="unknown environment id 'CartPol-v9'"):
         RayBackend(RolloutSpec(env_id="CartPol-v9"), workers=1)

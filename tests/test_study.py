@@ -232,3 +232,11 @@ def test_video_of_an_env_without_a_frame_size_option(tmp_path):
     out = tmp_path / "cartpole.mp4"
     result = ev.record_video(ev.load_agent(tmp_path / "policy.npz"), "CartPole-v1", out, steps=5)
     assert result["frames"] >= 2 and out.read_bytes()[4:8] == b"ftyp"
+    assert result["size"] == (600, 400)  # CartPole's own frame
+    with pytest.warns(
+        UserWarning, match=r"renders at its own frame size; size 320 x 240 \(--size\) is ignored"
+    ):
+        result = ev.record_video(
+            ev.load_agent(tmp_path / "policy.npz"), "CartPole-v1", out, steps=2, size=(320, 240)
+        )
+    assert result["size"] == (600, 400)

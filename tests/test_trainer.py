@@ -208,6 +208,28 @@ def test_a_resume_interrupted_before_it_saved_leaves_config_json_as_the_checkpoi
     assert json.loads(saved)["generations"] == 1
 
 
+def test_a_backend_failure_saves_the_last_finished_generation_for_resume(tmp_path):
+    trainer = ESTrainer(TrainConfig(**TINY, generations=5, checkpoint_every=10), out_dir=tmp_path)
+    trainer.train(generations=2)  # the end of a train() call saves: generation 2
+    real = trainer.backend.evaluate_candidates
+    calls = []
+
+    def lost_beyond_retries(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # generation 4: after 3 finished, none saved since 2
+            raise RuntimeError("workers [0] died 4 times in generation 4")
+        return real(*args, **kwargs)
+
+    trainer.backend.evaluate_candidates = lost_beyond_retries
+    with pytest.raises(RuntimeError, match="died 4 times"):
+        trainer.train()
+    resumed = ESTrainer.resume(tmp_path)
+    assert resumed.generation == 3  # not 2: the finished generation was saved before the error
+    straight = ESTrainer(TrainConfig(**TINY, generations=3))
+    straight.train()
+    np.testing.assert_array_equal(resumed.es.mean, straight.es.mean)
+
+
 @pytest.fixture
 def default_sigint():
     """Ctrl-C raises KeyboardInterrupt here, even where the test runner was started ignoring SIGINT."""
