@@ -244,7 +244,33 @@ def damage_name(specs: Morphology) -> str:
     return "+".join(f"{s.limb}:{s.kind}:{s.scale:g}" for s in specs)
 
 
-_ONE_BODY = "a catalogue name, a DamageSpec or a tuple of DamageSpec (one body with all of them)"
+_ONE_BODY = (
+    "a catalogue name, a DamageSpec, a tuple of DamageSpec (one body with all of them), a dict "
+    '{"limb": ..., "kind": ..., "scale": ...} or a name in the form limb:kind:scale+limb:kind:scale'
+)
+
+
+def _parse_body(text: str) -> Morphology:
+    """Specs of a body written as :func:`damage_name` writes it, ``limb:kind[:scale]+...``."""
+    specs = []
+    for part in text.split("+"):
+        fields = part.split(":")
+        if len(fields) not in (2, 3) or not all(fields):
+            raise ValueError(f"malformed damage {text!r}: write each damage as limb:kind or limb:kind:scale")
+        try:
+            scale = float(fields[2]) if len(fields) == 3 else None
+        except ValueError:
+            raise ValueError(f"malformed damage {text!r}: scale {fields[2]!r} is not a number") from None
+        specs.append(DamageSpec(fields[0], fields[1], scale))
+    return tuple(specs)
+
+
+def _spec_from_dict(damage: dict) -> DamageSpec:
+    """A JSON-style ``{"limb": ..., "kind": ..., "scale": ...}`` as a :class:`DamageSpec`."""
+    unknown = sorted(set(damage) - {"limb", "kind", "scale"})
+    if unknown or not {"limb", "kind"} <= set(damage):
+        raise ValueError(f"a damage dict takes limb, kind and optionally scale; got {damage!r}")
+    return DamageSpec(damage["limb"], damage["kind"], damage.get("scale"))
 
 
 def resolve_damage(robot: str, damage: DamageLike) -> tuple[str, Morphology]:
@@ -256,6 +282,10 @@ def resolve_damage(robot: str, damage: DamageLike) -> tuple[str, Morphology]:
     _check_robot(robot)
     if damage is None:
         return "intact", ()
+    if isinstance(damage, str) and ":" in damage:
+        damage = _parse_body(damage)
+    elif isinstance(damage, dict):
+        damage = _spec_from_dict(damage)
     if isinstance(damage, str):
         if damage in SPLITS[robot]:
             raise ValueError(
@@ -263,7 +293,10 @@ def resolve_damage(robot: str, damage: DamageLike) -> tuple[str, Morphology]:
                 f"damage=); one body is needed here: {_ONE_BODY}"
             )
         if damage not in CATALOGUE[robot]:
-            raise ValueError(f"unknown {robot} damage {damage!r}; accepted: {', '.join(CATALOGUE[robot])}")
+            raise ValueError(
+                f"unknown {robot} damage {damage!r}; accepted: {', '.join(CATALOGUE[robot])}, or "
+                "limb:kind:scale (e.g. front_left:shorten:0.5)"
+            )
         return damage, CATALOGUE[robot][damage]
     if isinstance(damage, DamageSpec):
         specs: Morphology = (damage,)
@@ -287,10 +320,10 @@ def resolve_pool(robot: str, damage: object) -> list[tuple[str, Morphology]]:
     anything :func:`resolve_damage` accepts gives one. A tuple of ``DamageSpec`` is one combined body."""
     if isinstance(damage, str) and damage in SPLITS[robot]:
         return [resolve_damage(robot, name) for name in SPLITS[robot][damage]]
-    if isinstance(damage, str) and damage not in CATALOGUE[robot]:
+    if isinstance(damage, str) and damage not in CATALOGUE[robot] and ":" not in damage:
         raise ValueError(
             f"unknown {robot} damage {damage!r}; accepted: {', '.join(CATALOGUE[robot])}, "
-            f"or a split: {', '.join(SPLITS[robot])}"
+            f"a split: {', '.join(SPLITS[robot])}, or limb:kind:scale (e.g. front_left:shorten:0.5)"
         )
     is_combination = isinstance(damage, tuple) and all(isinstance(d, DamageSpec) for d in damage)
     if isinstance(damage, (list, tuple)) and not is_combination:

@@ -304,7 +304,7 @@ def test_resolve_damage_and_pools():
         (lambda: resolve_damage("spider", None), "accepted: ant, half_cheetah"),
         (lambda: split_names("ant", "train"), "accepted: seen, unseen, all"),
         (lambda: resolve_pool("ant", []), "empty"),
-        (lambda: resolve_pool("ant", "front_left_gone"), "accepted: intact, .*, or a split: seen"),
+        (lambda: resolve_pool("ant", "front_left_gone"), "intact, .*, a split: seen.*, or limb:kind"),
         (lambda: resolve_damage("ant", "seen"), "'seen' is a split.*one body is needed here"),
         (
             lambda: resolve_damage("ant", [DamageSpec("front_left", "lock")]),
@@ -337,3 +337,23 @@ def test_lock_really_locks_under_full_torque(robot, limb):
                 worst = max(worst, abs(data.qpos[model.jnt_qposadr[j]] - model.jnt_range[j].mean()))
     assert np.isfinite(data.qpos).all()
     assert worst < LOCK_HALF_WIDTH + np.radians(0.25)
+
+
+def test_a_body_can_be_written_as_its_name_or_a_dict_for_json_and_the_command_line():
+    from hebb_envs.morphology import DamageSpec, resolve_damage, resolve_pool
+
+    name, specs = resolve_damage("ant", "front_left:shorten:0.5+back_right:paralyse")
+    assert specs == (DamageSpec("front_left", "shorten", 0.5), DamageSpec("back_right", "paralyse"))
+    assert resolve_damage("ant", name) == (name, specs)  # the name info["damage"] reports reads back
+    assert resolve_damage("ant", {"limb": "front_left", "kind": "shorten", "scale": 0.5})[1] == specs[:1]
+    pool = resolve_pool("half_cheetah", ["intact", "back_thigh:weaken:0.3"])
+    assert [n for n, _ in pool] == ["intact", "back_thigh:weaken:0.3"]
+    for bad, message in [
+        ("front_left:shorten:x", "scale 'x' is not a number"),
+        ("front_left:shorten:0.5:1", "write each damage as limb:kind or limb:kind:scale"),
+        ({"limb": "front_left"}, "a damage dict takes limb, kind and optionally scale"),
+        ("back_thigh:weaken:0.3", "'back_thigh' is not a ant limb"),
+        ("front_lef", r"or limb:kind:scale \(e\.g\. front_left:shorten:0\.5\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            resolve_damage("ant", bad)
