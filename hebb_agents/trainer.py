@@ -2,7 +2,8 @@
 
 A run lives in one output folder:
 
-- ``config.json``     the :class:`TrainConfig` (what ``hebb train --resume`` reads back);
+- ``config.json``     the :class:`TrainConfig`, written with each checkpoint (``--resume`` reads the
+  checkpoint's own copy and warns where this file was edited);
 - ``progress.csv``    one row per generation (fitness min/mean/max, best so far, sigma, lr,
   env-steps, wall time);
 - ``checkpoint.npz``  the optimiser's full state after the last saved generation (atomic write);
