@@ -47,21 +47,32 @@ def test_ray_backend_matches_serial_for_params_and_for_seeds(local_ray):
     assert len(set(expected.fitness.tolist())) > 2  # members really differ
 
 
-def test_actor_killed_mid_generation_has_its_slice_rerun(local_ray):
+SLOW_SPEC = RolloutSpec(env_id="slow_env:SlowCartPole-v0", policy_config={"hidden": [8]}, max_steps=60)
+
+
+def _slow_members(count: int, seed: int) -> np.ndarray:
     import slow_env  # noqa: F401  (registers SlowCartPole-v0 in this process too)
 
-    spec = RolloutSpec(env_id="slow_env:SlowCartPole-v0", policy_config={"hidden": [8]}, max_steps=60)
-    params = np.random.default_rng(2).normal(0, 0.05, (8, LockstepEvaluator(spec).num_params))
+    return np.random.default_rng(seed).normal(0, 0.05, (count, LockstepEvaluator(SLOW_SPEC).num_params))
+
+
+def _evaluate_while_killing(backend: RayBackend, victim, params: np.ndarray):
+    """Evaluate generation 0 while ``victim`` is killed 0.3 s in: ``(result, seconds taken)``."""
+    killer = threading.Timer(0.3, lambda: ray.kill(victim, no_restart=True))
+    start = time.perf_counter()
+    killer.start()
+    result = backend.evaluate(params, seed=0, generation=0)
+    killer.join()
+    return result, time.perf_counter() - start
+
+
+def test_actor_killed_mid_generation_has_its_slice_rerun(local_ray):
+    spec, params = SLOW_SPEC, _slow_members(8, seed=2)
     expected = SerialBackend(spec).evaluate(params, seed=0, generation=0)
     with RayBackend(spec, workers=2) as backend:
         victim = backend.actors[0]
         victim_pid = ray.get(victim.pid.remote())
-        killer = threading.Timer(0.3, lambda: ray.kill(victim, no_restart=True))
-        start = time.perf_counter()
-        killer.start()
-        result = backend.evaluate(params, seed=0, generation=0)
-        killer.join()
-        elapsed = time.perf_counter() - start
+        result, elapsed = _evaluate_while_killing(backend, victim, params)
         assert backend.actors[0] is not victim  # replaced by a new actor
         assert ray.get(backend.actors[0].pid.remote()) != victim_pid
         again = backend.evaluate(params, seed=0, generation=0)  # the pool works after the loss
@@ -78,19 +89,12 @@ def test_actor_killed_mid_generation_has_its_slice_rerun(local_ray):
 
 
 def test_the_only_actor_killed_mid_generation_is_replaced_once_its_cpu_frees(local_ray):
-    import slow_env  # noqa: F401  (registers SlowCartPole-v0 in this process too)
-
-    spec = RolloutSpec(env_id="slow_env:SlowCartPole-v0", policy_config={"hidden": [8]}, max_steps=60)
-    params = np.random.default_rng(5).normal(0, 0.05, (4, LockstepEvaluator(spec).num_params))
-    expected = SerialBackend(spec).evaluate(params, seed=0, generation=0)
-    with RayBackend(spec, workers=1) as backend:
+    params = _slow_members(4, seed=5)
+    expected = SerialBackend(SLOW_SPEC).evaluate(params, seed=0, generation=0)
+    with RayBackend(SLOW_SPEC, workers=1) as backend:
         victim = backend.actors[0]
-        killer = threading.Timer(0.3, lambda: ray.kill(victim, no_restart=True))
-        start = time.perf_counter()
-        killer.start()
-        result = backend.evaluate(params, seed=0, generation=0)  # failed: "the only actor was lost"
-        killer.join()
-        assert time.perf_counter() - start > 0.3  # the kill really landed during the generation
+        result, elapsed = _evaluate_while_killing(backend, victim, params)  # was "the only actor was lost"
+        assert elapsed > 0.3  # the kill really landed during the generation
         assert backend.actors[0] is not victim
     np.testing.assert_array_equal(result.fitness, expected.fitness)
 
