@@ -355,6 +355,8 @@ class AntDamageEnv(_DamageMixin, AntEnv):
     """
 
     robot = "ant"
+    # AntEnv arguments this class sets itself (refused in **kwargs)
+    fixed_kwargs: tuple[str, ...] = ("xml_file", "include_cfrc_ext_in_observation")
 
     def __init__(
         self,
@@ -365,7 +367,7 @@ class AntDamageEnv(_DamageMixin, AntEnv):
         termination_grace_steps: int = 0,
         **kwargs: Any,
     ) -> None:
-        for taken in ("xml_file", "include_cfrc_ext_in_observation"):
+        for taken in self.fixed_kwargs:
             if taken in kwargs:
                 raise ValueError(
                     f"{taken} is set by AntDamageEnv (the body comes from `damage`, contact forces from "
@@ -513,6 +515,7 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
     """
 
     robot = "half_cheetah"
+    fixed_kwargs: tuple[str, ...] = ("xml_file",)  # HalfCheetahEnv arguments this class sets itself
 
     def __init__(self, damage: Any = None, **kwargs: Any) -> None:
         if "xml_file" in kwargs:

@@ -241,7 +241,13 @@ def damage_name(specs: Morphology) -> str:
     """A readable name for a custom morphology: ``intact`` or ``limb:kind:scale+...``."""
     if not specs:
         return "intact"
-    return "+".join(f"{s.limb}:{s.kind}:{s.scale:g}" for s in specs)
+    # repr: the shortest text that reads back as the same float, so a name gives back its body
+    return "+".join(f"{s.limb}:{s.kind}:{_scale_text(s.scale)}" for s in specs)
+
+
+def _scale_text(scale: float) -> str:
+    text = repr(float(scale))
+    return text[:-2] if text.endswith(".0") else text  # 0.0 -> 0, 1.0 -> 1, as before
 
 
 _ONE_BODY = (

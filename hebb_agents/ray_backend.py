@@ -86,11 +86,14 @@ class RayBackend(Backend):
     """Ray actors, each stepping a contiguous slice of the population in lockstep.
 
     :param spec: what every actor evaluates.
-    :param workers: number of actors (default: the cluster's CPUs).
+    :param workers: number of actors (default: as many as the cluster's CPUs hold, at the actors'
+        ``num_cpus`` each).
     :param address: Ray address to connect to (``auto``, ``ray://host:10001``, ...); ``None``
         connects to the Ray this process already initialised, or starts a local one.
     :param max_retries: how many times one slice may be re-run after losing its actor.
     :param actor_options: extra ``ray.remote`` options for the actors (e.g. ``{"num_cpus": 2}``).
+    :param placement_timeout_s: how long actors needing more CPUs than the cluster has may wait for
+        new nodes before construction fails with the figures.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class RayBackend(Backend):
         address: str | None = None,
         max_retries: int = 3,
         actor_options: dict[str, Any] | None = None,
+        placement_timeout_s: float = 60.0,
     ) -> None:
         super().__init__(spec)
         if workers is not None and int(workers) < 1:
@@ -123,18 +127,25 @@ class RayBackend(Backend):
                 ) from None
         elif address is not None:
             logger.warning("Ray is already initialised in this process; ignoring address=%r", address)
-        cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
-        count = int(workers) if workers else max(1, int(cluster_cpus))
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
         options = {"num_cpus": 1, "max_restarts": 0, **(actor_options or {})}
         self._actor_cpus = float(options["num_cpus"])  # what a new actor waits for
-        if count * self._actor_cpus > cluster_cpus:  # Ray would wait, silently, for CPUs that never come
-            if self._owns_ray:
-                ray.shutdown()
-                self._owns_ray = False
-            raise ValueError(
-                f"{count} Ray workers need {count * self._actor_cpus:g} CPUs ({self._actor_cpus:g} each) "
-                f"but the cluster has {cluster_cpus:g}; accepted: --workers <= "
-                f"{int(cluster_cpus // self._actor_cpus)} (or add nodes)"
+        fitting = int(cluster_cpus // self._actor_cpus) if self._actor_cpus > 0 else int(cluster_cpus)
+        count = int(workers) if workers else max(1, fitting)
+        needed = count * self._actor_cpus
+        # Ray waits, silently, for CPUs a cluster does not have (an autoscaler may still add them):
+        # say so now, and give up after placement_timeout_s with the figures
+        timeout = None
+        if needed > cluster_cpus:
+            timeout = placement_timeout_s
+            logger.warning(
+                "%d Ray workers need %g CPUs (%g each) but the cluster has %g now; waiting up to %g s "
+                "for more nodes",
+                count,
+                needed,
+                self._actor_cpus,
+                cluster_cpus,
+                timeout,
             )
         self._actor_class = ray.remote(**options)(EvaluatorActor)
         self._env_vars = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
@@ -142,7 +153,14 @@ class RayBackend(Backend):
         self._borrowed: set[int] = set()  # slots whose lost actor a survivor stands in for
         try:
             # Fail here, with the actor's own error, if the spec cannot be built (bad env id, options).
-            ray.get([actor.pid.remote() for actor in self.actors])
+            ray.get([actor.pid.remote() for actor in self.actors], timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise ValueError(
+                f"{count} Ray workers need {needed:g} CPUs ({self._actor_cpus:g} each) but the cluster "
+                f"has {cluster_cpus:g} and no more came within {timeout:g} s; accepted: --workers <= "
+                f"{max(fitting, 0)} here (or add nodes)"
+            ) from None
         except Exception:
             self.close()
             raise
@@ -201,7 +219,8 @@ class RayBackend(Backend):
 
         ``generation`` counts from 0; messages count from 1, as the log and progress bar do.
         """
-        survivor = next((i for i in range(len(self.actors)) if i != dead), None)
+        lost = self.actors[dead]  # slots it stood in for hold it too: they are no survivors
+        survivor = next((i for i, actor in enumerate(self.actors) if actor is not lost), None)
         # A lost actor's CPU is released a moment after the loss is reported: with no survivor to
         # stand in, wait for it rather than fail the run.
         if self._cpu_frees(wait_s=0.0 if survivor is not None else FREED_CPU_WAIT_S):

@@ -172,8 +172,9 @@ def _env_keywords(env_id: str) -> set[str]:
         names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
-    # MujocoEnv's model_path and observation_space are set by the robot classes themselves
-    return names - {"self", "model_path", "observation_space"}
+    # MujocoEnv's model_path and observation_space are set by the robot classes themselves, and the
+    # damaged envs set some of Gymnasium's arguments too (their fixed_kwargs)
+    return names - {"self", "model_path", "observation_space", *getattr(cls, "fixed_kwargs", ())}
 
 
 def build_policy(spec: RolloutSpec, env: gym.Env) -> EvolvablePolicy:

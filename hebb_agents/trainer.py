@@ -382,11 +382,12 @@ class ESTrainer:
             result = self.backend.evaluate_candidates(candidates, self.config.seed, self.generation)
         evaluated = time.perf_counter()
         with _deferred_signals():  # the generation's results land whole, or not at all
+            # cleared only once the commit is whole: an error inside it leaves the flag set, so train()
+            # does not save a half-updated optimiser
             self._committing = True
-            try:
-                return self._commit(result, start, asked, evaluated)
-            finally:
-                self._committing = False
+            stats = self._commit(result, start, asked, evaluated)
+            self._committing = False
+            return stats
 
     def _commit(self, result: EvalResult, start: float, asked: float, evaluated: float) -> GenerationStats:
         """Tell the optimiser a generation's fitness; update counters, best and log."""

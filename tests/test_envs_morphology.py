@@ -345,6 +345,8 @@ def test_a_body_can_be_written_as_its_name_or_a_dict_for_json_and_the_command_li
     name, specs = resolve_damage("ant", "front_left:shorten:0.5+back_right:paralyse")
     assert specs == (DamageSpec("front_left", "shorten", 0.5), DamageSpec("back_right", "paralyse"))
     assert resolve_damage("ant", name) == (name, specs)  # the name info["damage"] reports reads back
+    precise, precise_specs = resolve_damage("ant", "front_left:shorten:0.1234567")
+    assert resolve_damage("ant", precise)[1] == precise_specs  # every digit survives the round trip
     assert resolve_damage("ant", {"limb": "front_left", "kind": "shorten", "scale": 0.5})[1] == specs[:1]
     pool = resolve_pool("half_cheetah", ["intact", "back_thigh:weaken:0.3"])
     assert [n for n, _ in pool] == ["intact", "back_thigh:weaken:0.3"]

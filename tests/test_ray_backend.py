@@ -99,11 +99,26 @@ def test_the_only_actor_killed_mid_generation_is_replaced_once_its_cpu_frees(loc
     np.testing.assert_array_equal(result.fitness, expected.fitness)
 
 
-def test_more_workers_than_the_cluster_has_cpus_is_refused_not_a_silent_wait(local_ray):
-    with pytest.raises(
-        ValueError, match=r"3 Ray workers need 3 CPUs \(1 each\) but the cluster has 2; accepted"
-    ):
-        RayBackend(SPEC, workers=3)
+def test_more_workers_than_the_cluster_has_cpus_fail_after_the_placement_wait_not_never(local_ray):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"3 Ray workers need 3 CPUs \(1 each\) but the cluster has 2 and"):
+        RayBackend(SPEC, workers=3, placement_timeout_s=2)
+    assert time.perf_counter() - start < 60
+    # the default count follows the actors' own CPU need: one 2-CPU actor on a 2-CPU cluster
+    with RayBackend(SPEC, actor_options={"num_cpus": 2}) as backend:
+        assert backend.num_workers == 1
+
+
+def test_a_lost_actor_that_other_slots_borrowed_is_no_survivor(local_ray):
+    with RayBackend(SPEC, workers=2) as backend:
+        first, second = backend.actors
+        backend.actors[1] = first  # slot 1 lost its actor earlier; actor 0 stands in for it
+        backend._borrowed.add(1)
+        ray.kill(second, no_restart=True)
+        ray.kill(first, no_restart=True)  # now the stand-in is lost too: nobody survives
+        assert backend._replace(0, generation=0) == 0  # waited for a CPU: a new actor, not the dead one
+        assert backend.actors[0] is not first
+        assert ray.get(backend.actors[0].pid.remote()) > 0
 
 
 def test_bad_spec_fails_at_construction_with_the_actors_error(local_ray):

@@ -230,6 +230,26 @@ def test_a_backend_failure_saves_the_last_finished_generation_for_resume(tmp_pat
     np.testing.assert_array_equal(resumed.es.mean, straight.es.mean)
 
 
+def test_an_error_inside_tell_saves_nothing_half_updated(tmp_path):
+    trainer = ESTrainer(TrainConfig(**TINY, generations=5, checkpoint_every=10), out_dir=tmp_path)
+    trainer.train(generations=2)  # the end of a train() call saves: generation 2
+    saved = (tmp_path / "checkpoint.npz").read_bytes()
+    real_tell = trainer.es.tell
+    calls = []
+
+    def half_then_broken(fitness):
+        real_tell(fitness)  # the optimiser moves ...
+        calls.append(1)
+        if len(calls) == 2:  # ... and in generation 4 the commit then fails
+            raise RuntimeError("broken after the update")
+
+    trainer.es.tell = half_then_broken
+    with pytest.raises(RuntimeError, match="broken after the update"):
+        trainer.train()  # generation 3 finishes unsaved (checkpoint_every=10), 4 breaks inside tell
+    assert trainer.generation == 3
+    assert (tmp_path / "checkpoint.npz").read_bytes() == saved  # not the half-updated state as 3
+
+
 @pytest.fixture
 def default_sigint():
     """Ctrl-C raises KeyboardInterrupt here, even where the test runner was started ignoring SIGINT."""
