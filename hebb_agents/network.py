@@ -62,7 +62,7 @@ def draw_weights(
     elif scheme == "kaiming":  # He et al. uniform for fan-in, gain sqrt(2)
         bound = np.sqrt(6.0 / n_in)
         w = rng.uniform(-bound, bound, shape)
-    elif scheme == "sparse":  # 90 % zeros per post-synaptic column, the rest N(0, 0.01)
+    elif scheme == "sparse":  # each weight 0 with probability 0.9, else N(0, 0.01)
         w = rng.normal(0.0, 0.01, shape)
         w[rng.random(shape) < 0.9] = 0.0
     elif scheme == "big_uniform":

@@ -12,8 +12,9 @@ the rollout code and deployment are the same code path (a deployed agent is ``P 
 - ``save(path)`` / ``load(path)`` write and check a self-describing checkpoint (no pickle).
 
 Actions: for ``Box`` spaces the network's tanh outputs in ``[-1, 1]`` are mapped linearly to the
-bounds; for ``Discrete`` spaces the action is the argmax of the outputs. The activated output
-that chose the action is the one the plastic update sees.
+bounds; for ``Discrete`` spaces the action is the argmax of the outputs (tanh by default, linear with
+``output_activation="linear"``). The activated output that chose the action is the one the plastic
+update sees.
 """
 
 from __future__ import annotations
@@ -363,6 +364,9 @@ class HebbianPolicy(EvolvablePolicy):
     :param bias: add a constant-1 input to every layer.
     :param encoder: optional front end: a :class:`hebb_agents.encoders.base.PolicyEncoder`, or a
         JSON spec such as ``{"type": "lsh", "window": 64, "evolvable": True}`` (needed to save).
+    :param output_activation: ``tanh`` (default; what the reference's continuous control uses, and
+        what ``Box`` actions need) or ``linear`` (``Discrete`` actions only: the argmax is the same,
+        but the plastic update sees the linear outputs, as the reference's network before its tanh).
     """
 
     kind = "hebbian"
@@ -378,10 +382,22 @@ class HebbianPolicy(EvolvablePolicy):
         sharing: str = "per_synapse",
         bias: bool = False,
         encoder: Any | None = None,
+        output_activation: str = "tanh",
     ) -> None:
         super().__init__(observation_space, action_space, hidden, encoder)
+        if output_activation != "tanh" and not isinstance(action_space, gym.spaces.Discrete):
+            raise ValueError(
+                f"output_activation={output_activation!r} needs Discrete actions; Box actions map tanh "
+                "outputs to their bounds (accepted here: tanh)"
+            )
         self._network = HebbianNetwork(
-            self.layer_sizes, rule=rule, init=init, normalisation=normalisation, sharing=sharing, bias=bias
+            self.layer_sizes,
+            rule=rule,
+            init=init,
+            normalisation=normalisation,
+            sharing=sharing,
+            bias=bias,
+            output_activation=output_activation,
         )
 
     @property
@@ -402,6 +418,8 @@ class HebbianPolicy(EvolvablePolicy):
             "sharing": net.sharing if isinstance(net.sharing, str) else "custom",
             "bias": net.bias,
             **({"encoder": self.encoder_spec} if self.encoder_spec else {}),
+            # only when not the default: checkpoints of default policies stay as they were
+            **({"output_activation": net.output_activation} if net.output_activation != "tanh" else {}),
         }
 
     @property

@@ -257,3 +257,19 @@ def test_values_that_earlier_versions_saved_still_build():
     spec = {"type": "lsh", "window": 8.0, "d_model": 16.0, "bucket_size": 4, "evolvable": 1}
     policy = make_policy("hebbian", BOX, gym.spaces.Discrete(2), hidden=(4,), encoder=spec)
     assert policy.encoder.window == 8 and policy.num_encoder_params > 0
+
+
+def test_discrete_actions_can_feed_the_update_linear_outputs(tmp_path):
+    policy = _policy(gym.spaces.Discrete(2), output_activation="linear")
+    obs = np.linspace(-1, 1, 4).astype(np.float32)
+    weights = [w[0].copy() for w in policy.network.weights]
+    action = policy.act(obs)
+    hidden = np.tanh(obs @ weights[0])
+    linear = hidden @ weights[1]
+    np.testing.assert_allclose(policy.last_output[0], linear, rtol=1e-5)  # not tanh(linear)
+    assert action == np.argmax(linear)
+    loaded = EvolvablePolicy.load(policy.save(tmp_path / "linear.npz"))
+    assert loaded.network.output_activation == "linear"
+    assert "output_activation" not in _policy(gym.spaces.Discrete(2)).config()  # default: as before
+    with pytest.raises(ValueError, match="output_activation='linear' needs Discrete actions"):
+        HebbianPolicy(BOX, gym.spaces.Box(-1, 1, (2,), np.float32), output_activation="linear")
