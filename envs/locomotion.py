@@ -20,7 +20,8 @@ would reach every env with that body).
 - ``None`` or ``"intact"``: the stock body;
 - a catalogue name (``"front_left_short"``), a :class:`DamageSpec`, a *tuple* of ``DamageSpec``
   (combined into one morphology), a dict ``{"limb", "kind", "scale"}`` or a name in the form
-  ``info["damage"]`` reports (``"front_left:shorten:0.5+back_right:paralyse"``): that body every episode;
+  ``info["damage"]`` reports (``"front_left:shorten:0.5+back_right:paralyse:0"``; ``:0`` may be left
+  out): that body every episode;
 - a split name (``"seen"``, ``"unseen"``, ``"all"``, Ant also ``"paper_seen"`` / ``"paper_unseen"``) or a
   *list* whose items are any of the above: one member is drawn uniformly per episode from the env's
   generator, so ``reset(seed=s)`` fixes the draw as well as the initial state.

@@ -298,6 +298,8 @@ class EvolvablePolicy(abc.ABC):
                 raise ValueError(f"policy holds {loaded.shape[0]} members but got {n} observations")
             self.set_params(np.repeat(base, n, axis=0))
             self.reset()
+        elif getattr(self.encoder, "population", n) != n:  # parameters loaded, episode not started
+            self.reset()
         elif episode_start is not None and np.any(episode_start):
             self.reset(members=np.flatnonzero(np.asarray(episode_start).reshape(-1)))
         actions = self.act(batch)

@@ -448,7 +448,13 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("jobs", "train_wall_time_s"):
                 if key in before:
                     study[key] = before[key]
-            study["trained"] = {"started": before.get("started"), "command": before.get("command")}
+            # the budget the agents were trained with (training caps and generations); the top-level
+            # budget is this evaluation's
+            study["trained"] = {
+                "started": before.get("started"),
+                "command": before.get("command"),
+                "budget": before.get("trained", {}).get("budget", before.get("budget")),
+            }
 
     t1 = time.perf_counter()
     eval_jobs = []

@@ -142,3 +142,13 @@ def test_the_conv_encoder_refuses_non_image_observations_at_construction() -> No
         make_encoder({"type": "conv", "evolvable": 2}, gym.spaces.Box(0, 255, (96, 96, 3), np.uint8))
     frames = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
     assert make_encoder({"type": "conv", "evolvable": False}, frames).feature_dim == 648
+
+
+def test_predict_after_set_params_starts_the_encoders_episode_as_without_an_encoder():
+    env = gym.make("hebb/Memory-v0", delay=4)
+    spec = {"type": "lsh", "window": 8, "evolvable": True, "d_model": 16, "bucket_size": 4}
+    policy = HebbianPolicy(env.observation_space, env.action_space, hidden=(8,), encoder=spec)
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    obs, _ = env.reset(seed=0)
+    action, _ = policy.predict(obs)  # was "(call reset(P) first)": the encoder held no members
+    assert env.action_space.contains(int(action))
