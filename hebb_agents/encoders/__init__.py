@@ -76,12 +76,12 @@ def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
         from hebb_agents.encoders.history import LSHPolicyEncoder
 
         # LSHPolicyEncoder passes what it does not take to HistoryEncoder (obs_dim and out_dim it sets)
-        _check_keys(kind, kwargs, LSHPolicyEncoder.options())
+        check_options(f"{kind!r} encoder", kwargs, LSHPolicyEncoder.options())
         return _build(kind, lambda: LSHPolicyEncoder(observation_space, **kwargs), kwargs)
     if kind == "conv":
         from hebb_agents.encoders.conv import ConvEncoder, check_frame_space
 
-        _check_keys(kind, kwargs, constructor_keywords(ConvEncoder))
+        check_options(f"{kind!r} encoder", kwargs, constructor_keywords(ConvEncoder))
         check_frame_space(observation_space)
         return _build(kind, lambda: ConvEncoder(**kwargs), kwargs)
     raise ValueError(f"unknown encoder type {kind!r}; accepted: {', '.join(ENCODER_TYPES)}")
@@ -93,7 +93,3 @@ def _build(kind: str, build: Callable[[], PolicyEncoder], kwargs: dict) -> Polic
         return build()
     except (TypeError, ValueError) as err:
         raise ValueError(f"bad {kind!r} encoder options {kwargs}: {err}") from err
-
-
-def _check_keys(kind: str, kwargs: dict, accepted: set[str]) -> None:
-    check_options(f"{kind!r} encoder", kwargs, accepted)

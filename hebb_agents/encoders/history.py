@@ -222,7 +222,7 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
     @classmethod
     def options(cls) -> set[str]:
         """Keyword arguments the constructor accepts besides ``observation_space``."""
-        return constructor_keywords(cls, ["observation_space"]) | _encoder_options()
+        return _options_passing_on(cls)
 
     def forward(self, observations: Tensor) -> Tensor:
         history = observations.reshape(observations.shape[0], self.window, -1).float()
@@ -231,9 +231,11 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
         return self.encoder(history)
 
 
-def _encoder_options() -> set[str]:
-    """:class:`HistoryEncoder` arguments that its wrappers pass on (they set obs_dim and out_dim)."""
-    return constructor_keywords(HistoryEncoder, ("obs_dim", "out_dim"))
+def _options_passing_on(cls: type) -> set[str]:
+    """``cls``'s own keyword arguments (besides ``observation_space``) and the
+    :class:`HistoryEncoder` arguments it passes on (it sets obs_dim and out_dim itself)."""
+    own = constructor_keywords(cls, ["observation_space"])
+    return own | constructor_keywords(HistoryEncoder, ("obs_dim", "out_dim"))
 
 
 class _MaskedHistory(nn.Module):
@@ -302,7 +304,7 @@ class LSHPolicyEncoder(TorchPolicyEncoder):
     @classmethod
     def options(cls) -> set[str]:
         """Keyword arguments the constructor accepts besides ``observation_space``."""
-        return constructor_keywords(cls, ["observation_space"]) | _encoder_options()
+        return _options_passing_on(cls)
 
     def reset(self, population: int, members: np.ndarray | None = None) -> None:
         """Clear every member's history, or only ``members``' (their episodes restart alone)."""

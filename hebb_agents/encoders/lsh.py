@@ -441,13 +441,13 @@ class LSHAttention(nn.Module):
         bucket_size = check_int("bucket_size", bucket_size)
         n_hashes = check_int("n_hashes", n_hashes)
         if n_buckets is not None:
+            refused = ValueError(f"n_buckets must be an even int >= 2 or None, got {n_buckets!r}")
             try:
-                whole = check_int("n_buckets", n_buckets, minimum=2)
+                n_buckets = check_int("n_buckets", n_buckets, minimum=2)
             except ValueError:
-                whole = -1
-            if whole < 2 or whole % 2:
-                raise ValueError(f"n_buckets must be an even int >= 2 or None, got {n_buckets!r}")
-            n_buckets = whole
+                raise refused from None
+            if n_buckets % 2:
+                raise refused
         seed = check_optional_int("seed", seed, minimum=None)
         if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
@@ -522,7 +522,6 @@ class LSHAttention(nn.Module):
             raise ValueError(
                 f"LSHAttention needs at least one sequence of one token, got qk {tuple(qk.shape)}"
             )
-        check_padding_mask(key_padding_mask, b, length)
         if rotations is None:
             # drawn where they are used: a CPU draw and copy cost ~3 ms per call at 262K tokens
             rotations = self.draw_rotations(d, length, generator, device=qk.device)
