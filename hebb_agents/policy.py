@@ -142,6 +142,7 @@ class EvolvablePolicy(abc.ABC):
             raise ValueError(f"unsupported action space {action_space}; accepted: Box, Discrete")
         self.layer_sizes = (self.obs_dim, *self.hidden, self.act_dim)
         self._rng = np.random.default_rng()
+        self._episode_started = False  # every member has drawn its initial weights since set_params
         self.last_output: np.ndarray | None = None  # (P, act_dim) activations that acted
 
     # -------------------------------------------------------------- subclasses
@@ -194,6 +195,7 @@ class EvolvablePolicy(abc.ABC):
         self._params = params
         self.network.set_params(params[:, : self.num_network_params])
         self._encoder_params = params[:, self.num_network_params :] if self.num_encoder_params else None
+        self._episode_started = False  # new vectors: no member has its initial weights yet
 
     def select(self, members: np.ndarray) -> None:
         """Keep only the ``members`` rows with their plastic state (drops finished members)."""
@@ -227,6 +229,8 @@ class EvolvablePolicy(abc.ABC):
         self.network.reset(rngs, members=index if members is not None else None)
         if self.encoder is not None:
             self.encoder.reset(self.population, members=None if members is None else index)
+        if members is None:
+            self._episode_started = True
 
     def features(self, obs: np.ndarray) -> np.ndarray:
         """Network inputs ``(P, obs_dim)`` for a batch of observations."""
@@ -298,7 +302,7 @@ class EvolvablePolicy(abc.ABC):
                 raise ValueError(f"policy holds {loaded.shape[0]} members but got {n} observations")
             self.set_params(np.repeat(base, n, axis=0))
             self.reset()
-        elif getattr(self.encoder, "population", n) != n:  # parameters loaded, episode not started
+        elif not self._episode_started:  # vectors loaded since the last reset: start the episode
             self.reset()
         elif episode_start is not None and np.any(episode_start):
             self.reset(members=np.flatnonzero(np.asarray(episode_start).reshape(-1)))

@@ -273,3 +273,11 @@ def test_discrete_actions_can_feed_the_update_linear_outputs(tmp_path):
     assert "output_activation" not in _policy(gym.spaces.Discrete(2)).config()  # default: as before
     with pytest.raises(ValueError, match="output_activation='linear' needs Discrete actions"):
         HebbianPolicy(BOX, gym.spaces.Box(-1, 1, (2,), np.float32), output_activation="linear")
+
+
+def test_predict_right_after_set_params_starts_from_drawn_initial_weights():
+    policy = HebbianPolicy(BOX, gym.spaces.Discrete(2), hidden=(8,))
+    policy.set_params(policy.initial_params(np.random.default_rng(0)))
+    assert not policy.network.weights[0].any()  # loaded, no episode started: no weights drawn yet
+    policy.predict(np.linspace(-1, 1, 4).astype(np.float32))
+    assert np.abs(policy.last_output).max() > 0  # it acted with drawn weights (all-zero ones output 0)
