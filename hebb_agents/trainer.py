@@ -349,7 +349,7 @@ class ESTrainer:
             # The optimiser holds the last finished generation (see _deferred_signals): save it
             # first, then stop the workers; a second Ctrl-C meanwhile waits until both are done.
             with _deferred_signals():
-                if self.out_dir is not None and self.generation not in (0, self.saved_generation):
+                if self._unsaved_generation():
                     self.save()
                 if self._backend is not None:
                     self._backend.abort()
@@ -360,7 +360,7 @@ class ESTrainer:
             # cluster gone): the optimiser still holds the last finished generation, so save it for
             # --resume before the error propagates; a failing save must not hide the first error.
             whole = not self._committing  # an error inside tell may leave the optimiser half-updated
-            if whole and self.out_dir is not None and self.generation not in (0, self.saved_generation):
+            if whole and self._unsaved_generation():
                 try:
                     self.save()
                 except Exception as save_error:
@@ -371,6 +371,10 @@ class ESTrainer:
                 bar.close()
             self.close()
         return stats_this_call
+
+    def _unsaved_generation(self) -> bool:
+        """Whether a finished generation is not on disk yet (and there is a folder to save it to)."""
+        return self.out_dir is not None and self.generation not in (0, self.saved_generation)
 
     def step(self) -> GenerationStats:
         """One generation: ask, evaluate every candidate, tell."""
