@@ -185,6 +185,32 @@ def test_narrow_hashing_equals_per_round_hashing(monkeypatch) -> None:
             assert torch.equal(hash_buckets(qk, rotations), narrow)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("group", [1, 2, 5])  # rounds per group: one at a time, ragged, all at once
+def test_rounds_run_in_groups_equal_rounds_one_at_a_time(monkeypatch, causal: bool, group: int) -> None:
+    """The PyTorch path stacks several rounds into one pass; outputs, log-sum-exp and gradients
+    must be those of running the rounds one by one (three sequences, one partly masked)."""
+    from hebb_agents.encoders import lsh
+
+    qk, v = _inputs(3, 37, 8, 5, seed=4, dtype=torch.float64)
+    mask = torch.zeros(3, 37, dtype=torch.bool)
+    mask[1, 20:] = True
+    mask[2, ::5] = True
+    rotations = torch.randn(8, 5, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+
+    def run(rounds_per_group: int):
+        per_round = 3 * 10 * 4 * 8  # sequences * chunks * bucket * look-back keys
+        with monkeypatch.context() as patch:
+            patch.setattr(lsh, "_ROUND_GROUP_ELEMENTS", per_round * rounds_per_group)
+            q, w = qk.clone().requires_grad_(True), v.clone().requires_grad_(True)
+            out, lse = lsh_attention(q, w, rotations, bucket_size=4, causal=causal, key_padding_mask=mask)
+            (out.sin().sum() + lse.cos().sum()).backward()
+        return out, lse, q.grad, w.grad
+
+    for grouped, alone in zip(run(group), run(1)):
+        assert torch.allclose(grouped, alone, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("length", "causal", "masked", "dedup"),
     [

@@ -11,11 +11,13 @@ softmax over rounds of each round's log-sum-exp, which is the softmax over every
 pair a query saw; with de-duplication each pair seen in several rounds counts once.
 
 Memory is ``O(L * bucket_size)`` per round for the scores, and nothing of size ``L^2`` or
-``L * n_hashes * L`` is ever built: rounds run one after another in a loop, so inference never
-holds more than one round's scores; training keeps one ``(L, 2 * bucket_size)`` probability
-tensor per round for a hand-written backward (:class:`_ChunkedAttention`); hashing runs over
-blocks of tokens so that the ``L * n_buckets / 2`` rotation products never exist at once; the
-sorts are undone by inverse permutations (gathers both ways, no ``index_add``).
+``L * n_hashes * L`` is ever built: rounds run in groups whose scores stay within a fixed budget
+(several rounds at once only while one round is small; from 8,192 tokens in buckets of 64, one
+after another), so inference holds at most one group's scores; training keeps one
+``(L, 2 * bucket_size)`` probability tensor per round for a hand-written backward
+(:class:`_ChunkedAttention`); hashing runs over blocks of tokens so that the
+``L * n_buckets / 2`` rotation products never exist at once; the sorts are undone by inverse
+permutations (gathers both ways, no ``index_add``).
 
 Conventions: ``qk`` is ``(B, L, d)``, ``v`` is ``(B, L, dv)``; ``key_padding_mask`` is ``(B, L)``
 bool with ``True`` where a token must not be attended to (PyTorch's convention). Masked tokens
@@ -64,6 +66,11 @@ _HASH_BLOCK_ELEMENTS = 1 << 20
 # hashed in one transposed product on CPU (see _narrow_hash_buckets); at 32 and more the per-round
 # product and row-wise argmax are faster (0.84-0.98x at 4K-8K tokens, interleaved A/B).
 _NARROW_HASH = 16
+# The PyTorch path runs as many rounds at once as keep one group's scores within this many
+# elements (4 MiB in float32: all 8 rounds of 1,024 tokens in buckets of 64, one round from 8,192
+# tokens): at short lengths each round's dozens of small operations, not their arithmetic, took
+# most of the time.
+_ROUND_GROUP_ELEMENTS = 1 << 20
 
 
 def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
@@ -613,7 +620,6 @@ def lsh_attention(
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
 
     keys = _unit(qk)
-    batch_offset = (torch.arange(b, device=device) * padded)[:, None, None]  # (B, 1, 1)
     # Queries are scaled after their gather (the same products), so no scaled copy of qk is kept.
     flat_q = qk.reshape(b * padded, d)
     flat_k = keys.reshape(b * padded, d)
@@ -663,22 +669,27 @@ def lsh_attention(
     # weighted output sum and weight sum (see the module's docstring).
     top: Tensor | None = None
     out_sum = weight_sum = qk.new_zeros(())
-    for h in range(n_hashes):
-        out_h, lse_h = _torch_round(
-            flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked, batch_offset, h, c,
-            causal, dropout, dedup, with_lse, needs_grad, transformed,
+    per_round = b * n_chunks * c * (2 * c if n_chunks > 1 else c)  # score entries of one round
+    group = 1 if dedup else max(1, _ROUND_GROUP_ELEMENTS // per_round)
+    for first in range(0, n_hashes, group):
+        outs, lses = _torch_rounds(
+            flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked,
+            range(first, min(n_hashes, first + group)), c, causal, dropout, dedup, with_lse, needs_grad,
+            transformed,
         )  # fmt: skip
-        if lse_h is None:  # one round, log-sum-exp not asked for
-            return out_h[:, :length], None
+        if lses is None:  # one round, log-sum-exp not asked for
+            return outs[0, :, :length], None
         # The result does not depend on top (it cancels), so it carries no gradient.
-        new_top = lse_h.detach() if top is None else torch.maximum(top, lse_h.detach())
-        weight = torch.exp(lse_h - new_top)
+        group_top = lses.detach().amax(dim=0)
+        new_top = group_top if top is None else torch.maximum(top, group_top)
+        weights = torch.exp(lses - new_top)  # (G, B, Lp)
+        group_out = (outs * weights[..., None]).sum(dim=0)
         if top is None:
-            out_sum, weight_sum = out_h * weight[..., None], weight
+            out_sum, weight_sum = group_out, weights.sum(dim=0)
         else:
             decay = torch.exp(top - new_top)
-            out_sum = out_sum * decay[..., None] + out_h * weight[..., None]
-            weight_sum = weight_sum * decay + weight
+            out_sum = out_sum * decay[..., None] + group_out
+            weight_sum = weight_sum * decay + weights.sum(dim=0)
         top = new_top
     assert top is not None
     out = out_sum[:, :length] / weight_sum[:, :length, None]
@@ -697,12 +708,11 @@ def _all_rounds_torch(
     """Every round with PyTorch operations, laid out as the fused kernels return them: outputs
     ``(H, N, dv)`` and float32 log-sum-exp ``(H, N)`` (their backward pass's fallback)."""
     b, n_hashes, padded = order.shape
-    batch_offset = (torch.arange(b, device=order.device) * padded)[:, None, None]
     slots = _slots_of(order)
     outs, lses = [], []
-    for h in range(n_hashes):
-        out_h, lse_h = _torch_round(
-            flat_q, flat_k, flat_v, order, slots, None, key_masked, batch_offset, h, bucket_size, causal,
+    for h in range(n_hashes):  # a round at a time: the fallback keeps one round's scores
+        out_h, lse_h = _torch_rounds(
+            flat_q, flat_k, flat_v, order, slots, None, key_masked, range(h, h + 1), bucket_size, causal,
             0.0, False, True, True, transform_running(),
         )  # fmt: skip
         outs.append(out_h.reshape(b * padded, -1))
@@ -734,7 +744,7 @@ def _fused_unsupported(
     return None
 
 
-def _torch_round(
+def _torch_rounds(
     flat_q: Tensor,
     flat_k: Tensor,
     flat_v: Tensor,
@@ -742,8 +752,7 @@ def _torch_round(
     slot_of: Tensor | None,
     chunk_of: Tensor | None,
     key_masked: Tensor | None,
-    batch_offset: Tensor,
-    h: int,
+    rounds: range,
     c: int,
     causal: bool,
     dropout: float,
@@ -752,29 +761,40 @@ def _torch_round(
     needs_grad: bool,
     transformed: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Round ``h`` with PyTorch operations: output ``(B, Lp, dv)`` and log-sum-exp ``(B, Lp)``
-    (None when not ``with_lse``), both in token order.
+    """Rounds ``rounds`` (consecutive) at once with PyTorch operations: outputs ``(G, B, Lp, dv)``
+    and log-sum-exp ``(G, B, Lp)`` (None when not ``with_lse``), both in token order.
 
+    The G rounds' sorted sequences are stacked round-major, ``(G * B, n, c)``, so every operation
+    runs once for the group. De-duplication takes one round at a time.
     ``transformed`` (inputs seen through ``torch.func`` transforms): no custom autograd.Function,
     only operations that autograd and the transforms differentiate themselves."""
     b, n_hashes, padded = order.shape
+    g = len(rounds)
+    assert not dedup or g == 1
     n_chunks = padded // c
-    q_pos = order[:, h].view(b, n_chunks, c)  # token index of each sorted slot
-    q_idx = (q_pos + batch_offset).reshape(-1)  # row of each slot
-    back = (slot_of[:, h] + batch_offset[:, :, 0]).reshape(-1)  # slot of each row
-    k_pos = _look_back(q_pos)  # (B, n, K): token index of each key slot
-    k_idx = (k_pos + batch_offset).reshape(-1)  # row of each key slot (look-back included)
+    device = order.device
+    picked = order[:, rounds.start : rounds.stop].transpose(0, 1)  # (G, B, Lp)
+    q_pos = picked.reshape(g * b, n_chunks, c)  # token index of each sorted slot
+    # Flat input row of each (round, sequence): the sequence's offset. Sorted slot of each
+    # (round, sequence): its own block of Lp slots.
+    row_offset = (torch.arange(b, device=device) * padded).repeat(g)[:, None, None]  # (G*B, 1, 1)
+    slot_offset = (torch.arange(g * b, device=device) * padded)[:, None]  # (G*B, 1)
+    q_idx = (q_pos + row_offset).reshape(-1)  # input row of each slot
+    slots = slot_of[:, rounds.start : rounds.stop].transpose(0, 1).reshape(g * b, padded)
+    back = (slots + slot_offset).reshape(-1)  # sorted slot of each (round, sequence, token)
+    k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
+    k_idx = (k_pos + row_offset).reshape(-1)  # input row of each key slot (look-back included)
     k_masked = None
     if key_masked is not None:
-        k_masked = key_masked.gather(1, k_pos.reshape(b, -1)).view(b, n_chunks, 1, -1)
+        k_masked = key_masked.reshape(-1).index_select(0, k_idx).view(g * b, n_chunks, 1, -1)
     log_count = None
     if dedup:
         if chunk_of is not None:
             log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks, flat_q.dtype)
         else:  # every round's window is the whole sequence
-            log_count = torch.full((), math.log(n_hashes), device=flat_q.device, dtype=flat_q.dtype)
+            log_count = torch.full((), math.log(n_hashes), device=device, dtype=flat_q.dtype)
     mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
-    rows = _SortedRows(q_idx, k_idx, back, (b, n_chunks, c))
+    rows = _SortedRows(q_idx, k_idx, back, (g * b, n_chunks, c), g)
     if transformed:  # keep_probs: nothing autograd needs is overwritten in place
         sorted_out, lse, _, _ = _chunked_attention_forward(
             flat_q, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse
@@ -785,12 +805,14 @@ def _torch_round(
         sorted_out, lse, _, _ = _chunked_attention_forward(
             flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse
         )
-    # Undo the sort: token t of this round sits at slot slot_of[t].
-    out_h = _permute_rows(sorted_out.reshape(-1, flat_v.shape[-1]), back, q_idx, transformed)
-    out_h = out_h.view(b, padded, -1)
+    # Undo the sort: token t of round h sits at slot slot_of[., h, t] of that round's block.
+    # Sorted slot j of a block holds token q_pos[j]: the inverse permutation.
+    unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
+    out = _permute_rows(sorted_out.reshape(-1, flat_v.shape[-1]), back, unsorted, transformed)
+    out = out.view(g, b, padded, -1)
     if lse is None:
-        return out_h, None
-    return out_h, _permute_rows(lse.reshape(-1, 1), back, q_idx, transformed).view(b, padded)
+        return out, None
+    return out, _permute_rows(lse.reshape(-1, 1), back, unsorted, transformed).view(g, b, padded)
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -873,14 +895,18 @@ class _ChunkMask:
 class _SortedRows:
     """Where one round's sorted queries and look-back keys come from in the flat ``(B*Lp, d)`` rows.
 
+    The rows of several rounds stack round-major (``rounds`` blocks of the sequences' slots).
     Keys and values are gathered with their look-back in one pass (``k_idx`` lists each chunk's
     own tokens, then the previous chunk's), rather than gathered, rolled and concatenated. Each
     gather is its own call, so that a sorted copy can be dropped as soon as it has been used.
     """
 
-    def __init__(self, q_idx: Tensor, k_idx: Tensor, back: Tensor, shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self, q_idx: Tensor, k_idx: Tensor, back: Tensor, shape: tuple[int, int, int], rounds: int = 1
+    ) -> None:
         self.q_idx, self.k_idx, self.back = q_idx, k_idx, back
-        self.b, self.n, self.c = shape
+        self.b, self.n, self.c = shape  # b: rounds * sequences
+        self.rounds = rounds
 
     def queries(self, flat_qk: Tensor) -> Tensor:
         """Sorted queries ``(B, n, c, d)``, scaled by ``d ** -0.5`` (a fresh tensor)."""
@@ -895,8 +921,12 @@ class _SortedRows:
         """Gradient for the flat rows from a gradient over sorted slots (summing the look-back copy)."""
         if look_back:
             d_sorted = _fold_back(d_sorted, self.c)
-        # Every row appears once among the chunks' own slots: the inverse permutation gathers it.
-        return d_sorted.reshape(-1, d_sorted.shape[-1]).index_select(0, self.back)
+        # Every row appears once among each round's own slots: the inverse permutation gathers
+        # it, once per round.
+        d_rows = d_sorted.reshape(-1, d_sorted.shape[-1]).index_select(0, self.back)
+        if self.rounds == 1:
+            return d_rows
+        return d_rows.view(self.rounds, -1, d_rows.shape[-1]).sum(0)
 
 
 def _chunked_attention_forward(
