@@ -512,3 +512,26 @@ def test_vmap_over_masks_or_rotations_alone_runs_on_plain_operations() -> None:
     batched = torch.vmap(lambda r: attention(qk, v, rotations=r))(rotations)
     for row, r in zip(batched, rotations):
         torch.testing.assert_close(row, attention(qk, v, rotations=r), rtol=1e-5, atol=1e-6)
+
+
+def test_scaled_keys_backward_equals_autograd_of_normalize() -> None:
+    """The PyTorch path's keys (unit rows times the score scale) have a hand-written backward;
+    it must equal autograd's through ``F.normalize``, zero and tiny rows included, and be twice
+    differentiable."""
+    from hebb_agents.encoders.lsh import _scaled_keys
+
+    qk = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    qk[0, 2] = 0.0
+    qk[1, 4] = 1e-14  # below the normalisation's eps: a constant divisor there
+    weight = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    mine = qk.clone().requires_grad_(True)
+    plain = qk.clone().requires_grad_(True)
+    keys = _scaled_keys(mine, transformed=False)
+    want = torch.nn.functional.normalize(plain, dim=-1, eps=1e-12) * 5**-0.5
+    assert keys.grad_fn is not None and "ScaledUnitRows" in type(keys.grad_fn).__name__
+    assert torch.allclose(keys, want, rtol=0, atol=1e-15)
+    (keys * weight).sum().backward()
+    (want * weight).sum().backward()
+    assert torch.allclose(mine.grad, plain.grad, rtol=1e-12, atol=1e-12)
+    nonzero = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: _scaled_keys(x, transformed=False), (nonzero,))

@@ -83,7 +83,56 @@ def _unit(qk: Tensor) -> Tensor:
     ``F.normalize``'s default ``eps`` (1e-12) is zero in float16, where ``0 / 0`` would give NaN keys
     whose gradient poisons the backward pass even though the forward pass masks them.
     """
-    return F.normalize(qk, dim=-1, eps=max(1e-12, torch.finfo(qk.dtype).tiny))
+    return F.normalize(qk, dim=-1, eps=_unit_eps(qk.dtype))
+
+
+def _unit_eps(dtype: torch.dtype) -> float:
+    return max(1e-12, torch.finfo(dtype).tiny)
+
+
+def _scaled_unit_forward(qk: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``scale * qk / max(||qk||, eps)`` over the last axis, its per-row factor and where the
+    norm was clamped to ``eps`` (see :func:`_unit`)."""
+    norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True)
+    clamped = norm <= _unit_eps(qk.dtype)
+    factor = scale / norm.clamp_min(_unit_eps(qk.dtype))
+    return qk * factor, factor, clamped
+
+
+class _ScaledUnitRows(torch.autograd.Function):
+    """Keys for the PyTorch path: :func:`_unit` times the score scale ``d ** -0.5``, so that no
+    round scales its queries or their gradient. Its backward takes six operations; autograd's
+    of ``F.normalize`` takes about fifteen, each a pass over the whole ``(B, L, d)``."""
+
+    @staticmethod
+    def forward(ctx, qk, scale):  # type: ignore[override]
+        keys, factor, clamped = _scaled_unit_forward(qk, scale)
+        ctx.save_for_backward(qk, keys, factor, clamped)
+        ctx.scale = scale
+        return keys
+
+    @staticmethod
+    def backward(ctx, d_keys):  # type: ignore[override]
+        qk, keys, factor, clamped = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate a replay
+            (d_qk,) = _recomputed_grads(
+                lambda x: (_scaled_unit_forward(x, ctx.scale)[0],), (qk,), (True,), (d_keys,)
+            )
+            return d_qk, None
+        # keys = s * u with u = qk / |qk|: d qk = s / |qk| * (dk - u (u . dk)), and s / |qk| * dk
+        # where the norm was clamped (a constant there)
+        along = (keys * d_keys).sum(dim=-1, keepdim=True).mul_(1.0 / ctx.scale**2)
+        along.masked_fill_(clamped, 0.0)
+        return torch.addcmul(d_keys, keys, along, value=-1.0).mul_(factor), None
+
+
+def _scaled_keys(qk: Tensor, transformed: bool) -> Tensor:
+    """:func:`_unit` keys times ``d ** -0.5`` (the PyTorch path's keys); plain operations under
+    ``torch.func`` transforms."""
+    scale = qk.shape[-1] ** -0.5
+    if not transformed and torch.is_grad_enabled() and qk.requires_grad:
+        return _ScaledUnitRows.apply(qk, scale)
+    return _scaled_unit_forward(qk, scale)[0]
 
 
 KERNELS = ("auto", "torch", "triton")
@@ -619,10 +668,7 @@ def lsh_attention(
     if dedup and n_chunks > 2:
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
 
-    keys = _unit(qk)
-    # Queries are scaled after their gather (the same products), so no scaled copy of qk is kept.
     flat_q = qk.reshape(b * padded, d)
-    flat_k = keys.reshape(b * padded, d)
     flat_v = v.reshape(b * padded, dv)
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     # torch.func transforms cannot run the custom autograd.Functions: plain differentiable operations
@@ -630,6 +676,7 @@ def lsh_attention(
     with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
     if fused:
+        flat_k = _unit(qk).reshape(b * padded, d)  # the kernels scale the queries
         triton_kernels = _triton_module()
 
         # where the backward kernel does not fit, and for double backward
@@ -664,6 +711,8 @@ def lsh_attention(
         return out, (torch.logsumexp(lses, dim=0).to(qk.dtype) if return_lse else None)
     if slot_of is None:
         slot_of = _slots_of(order)
+    # The score scale rides on the keys (a factor in their normalisation), not on the queries.
+    flat_k = _scaled_keys(qk, transformed).reshape(b * padded, d)
 
     # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
     # weighted output sum and weight sum (see the module's docstring).
@@ -709,6 +758,7 @@ def _all_rounds_torch(
     ``(H, N, dv)`` and float32 log-sum-exp ``(H, N)`` (their backward pass's fallback)."""
     b, n_hashes, padded = order.shape
     slots = _slots_of(order)
+    flat_k = flat_k * flat_k.shape[-1] ** -0.5  # unit keys in, keys with the score scale here
     outs, lses = [], []
     for h in range(n_hashes):  # a round at a time: the fallback keeps one round's scores
         out_h, lse_h = _torch_rounds(
@@ -878,7 +928,7 @@ class _ChunkMask:
         return bad
 
     def scores(self, sq: Tensor, sk: Tensor) -> Tensor:
-        """Masked scores ``(B, n, c, K)`` of scaled sorted queries ``sq`` and their keys ``sk``."""
+        """Masked scores ``(B, n, c, K)`` of sorted queries ``sq`` and their (scaled) keys ``sk``."""
         mask_value, self_value = _mask_scores(sq.dtype)
         scores = sq @ sk.transpose(-1, -2)
         c = sq.shape[2]
@@ -909,9 +959,8 @@ class _SortedRows:
         self.rounds = rounds
 
     def queries(self, flat_qk: Tensor) -> Tensor:
-        """Sorted queries ``(B, n, c, d)``, scaled by ``d ** -0.5`` (a fresh tensor)."""
-        sq = flat_qk.index_select(0, self.q_idx).view(self.b, self.n, self.c, -1)
-        return sq.mul_(sq.shape[-1] ** -0.5)
+        """Sorted queries ``(B, n, c, d)``."""
+        return flat_qk.index_select(0, self.q_idx).view(self.b, self.n, self.c, -1)
 
     def look_back(self, flat: Tensor) -> Tensor:
         """Each chunk's keys (or values) with its look-back, ``(B, n, K, ...)``."""
@@ -943,7 +992,7 @@ def _chunked_attention_forward(
     """Softmax attention of each chunk's queries over its keys; in place where autograd allows
     (with ``keep_probs``, autograd can differentiate it).
 
-    Gathers this round's sorted queries (from the unscaled ``flat_qk``), look-back keys and values
+    Gathers this round's sorted queries, look-back keys (with the score scale) and values
     from the flat ``(B*Lp, ...)`` rows, each only while it is needed. Returns the output
     ``(B, n, c, dv)``, the log-sum-exp ``(B, n, c)`` (None unless ``with_lse``), the dropout keep
     mask (or None) and, with ``keep_probs``, the attention probabilities before dropout.
@@ -968,7 +1017,7 @@ def _chunked_attention_forward(
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention with a hand-written backward.
 
-    Takes the flat, unsorted (unscaled) queries, keys and values and this round's row indices.
+    Takes the flat, unsorted queries, keys (with the score scale) and values and the row indices.
     Per round it saves the indices, the output and one ``(B, n, c, K)`` probability tensor
     (``O(L * bucket_size)``, the algorithm's own bound); the flat inputs it saves are the same
     tensors for every round. No sorted copies and none of autograd's several intermediates of
@@ -1022,8 +1071,7 @@ class _ChunkedAttention(torch.autograd.Function):
         if bad is not None:
             d_scores.masked_fill_(bad, 0.0)
         del bad
-        # Scores are (d ** -0.5 * q) . k: the query gradient takes the scale once more.
-        d_qk = rows.scatter((d_scores @ rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5), False)
+        d_qk = rows.scatter(d_scores @ rows.look_back(flat_k), False)
         d_k = rows.scatter(d_scores.transpose(-1, -2) @ rows.queries(flat_qk), look_back)
         return d_qk, d_k, d_v, None, None, None, None
 
