@@ -199,9 +199,8 @@ def test_rounds_run_in_groups_equal_rounds_one_at_a_time(monkeypatch, causal: bo
     rotations = torch.randn(8, 5, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
 
     def run(rounds_per_group: int):
-        per_round = 3 * 10 * 4 * 8  # sequences * chunks * bucket * look-back keys
         with monkeypatch.context() as patch:
-            patch.setattr(lsh, "_ROUND_GROUP_ELEMENTS", per_round * rounds_per_group)
+            patch.setattr(lsh, "_rounds_per_group", lambda *shape, **kind: rounds_per_group)
             q, w = qk.clone().requires_grad_(True), v.clone().requires_grad_(True)
             out, lse = lsh_attention(q, w, rotations, bucket_size=4, causal=causal, key_padding_mask=mask)
             (out.sin().sum() + lse.cos().sum()).backward()
@@ -209,6 +208,15 @@ def test_rounds_run_in_groups_equal_rounds_one_at_a_time(monkeypatch, causal: bo
 
     for grouped, alone in zip(run(group), run(1)):
         assert torch.allclose(grouped, alone, rtol=0, atol=1e-12)
+
+
+def test_round_groups_follow_the_working_set_budget() -> None:
+    from hebb_agents.encoders.lsh import _rounds_per_group
+
+    # one sequence of width 64 in buckets of 64: 4 rounds at 1,024 tokens, 2 at 2,048, then 1
+    assert [_rounds_per_group(n, 64, 64, 64) for n in (1024, 2048, 4096, 65536)] == [4, 2, 1, 1]
+    assert _rounds_per_group(8 * 1024, 64, 64, 64) == 1  # 8 heads (or sequences) count as tokens
+    assert _rounds_per_group(1024, 64, 64, 64, look_back=False) == 8  # a single chunk per sequence
 
 
 @pytest.mark.parametrize(
@@ -514,24 +522,45 @@ def test_vmap_over_masks_or_rotations_alone_runs_on_plain_operations() -> None:
         torch.testing.assert_close(row, attention(qk, v, rotations=r), rtol=1e-5, atol=1e-6)
 
 
-def test_scaled_keys_backward_equals_autograd_of_normalize() -> None:
-    """The PyTorch path's keys (unit rows times the score scale) have a hand-written backward;
-    it must equal autograd's through ``F.normalize``, zero and tiny rows included, and be twice
-    differentiable."""
-    from hebb_agents.encoders.lsh import _scaled_keys
+def test_unit_keys_backward_equals_autograd_of_normalize() -> None:
+    """The keys' hand-written backward must equal autograd's through ``F.normalize``: zero rows,
+    rows below eps and exactly at it included; in float16 at gradients near its range too; and it
+    must be twice differentiable."""
+    from hebb_agents.encoders.lsh import _unit
 
     qk = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     qk[0, 2] = 0.0
-    qk[1, 4] = 1e-14  # below the normalisation's eps: a constant divisor there
+    qk[1, 4] = 1e-14  # below eps: a constant divisor there
+    qk[1, 5] = torch.tensor(
+        [1e-12, 0, 0, 0, 0], dtype=torch.float64
+    )  # at eps: F.normalize passes the gradient through
     weight = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    mine = qk.clone().requires_grad_(True)
-    plain = qk.clone().requires_grad_(True)
-    keys = _scaled_keys(mine, transformed=False)
-    want = torch.nn.functional.normalize(plain, dim=-1, eps=1e-12) * 5**-0.5
-    assert keys.grad_fn is not None and "ScaledUnitRows" in type(keys.grad_fn).__name__
-    assert torch.allclose(keys, want, rtol=0, atol=1e-15)
-    (keys * weight).sum().backward()
-    (want * weight).sum().backward()
-    assert torch.allclose(mine.grad, plain.grad, rtol=1e-12, atol=1e-12)
+    large = [(qk[0, :2] * 4).half(), (weight[0, :2] * 3e3).half()]  # float16, no zero rows: finite
+    for x, w, tolerance in [(qk, weight, 1e-12), (*large, 1e-3)]:
+        mine = x.clone().requires_grad_(True)
+        plain = x.clone().requires_grad_(True)
+        keys = _unit(mine)
+        eps = max(1e-12, torch.finfo(x.dtype).tiny)
+        want = torch.nn.functional.normalize(plain, dim=-1, eps=eps)
+        assert "UnitRows" in type(keys.grad_fn).__name__
+        assert torch.equal(keys, want)
+        keys.backward(w)
+        want.backward(w)
+        assert torch.isfinite(mine.grad).all()
+        scale = plain.grad.abs().max()
+        assert torch.allclose(mine.grad, plain.grad, rtol=0, atol=tolerance * float(scale))
     nonzero = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradgradcheck(lambda x: _scaled_keys(x, transformed=False), (nonzero,))
+    assert torch.autograd.gradgradcheck(_unit, (nonzero,))
+
+
+def test_float16_second_derivatives_stay_finite_with_internal_padding() -> None:
+    """Padding rows are zero: the keys' double backward must not turn them into NaN that the
+    attention's double backward then spreads to real tokens."""
+    g = torch.Generator().manual_seed(0)
+    qk = torch.randn(2, 37, 8, generator=g).half().requires_grad_(True)
+    v = torch.randn(2, 37, 5, generator=g).half()
+    rotations = torch.randn(8, 3, 5, generator=g).half()
+    out, lse = lsh_attention(qk, v, rotations, bucket_size=4, causal=True, kernel="torch")
+    (grad,) = torch.autograd.grad(out.float().sum() + lse.float().sum(), qk, create_graph=True)
+    (second,) = torch.autograd.grad(grad.float().pow(2).sum(), qk)
+    assert torch.isfinite(grad).all() and torch.isfinite(second).all()

@@ -11,10 +11,11 @@ softmax over rounds of each round's log-sum-exp, which is the softmax over every
 pair a query saw; with de-duplication each pair seen in several rounds counts once.
 
 Memory is ``O(L * bucket_size)`` per round for the scores, and nothing of size ``L^2`` or
-``L * n_hashes * L`` is ever built: rounds run in groups whose scores stay within a fixed budget
-(several rounds at once only while one round is small; from 8,192 tokens in buckets of 64, one
-after another), so inference holds at most one group's scores; training keeps one
-``(L, 2 * bucket_size)`` probability tensor per round for a hand-written backward
+``L * n_hashes * L`` is ever built: the PyTorch path runs several rounds at once only while
+their scores and gathered keys and values fit a fixed budget (one round at a time once one round
+alone fills it: for one sequence of width 64 in buckets of 64, from 4,096 tokens), so inference
+holds at most one group's; training keeps one ``(L, 2 * bucket_size)`` probability tensor per
+round for a hand-written backward
 (:class:`_ChunkedAttention`); hashing runs over blocks of tokens so that the
 ``L * n_buckets / 2`` rotation products never exist at once; the sorts are undone by inverse
 permutations (gathers both ways, no ``index_add``).
@@ -66,11 +67,13 @@ _HASH_BLOCK_ELEMENTS = 1 << 20
 # hashed in one transposed product on CPU (see _narrow_hash_buckets); at 32 and more the per-round
 # product and row-wise argmax are faster (0.84-0.98x at 4K-8K tokens, interleaved A/B).
 _NARROW_HASH = 16
-# The PyTorch path runs as many rounds at once as keep one group's scores within this many
-# elements (4 MiB in float32: all 8 rounds of 1,024 tokens in buckets of 64, one round from 8,192
-# tokens): at short lengths each round's dozens of small operations, not their arithmetic, took
-# most of the time.
-_ROUND_GROUP_ELEMENTS = 1 << 20
+# The PyTorch path runs as many rounds at once as keep a group's scores and gathered look-back
+# keys and values within this many elements (6 MiB in float32; one sequence of width 64 in
+# buckets of 64: 4 rounds at 1,024 tokens, 2 at 2,048, 1 from 4,096; sequences and heads count
+# as tokens): at short lengths each round's dozens of small operations, not their arithmetic, took
+# most of the time (interleaved A/B, 1,024 tokens: 1.13-1.37x with 2-8 hashes; groups of 4 and 8
+# rounds timed alike, forward+backward used up to 1.5x more memory with 8 than with 4).
+_ROUND_GROUP_ELEMENTS = 3 << 19
 
 
 def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
@@ -83,56 +86,39 @@ def _unit(qk: Tensor) -> Tensor:
     ``F.normalize``'s default ``eps`` (1e-12) is zero in float16, where ``0 / 0`` would give NaN keys
     whose gradient poisons the backward pass even though the forward pass masks them.
     """
-    return F.normalize(qk, dim=-1, eps=_unit_eps(qk.dtype))
+    if not transform_running() and torch.is_grad_enabled() and qk.requires_grad:
+        return _UnitRows.apply(qk)
+    return _normalized(qk)
 
 
-def _unit_eps(dtype: torch.dtype) -> float:
-    return max(1e-12, torch.finfo(dtype).tiny)
+def _normalized(qk: Tensor) -> Tensor:
+    return F.normalize(qk, dim=-1, eps=max(1e-12, torch.finfo(qk.dtype).tiny))
 
 
-def _scaled_unit_forward(qk: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``scale * qk / max(||qk||, eps)`` over the last axis, its per-row factor and where the
-    norm was clamped to ``eps`` (see :func:`_unit`)."""
-    norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True)
-    clamped = norm <= _unit_eps(qk.dtype)
-    factor = scale / norm.clamp_min(_unit_eps(qk.dtype))
-    return qk * factor, factor, clamped
-
-
-class _ScaledUnitRows(torch.autograd.Function):
-    """Keys for the PyTorch path: :func:`_unit` times the score scale ``d ** -0.5``, so that no
-    round scales its queries or their gradient. Its backward takes six operations; autograd's
-    of ``F.normalize`` takes about fifteen, each a pass over the whole ``(B, L, d)``."""
+class _UnitRows(torch.autograd.Function):
+    """:func:`_unit` with a hand-written backward: five operations where autograd's through
+    ``F.normalize`` takes about fifteen, each a pass over the whole ``(B, L, d)`` (keys' forward +
+    backward at 1,024 x 64: ~255 against ~360 us on CPU). Same forward arithmetic."""
 
     @staticmethod
-    def forward(ctx, qk, scale):  # type: ignore[override]
-        keys, factor, clamped = _scaled_unit_forward(qk, scale)
-        ctx.save_for_backward(qk, keys, factor, clamped)
-        ctx.scale = scale
+    def forward(ctx, qk):  # type: ignore[override]
+        eps = max(1e-12, torch.finfo(qk.dtype).tiny)
+        norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True)
+        divisor = norm.clamp_min(eps)
+        keys = qk / divisor
+        ctx.save_for_backward(qk, keys, divisor, norm < eps)
         return keys
 
     @staticmethod
     def backward(ctx, d_keys):  # type: ignore[override]
-        qk, keys, factor, clamped = ctx.saved_tensors
+        qk, keys, divisor, clamped = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay
-            (d_qk,) = _recomputed_grads(
-                lambda x: (_scaled_unit_forward(x, ctx.scale)[0],), (qk,), (True,), (d_keys,)
-            )
-            return d_qk, None
-        # keys = s * u with u = qk / |qk|: d qk = s / |qk| * (dk - u (u . dk)), and s / |qk| * dk
-        # where the norm was clamped (a constant there)
-        along = (keys * d_keys).sum(dim=-1, keepdim=True).mul_(1.0 / ctx.scale**2)
-        along.masked_fill_(clamped, 0.0)
-        return torch.addcmul(d_keys, keys, along, value=-1.0).mul_(factor), None
-
-
-def _scaled_keys(qk: Tensor, transformed: bool) -> Tensor:
-    """:func:`_unit` keys times ``d ** -0.5`` (the PyTorch path's keys); plain operations under
-    ``torch.func`` transforms."""
-    scale = qk.shape[-1] ** -0.5
-    if not transformed and torch.is_grad_enabled() and qk.requires_grad:
-        return _ScaledUnitRows.apply(qk, scale)
-    return _scaled_unit_forward(qk, scale)[0]
+            (d_qk,) = _recomputed_grads(lambda x: (_normalized(x),), (qk,), (True,), (d_keys,))
+            return d_qk
+        # keys = qk / |qk|: d qk = (dk - keys (keys . dk)) / |qk|; dk / eps where the norm was
+        # clamped to eps (a constant divisor there)
+        along = (keys * d_keys).sum(dim=-1, keepdim=True).masked_fill_(clamped, 0.0)
+        return torch.addcmul(d_keys, keys, along, value=-1.0).div_(divisor)
 
 
 KERNELS = ("auto", "torch", "triton")
@@ -668,7 +654,10 @@ def lsh_attention(
     if dedup and n_chunks > 2:
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
 
+    keys = _unit(qk)
+    # Queries are scaled after their gather (the same products), so no scaled copy of qk is kept.
     flat_q = qk.reshape(b * padded, d)
+    flat_k = keys.reshape(b * padded, d)
     flat_v = v.reshape(b * padded, dv)
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     # torch.func transforms cannot run the custom autograd.Functions: plain differentiable operations
@@ -676,7 +665,6 @@ def lsh_attention(
     with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
     if fused:
-        flat_k = _unit(qk).reshape(b * padded, d)  # the kernels scale the queries
         triton_kernels = _triton_module()
 
         # where the backward kernel does not fit, and for double backward
@@ -711,15 +699,12 @@ def lsh_attention(
         return out, (torch.logsumexp(lses, dim=0).to(qk.dtype) if return_lse else None)
     if slot_of is None:
         slot_of = _slots_of(order)
-    # The score scale rides on the keys (a factor in their normalisation), not on the queries.
-    flat_k = _scaled_keys(qk, transformed).reshape(b * padded, d)
 
     # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
     # weighted output sum and weight sum (see the module's docstring).
     top: Tensor | None = None
     out_sum = weight_sum = qk.new_zeros(())
-    per_round = b * n_chunks * c * (2 * c if n_chunks > 1 else c)  # score entries of one round
-    group = 1 if dedup else max(1, _ROUND_GROUP_ELEMENTS // per_round)
+    group = 1 if dedup else _rounds_per_group(b * padded, c, d, dv, look_back=n_chunks > 1)
     for first in range(0, n_hashes, group):
         outs, lses = _torch_rounds(
             flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked,
@@ -745,6 +730,15 @@ def lsh_attention(
     return out, ((top + weight_sum.log())[:, :length] if return_lse else None)
 
 
+def _rounds_per_group(rows: int, bucket_size: int, dim: int, dim_v: int, look_back: bool = True) -> int:
+    """How many rounds the PyTorch path runs at once for ``rows`` padded tokens (all sequences):
+    as many as keep their scores and gathered look-back keys and values within
+    ``_ROUND_GROUP_ELEMENTS``, at least one."""
+    chunks_seen = 2 if look_back else 1  # a chunk and the one before it
+    per_round = rows * chunks_seen * (bucket_size + dim + dim_v)
+    return max(1, _ROUND_GROUP_ELEMENTS // per_round)
+
+
 def _all_rounds_torch(
     flat_q: Tensor,
     flat_k: Tensor,
@@ -758,7 +752,6 @@ def _all_rounds_torch(
     ``(H, N, dv)`` and float32 log-sum-exp ``(H, N)`` (their backward pass's fallback)."""
     b, n_hashes, padded = order.shape
     slots = _slots_of(order)
-    flat_k = flat_k * flat_k.shape[-1] ** -0.5  # unit keys in, keys with the score scale here
     outs, lses = [], []
     for h in range(n_hashes):  # a round at a time: the fallback keeps one round's scores
         out_h, lse_h = _torch_rounds(
@@ -905,7 +898,7 @@ def _fold_back(grad: Tensor, c: int) -> Tensor:
 
 
 class _ChunkMask:
-    """What decides one round's score masks: slot token indices and the static masks."""
+    """What decides a group of rounds' score masks: slot token indices and the static masks."""
 
     def __init__(
         self,
@@ -928,7 +921,7 @@ class _ChunkMask:
         return bad
 
     def scores(self, sq: Tensor, sk: Tensor) -> Tensor:
-        """Masked scores ``(B, n, c, K)`` of sorted queries ``sq`` and their (scaled) keys ``sk``."""
+        """Masked scores ``(B, n, c, K)`` of scaled sorted queries ``sq`` and their keys ``sk``."""
         mask_value, self_value = _mask_scores(sq.dtype)
         scores = sq @ sk.transpose(-1, -2)
         c = sq.shape[2]
@@ -943,7 +936,7 @@ class _ChunkMask:
 
 
 class _SortedRows:
-    """Where one round's sorted queries and look-back keys come from in the flat ``(B*Lp, d)`` rows.
+    """Where a group of rounds' sorted queries and look-back keys come from in the flat rows.
 
     The rows of several rounds stack round-major (``rounds`` blocks of the sequences' slots).
     Keys and values are gathered with their look-back in one pass (``k_idx`` lists each chunk's
@@ -959,8 +952,9 @@ class _SortedRows:
         self.rounds = rounds
 
     def queries(self, flat_qk: Tensor) -> Tensor:
-        """Sorted queries ``(B, n, c, d)``."""
-        return flat_qk.index_select(0, self.q_idx).view(self.b, self.n, self.c, -1)
+        """Sorted queries ``(B, n, c, d)``, scaled by ``d ** -0.5`` (a fresh tensor)."""
+        sq = flat_qk.index_select(0, self.q_idx).view(self.b, self.n, self.c, -1)
+        return sq.mul_(sq.shape[-1] ** -0.5)
 
     def look_back(self, flat: Tensor) -> Tensor:
         """Each chunk's keys (or values) with its look-back, ``(B, n, K, ...)``."""
@@ -992,7 +986,7 @@ def _chunked_attention_forward(
     """Softmax attention of each chunk's queries over its keys; in place where autograd allows
     (with ``keep_probs``, autograd can differentiate it).
 
-    Gathers this round's sorted queries, look-back keys (with the score scale) and values
+    Gathers the rounds' sorted queries (from the unscaled ``flat_qk``), look-back keys and values
     from the flat ``(B*Lp, ...)`` rows, each only while it is needed. Returns the output
     ``(B, n, c, dv)``, the log-sum-exp ``(B, n, c)`` (None unless ``with_lse``), the dropout keep
     mask (or None) and, with ``keep_probs``, the attention probabilities before dropout.
@@ -1017,10 +1011,10 @@ def _chunked_attention_forward(
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention with a hand-written backward.
 
-    Takes the flat, unsorted queries, keys (with the score scale) and values and the row indices.
-    Per round it saves the indices, the output and one ``(B, n, c, K)`` probability tensor
-    (``O(L * bucket_size)``, the algorithm's own bound); the flat inputs it saves are the same
-    tensors for every round. No sorted copies and none of autograd's several intermediates of
+    Takes the flat, unsorted (unscaled) queries, keys and values and a group of G rounds' row
+    indices. Per group it saves the indices, the output and one ``(G * B, n, c, K)`` probability
+    tensor (``O(L * bucket_size)`` per round, the algorithm's own bound); the flat inputs it saves
+    are the same tensors for every group. No sorted copies and none of autograd's several intermediates of
     the probabilities' size (scores, masks, softmax, dropout) are kept: the sorted rows and the
     boolean masks are gathered again in the backward pass, one at a time.
     """
@@ -1071,7 +1065,8 @@ class _ChunkedAttention(torch.autograd.Function):
         if bad is not None:
             d_scores.masked_fill_(bad, 0.0)
         del bad
-        d_qk = rows.scatter(d_scores @ rows.look_back(flat_k), False)
+        # Scores are (d ** -0.5 * q) . k: the query gradient takes the scale once more.
+        d_qk = rows.scatter((d_scores @ rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5), False)
         d_k = rows.scatter(d_scores.transpose(-1, -2) @ rows.queries(flat_qk), look_back)
         return d_qk, d_k, d_v, None, None, None, None
 
