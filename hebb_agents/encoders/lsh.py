@@ -892,11 +892,6 @@ def _look_back(x: Tensor) -> Tensor:
     return torch.cat([x, x.roll(1, dims=1)], dim=2) if x.shape[1] > 1 else x
 
 
-def _fold_back(grad: Tensor, c: int) -> Tensor:
-    """Gradient of :func:`_look_back`: ``(B, n, 2c, ...)`` -> ``(B, n, c, ...)``."""
-    return grad[:, :, :c] + grad[:, :, c:].roll(-1, dims=1) if grad.shape[2] > c else grad
-
-
 class _ChunkMask:
     """What decides a group of rounds' score masks: slot token indices and the static masks."""
 
@@ -961,12 +956,18 @@ class _SortedRows:
         return flat.index_select(0, self.k_idx).view(self.b, self.n, -1, flat.shape[-1])
 
     def scatter(self, d_sorted: Tensor, look_back: bool) -> Tensor:
-        """Gradient for the flat rows from a gradient over sorted slots (summing the look-back copy)."""
-        if look_back:
-            d_sorted = _fold_back(d_sorted, self.c)
+        """Gradient for the flat rows from a gradient over sorted slots ``(B, n, c or 2c, d)``, a
+        fresh tensor that this overwrites: with ``look_back``, each key's look-back copy (in the
+        next chunk) is added to its own slot in place, and the own slots are gathered from there."""
+        index = self.back
+        if look_back and d_sorted.shape[2] > self.c:
+            own, copies = d_sorted[:, :, : self.c], d_sorted[:, :, self.c :]
+            own[:, :-1] += copies[:, 1:]  # chunk i's keys are chunk i + 1's look-back
+            own[:, -1] += copies[:, 0]  # and the last chunk's are the first one's
+            index = self.back + self.back.div(self.c, rounding_mode="floor") * self.c
         # Every row appears once among each round's own slots: the inverse permutation gathers
         # it, once per round.
-        d_rows = d_sorted.reshape(-1, d_sorted.shape[-1]).index_select(0, self.back)
+        d_rows = d_sorted.reshape(-1, d_sorted.shape[-1]).index_select(0, index)
         if self.rounds == 1:
             return d_rows
         return d_rows.view(self.rounds, -1, d_rows.shape[-1]).sum(0)
