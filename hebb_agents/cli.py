@@ -239,11 +239,12 @@ def _train(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     if stats:
         first, last = stats[0], stats[-1]
+        trend = f"{last.fitness_mean:.2f}"
+        if len(stats) > 1:  # from the first generation this command ran
+            trend = f"{first.fitness_mean:.2f} (generation {first.generation}) -> {trend}"
         print(
-            f"generation {last.generation}: population mean fitness {first.fitness_mean:.2f} "
-            f"(generation {first.generation}) -> "
-            f"{last.fitness_mean:.2f}, best {last.best_so_far:.2f}, {last.env_steps} env-steps, "
-            f"{last.wall_time:.0f} s"
+            f"generation {last.generation}: population mean fitness {trend}, best {last.best_so_far:.2f}, "
+            f"{last.env_steps} env-steps, {last.wall_time:.0f} s"
         )
     saved = [name for name in ("policy.npz", "best.npz") if (args.out / name).exists()]
     print(f"run folder {args.out}: {', '.join(saved) or 'no policy saved yet'}")

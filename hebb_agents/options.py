@@ -57,6 +57,13 @@ def check_bool(name: str, value: object) -> bool:
     raise ValueError(f"{name} must be a boolean (true or false), got {value!r}")
 
 
+def check_probability(name: str, value: object) -> float:
+    """``value`` as a ``float`` in [0, 1) (a dropout probability), else a ValueError."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and 0.0 <= value < 1.0:
+        return float(value)
+    raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
 def check_options(owner: str, given: Mapping[str, object] | Iterable[str], accepted: Iterable[str]) -> None:
     """A ValueError naming the unknown keys of ``given`` and listing the ``accepted`` ones."""
     accepted = set(accepted)

@@ -186,7 +186,10 @@ def test_resume_keeps_saved_settings_unless_overridden(tmp_path, capsys):
     assert len(list(csv.DictReader((out / "progress.csv").open()))) == 4
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--generations", "5", "--lockstep-size", "3"]) == 0
-    assert "ignored" not in capsys.readouterr().err  # how members are grouped is not a saved setting
+    captured = capsys.readouterr()
+    assert "ignored" not in captured.err  # how members are grouped is not a saved setting
+    # one generation ran: its fitness alone, not "x (generation 5) -> x"
+    assert "generation 5: population mean fitness" in captured.out and "->" not in captured.out
     assert len(list(csv.DictReader((out / "progress.csv").open()))) == 5
     assert ESTrainer.resume(out).config.lockstep_size == 3
 

@@ -261,6 +261,14 @@ def test_sinusoidal_positions_are_built_on_the_inputs_device_and_dtype() -> None
         (dict(position="learned", max_len=0), "max_len must be an int >= 1 or None, got 0"),
         (dict(position="learned", max_len=-1), "max_len must be an int >= 1 or None, got -1"),
         (dict(bucket_size=8.5), "bucket_size must be an int >= 1, got 8.5"),
+        # flags were read for their truth value ("no" meant causal), rates failed inside torch or
+        # under another option's name, a string seed failed on "str + int"
+        (dict(causal="no"), "causal must be a boolean (true or false), got 'no'"),
+        (dict(reversible="no"), "reversible must be a boolean (true or false), got 'no'"),
+        (dict(attn_dropout=1.0), "attn_dropout must be a number in [0, 1), got 1.0"),
+        (dict(ff_dropout=1.5), "ff_dropout must be a number in [0, 1), got 1.5"),
+        (dict(ff_dropout="0.1"), "ff_dropout must be a number in [0, 1), got '0.1'"),
+        (dict(lsh_seed="1"), "lsh_seed must be an int or None, got '1'"),
     ],
 )
 def test_history_encoder_sizes_must_be_positive_ints(kwargs: dict, message: str) -> None:
@@ -277,6 +285,16 @@ def test_history_encoder_takes_numpy_integer_sizes() -> None:
 
 def test_the_sb3_extractor_checks_its_arguments_at_construction() -> None:
     space = gym.spaces.Box(0, 1, (8, 4))
+    # a learned-position table shorter than the window failed only at the first forward pass
+    with pytest.raises(ValueError, match="window of 8 is longer than max_len=4"):
+        LSHHistoryExtractor(space, position="learned", max_len=4)
+    learned = LSHHistoryExtractor(space, position="learned", n_hashes=1, bucket_size=4)
+    assert learned.encoder.max_len == 8  # the window, unless given
+    assert learned(torch.rand(2, 8, 4)).shape == (2, 64)
+    # another history shape was reshaped into this one's window without a word
+    for wrong in [(2, 4, 8), (2, 2, 16), (2, 8, 3)]:
+        with pytest.raises(ValueError, match=re.escape(f"expected observations (B, 8, 4), got {wrong}")):
+            learned(torch.rand(*wrong))
     with pytest.raises(ValueError, match="features_dim must be an int >= 1, got 0"):
         LSHHistoryExtractor(space, features_dim=0)
     with pytest.raises(ValueError, match=r"history of at least one step \(L >= 1\), got shape \(0, 4\)"):

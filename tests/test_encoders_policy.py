@@ -118,6 +118,10 @@ def test_unknown_encoder_options_are_named_with_the_accepted_ones() -> None:
         ({"window": 2.5}, "window must be an int >= 1, got 2.5"),  # was truncated to 2
         ({"feature_dim": 0}, "feature_dim must be an int >= 1, got 0"),
         ({"n_hashes": 1.5}, "n_hashes must be an int >= 1, got 1.5"),
+        ({"causal": "no"}, "causal must be a boolean (true or false), got 'no'"),
+        ({"lsh_seed": "x"}, "lsh_seed must be an int or None, got 'x'"),
+        ({"ff_dropout": 2}, "ff_dropout must be a number in [0, 1), got 2"),
+        ({"window": 16, "position": "learned", "max_len": 4}, "window of 16 is longer than max_len=4"),
     ],
 )
 def test_bad_lsh_encoder_values_are_one_line_value_errors(options: dict, message: str) -> None:
@@ -152,3 +156,21 @@ def test_predict_after_set_params_starts_the_encoders_episode_as_without_an_enco
     obs, _ = env.reset(seed=0)
     action, _ = policy.predict(obs)  # was "(call reset(P) first)": the encoder held no members
     assert env.action_space.contains(int(action))
+
+
+def test_lsh_encoder_errors_name_the_observation_space_and_a_foreign_observation() -> None:
+    from hebb_agents.encoders import make_encoder
+
+    # was "bad 'lsh' encoder options {}: ...": the options were fine, the space was not
+    with pytest.raises(ValueError, match=r"the 'lsh' encoder reads Box observations, got Discrete\(4\)"):
+        make_encoder({"type": "lsh"}, gym.spaces.Discrete(4))
+    encoder = make_encoder(
+        {"type": "lsh", "window": 4, "position": "learned", "n_hashes": 1}, gym.spaces.Box(-1, 1, (6,))
+    )
+    assert encoder.module.encoder.max_len == 4  # learned positions default to the window
+    encoder.reset(2)
+    # an observation of another environment was told to "call reset(P) first"
+    with pytest.raises(ValueError, match=r"got \(2, 4\) \(an observation of another environment\?\)"):
+        encoder.encode(np.zeros((2, 4)), None)
+    with pytest.raises(ValueError, match=r"expected observations of 2 members \(call reset\(P\) first\)"):
+        encoder.encode(np.zeros((3, 6)), None)

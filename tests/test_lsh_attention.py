@@ -424,6 +424,18 @@ def test_bad_arguments_are_rejected_with_the_value() -> None:
         attn(qk, v, rotations=torch.randn(4, 3, 2))
     with pytest.raises(ValueError, match="key_padding_mask"):
         attn(qk, v, key_padding_mask=torch.zeros(1, 19, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"generator must be a torch.Generator or None, got 5"):
+        attn(qk, v, generator=5)
+    # flags were read for their truth value; the layer's two rates were told apart only by torch
+    for make, message in [
+        (lambda: LSHAttention(causal="no"), "causal must be a boolean (true or false), got 'no'"),
+        (lambda: LSHAttention(allow_duplicate_attention=None), "allow_duplicate_attention must be a boolean"),
+        (lambda: LSHSelfAttention(16, attn_dropout=1.0), "attn_dropout must be a number in [0, 1), got 1.0"),
+        (lambda: LSHSelfAttention(16, dropout=1.5), "dropout must be a number in [0, 1), got 1.5"),
+        (lambda: LSHSelfAttention(16, dropout="0.1"), "dropout must be a number in [0, 1), got '0.1'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            make()
 
 
 def test_self_attention_checks_its_inputs_in_the_callers_terms() -> None:

@@ -73,8 +73,12 @@ def make_encoder(spec: dict, observation_space: object) -> PolicyEncoder:
     kind = spec["type"]
     kwargs = {key: value for key, value in spec.items() if key != "type"}
     if kind == "lsh":
+        import gymnasium as gym
+
         from hebb_agents.encoders.history import LSHPolicyEncoder
 
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise ValueError(f"the 'lsh' encoder reads Box observations, got {observation_space}")
         # LSHPolicyEncoder passes what it does not take to HistoryEncoder (obs_dim and out_dim it sets)
         check_options(f"{kind!r} encoder", kwargs, LSHPolicyEncoder.options())
         return _build(kind, lambda: LSHPolicyEncoder(observation_space, **kwargs), kwargs)

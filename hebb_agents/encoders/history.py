@@ -109,6 +109,9 @@ class HistoryEncoder(nn.Module):
         depth = check_int("depth", depth)
         ff_mult = check_int("ff_mult", ff_mult)
         ff_chunks = check_int("ff_chunks", ff_chunks)
+        lsh_seed = check_optional_int("lsh_seed", lsh_seed, minimum=None)
+        causal = check_bool("causal", causal)
+        reversible = check_bool("reversible", reversible)
         self.pooling = pooling
         self.position = position
         self.max_len = max_len
@@ -176,7 +179,8 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
     ``(L, *obs_shape)``; trailing axes are flattened into ``obs_dim``. With ``fill_flag`` the last
     channel of each row is ``ObservationHistory(flag_fill=True)``'s flag, and flagged rows (steps
     before the episode began) are masked out of attention and pooling. Other keyword arguments go
-    to :class:`HistoryEncoder` (:meth:`options` lists every accepted name).
+    to :class:`HistoryEncoder` (:meth:`options` lists every accepted name); with
+    ``position="learned"``, ``max_len`` defaults to L.
 
     Notes for SB3 users:
 
@@ -213,11 +217,14 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, features_dim)
         self.window = int(observation_space.shape[0])
         self.fill_flag = fill_flag
-        obs_dim = int(np.prod(observation_space.shape[1:])) - int(self.fill_flag)
+        self.row_size = int(np.prod(observation_space.shape[1:]))
+        obs_dim = self.row_size - int(self.fill_flag)
         if obs_dim < 1:
             need = "an observation plus the fill flag" if self.fill_flag else "an observation"
             raise ValueError(f"LSHHistoryExtractor needs rows of {need}, got {observation_space}")
-        self.encoder = HistoryEncoder(obs_dim, out_dim=features_dim, **encoder_kwargs)
+        self.encoder = _window_encoder(
+            "LSHHistoryExtractor", obs_dim, self.window, features_dim, encoder_kwargs
+        )
 
     @classmethod
     def options(cls) -> set[str]:
@@ -225,10 +232,33 @@ class LSHHistoryExtractor(BaseFeaturesExtractor):
         return _options_passing_on(cls)
 
     def forward(self, observations: Tensor) -> Tensor:
-        history = observations.reshape(observations.shape[0], self.window, -1).float()
+        expected = tuple(self._observation_space.shape)
+        if tuple(observations.shape[1:]) != expected:
+            raise ValueError(
+                f"LSHHistoryExtractor expected observations (B, {', '.join(map(str, expected))}), "
+                f"got {tuple(observations.shape)}"
+            )
+        history = observations.reshape(observations.shape[0], self.window, self.row_size).float()
         if self.fill_flag:
             return self.encoder(history[..., :-1], key_padding_mask=history[..., -1] > 0.5)
         return self.encoder(history)
+
+
+def _window_encoder(
+    owner: str, obs_dim: int, window: int, out_dim: int, encoder_kwargs: dict[str, Any]
+) -> HistoryEncoder:
+    """The :class:`HistoryEncoder` of a front end with a fixed ``window``: learned positions get
+    ``max_len = window`` unless given, and a ``max_len`` shorter than the window is refused here
+    rather than at the first call."""
+    if encoder_kwargs.get("position") == "learned":
+        encoder_kwargs = {"max_len": window, **encoder_kwargs}
+    encoder = HistoryEncoder(obs_dim, out_dim=out_dim, **encoder_kwargs)
+    if encoder.position == "learned" and encoder.max_len is not None and encoder.max_len < window:
+        raise ValueError(
+            f"{owner}: window of {window} is longer than max_len={encoder.max_len} "
+            "(learned positions need max_len >= window; leave it out to use the window)"
+        )
+    return encoder
 
 
 def _options_passing_on(cls: type) -> set[str]:
@@ -264,7 +294,8 @@ class LSHPolicyEncoder(TorchPolicyEncoder):
         seed: seed of the random weights and of the (fixed) LSH rotations.
         feature_dim: width of the features fed to the Hebbian layers.
         encoder_kwargs: more :class:`HistoryEncoder` arguments (d_model, depth, heads, ...;
-            :meth:`options` lists every accepted name).
+            :meth:`options` lists every accepted name); with ``position="learned"``, ``max_len``
+            defaults to ``window``.
 
     Histories live in a ring buffer ``(P, 2 * window, obs_dim)``: a step writes two rows per
     member and reads a contiguous window, no shifting. Steps before the episode began are
@@ -296,7 +327,10 @@ class LSHPolicyEncoder(TorchPolicyEncoder):
         encoder_kwargs.setdefault("lsh_seed", seed)
         with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG stream untouched
             torch.manual_seed(seed)
-            net = _MaskedHistory(HistoryEncoder(self.obs_dim, out_dim=feature_dim, **encoder_kwargs))
+            encoder = _window_encoder(
+                "LSHPolicyEncoder", self.obs_dim, self.window, feature_dim, encoder_kwargs
+            )
+            net = _MaskedHistory(encoder)
         super().__init__(net, feature_dim, evolvable=evolvable)
         self._buffer = np.zeros((0, 2 * self.window, self.obs_dim + 1), dtype=np.float32)
         self._pos = self.window - 1
@@ -320,10 +354,14 @@ class LSHPolicyEncoder(TorchPolicyEncoder):
 
     def encode(self, obs: np.ndarray, params: np.ndarray | None) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32)
-        if obs.shape[0] != self.population or obs.shape[1:] != self.obs_shape:
+        if obs.shape[1:] != self.obs_shape:
             raise ValueError(
-                f"expected observations (P, *obs_shape) = {(self.population, *self.obs_shape)} "
-                f"(call reset(P) first), got {obs.shape}"
+                f"expected observations (P, *obs_shape) = {(self.population, *self.obs_shape)}, got "
+                f"{obs.shape} (an observation of another environment?)"
+            )
+        if obs.shape[0] != self.population:
+            raise ValueError(
+                f"expected observations of {self.population} members (call reset(P) first), got {obs.shape}"
             )
         self._pos = (self._pos + 1) % self.window
         row = self._buffer[:, self._pos]

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import numbers
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -47,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hebb_agents.options import check_int, check_optional_int
+from hebb_agents.options import check_bool, check_int, check_optional_int, check_probability
 
 # Masked scores use large finite constants rather than -inf so that a row with every key
 # masked still has a finite softmax. A token's own key gets SELF_SCORE: lower than any real
@@ -491,14 +490,12 @@ class LSHAttention(nn.Module):
             if n_buckets % 2:
                 raise refused
         seed = check_optional_int("seed", seed, minimum=None)
-        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bucket_size = bucket_size
         self.n_hashes = n_hashes
         self.fixed_n_buckets = n_buckets
-        self.causal = causal
-        self.dropout = dropout
-        self.allow_duplicate_attention = allow_duplicate_attention
+        self.causal = check_bool("causal", causal)
+        self.dropout = check_probability("dropout", dropout)
+        self.allow_duplicate_attention = check_bool("allow_duplicate_attention", allow_duplicate_attention)
         self.seed = seed
         self.kernel = kernel
         self._seeded_rotations: tuple[tuple[int, ...], Tensor] | None = None  # (seed, shape), draw
@@ -564,6 +561,8 @@ class LSHAttention(nn.Module):
             raise ValueError(
                 f"LSHAttention needs at least one sequence of one token, got qk {tuple(qk.shape)}"
             )
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
         if rotations is None:
             # drawn where they are used: a CPU draw and copy cost ~3 ms per call at 262K tokens
             rotations = self.draw_rotations(d, length, generator, device=qk.device)
@@ -1134,6 +1133,8 @@ class LSHSelfAttention(nn.Module):
             if dim_head < 1:
                 raise ValueError(f"dim_head = dim // heads must be >= 1, got dim={dim}, heads={heads}")
         dim_head = check_int("dim_head", dim_head)
+        attn_dropout = check_probability("attn_dropout", attn_dropout)
+        dropout = check_probability("dropout", dropout)
         self.dim = dim
         self.heads = heads
         self.dim_head = dim_head

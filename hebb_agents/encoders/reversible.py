@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from hebb_agents.encoders.lsh import LSHSelfAttention, bucket_tape, transform_running
+from hebb_agents.options import check_bool, check_int, check_optional_int, check_probability
 
 _RngState = tuple[Tensor, Tensor | None]
 
@@ -168,8 +169,8 @@ class ReversibleSequence(nn.Module):
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-        self.reversible = reversible
-        self.replay_randomness = replay_randomness
+        self.reversible = check_bool("reversible", reversible)
+        self.replay_randomness = check_bool("replay_randomness", replay_randomness)
 
     def forward(self, x: Tensor, **kwargs: Any) -> Tensor:
         """``x`` ``(B, L, 2 * dim)`` (the two streams side by side) -> same shape."""
@@ -196,9 +197,8 @@ class ChunkedFeedForward(nn.Module):
 
     def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0, chunks: int = 1) -> None:
         super().__init__()
-        if chunks < 1:
-            raise ValueError(f"chunks must be >= 1, got {chunks!r}")
-        self.chunks = chunks
+        dropout = check_probability("dropout", dropout)
+        self.chunks = check_int("chunks", chunks)
         self.net = nn.Sequential(
             nn.LayerNorm(dim),
             nn.Linear(dim, dim * mult),
@@ -240,9 +240,10 @@ def reformer_stack(
     A ``seed`` among the attention arguments fixes the rotations of block ``i`` to ``seed + i``:
     every layer hashes with its own rotations, as with fresh draws.
     """
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth!r}")
-    seed = attention_kwargs.pop("seed", None)
+    depth = check_int("depth", depth)
+    ff_chunks = check_int("ff_chunks", ff_chunks)
+    ff_dropout = check_probability("ff_dropout", ff_dropout)
+    seed = check_optional_int("seed", attention_kwargs.pop("seed", None), minimum=None)
     blocks = [
         ReversibleBlock(
             PreNormAttention(dim, **attention_kwargs, seed=None if seed is None else seed + layer),
