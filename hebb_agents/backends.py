@@ -99,6 +99,11 @@ class Candidates:
         return out
 
 
+class WorkersLost(RuntimeError):
+    """Workers (processes, Ray actors) died more often than a backend re-runs their slices: the
+    generation is lost, the run can resume from its last checkpoint."""
+
+
 class Backend(abc.ABC):
     """Evaluates a population ``(P, n)`` for a generation; subclasses decide where."""
 
@@ -215,7 +220,10 @@ class ProcessBackend(Backend):
                     os.environ[name] = value
         child.close()
         try:
-            status, _ = parent.recv()
+            try:
+                status, _ = parent.recv()
+            except (EOFError, ConnectionResetError, OSError):
+                raise WorkersLost(f"worker {index} died while starting") from None
             if status != "ready":
                 raise RuntimeError(f"worker {index} failed to start")
         except BaseException:  # not ready (or Ctrl-C while waiting): it must not outlive us
@@ -239,7 +247,14 @@ class ProcessBackend(Backend):
                 process.kill()
             process.join(timeout=5)
         logger.warning("worker %d died; restarting it and re-running its slice", index)
-        self._start(index)
+        for attempt in range(self.max_retries + 1):  # a replacement may die while it starts
+            try:
+                self._start(index)
+                return
+            except WorkersLost:
+                if attempt == self.max_retries:
+                    raise
+                logger.warning("worker %d died while starting; starting it again", index)
 
     def evaluate(self, params: np.ndarray, seed: int, generation: int) -> EvalResult:
         params = np.asarray(params)
@@ -275,9 +290,7 @@ class ProcessBackend(Backend):
             if failed:
                 retries += 1
                 if retries > self.max_retries:
-                    raise RuntimeError(
-                        f"workers {failed} died {retries} times in generation {generation + 1}"
-                    )
+                    raise WorkersLost(f"workers {failed} died {retries} times in generation {generation + 1}")
                 for index in failed:
                     self._restart(index)
             pending = failed
@@ -290,7 +303,10 @@ class ProcessBackend(Backend):
             worker[1].send(message)
         except (BrokenPipeError, OSError, AssertionError):
             self._restart(index)
-            self._workers[index][1].send(message)  # type: ignore[index]
+            try:
+                self._workers[index][1].send(message)  # type: ignore[index]
+            except (BrokenPipeError, OSError):
+                pass  # died again at once: its reply is missing, and the slice is re-run
 
     def _receive(self, index: int) -> EvalResult | None:
         worker = self._workers[index]

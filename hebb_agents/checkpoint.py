@@ -27,7 +27,7 @@ import os
 import pickle
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -92,6 +92,42 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 # What each kind of run folder saves: a fresh run refuses a folder holding either kind's results.
 ES_RUN_FILES = ("checkpoint.npz", "policy.npz", "best.npz")
 BASELINE_FILES = ("model.zip", "vecnormalize.pkl", "baseline.json")
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold ``folder`` for one run while it trains there: a second run into the same folder
+    (a fresh one, or a ``--resume`` while the first still runs) is refused instead of writing a
+    second history into the same log and checkpoints.
+
+    An advisory lock on ``folder/.lock``: the operating system drops it when the process ends,
+    killed or not, so a crashed run never leaves the folder locked. Where ``fcntl`` does not exist
+    (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(
+                f"{folder} is in use by another run ({holder}); wait until it stops, or choose another folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_new_run_folder(folder: str | os.PathLike, kind: str) -> None:
@@ -384,6 +420,14 @@ def load_reference_coefficients(
     # torch.save writes a zip archive (since torch 1.6) or, in the legacy format, a pickle (0x80 + protocol)
     if not zipfile.is_zipfile(path) and not (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
         raise ValueError(f"{path} is not a torch.save file (neither a zip archive nor a pickle stream)")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if names and all(name.endswith(".npy") for name in names):
+            raise ValueError(
+                f"{path} is a numpy .npz archive, not a torch.save file of the reference implementation "
+                "(a hebb-agents policy file is one: load it with EvolvablePolicy.load)"
+            )
     try:
         with torch.serialization.safe_globals(_reference_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -6,19 +6,23 @@ import argparse
 import json
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hebb_agents.backends import BACKENDS
+from hebb_agents.backends import BACKENDS, WorkersLost
 from hebb_agents.checkpoint import check_new_run_folder
 from hebb_agents.es import OPTIMIZERS
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
 from hebb_agents.policy import POLICIES
 from hebb_agents.rollout import EARLY_STOPS, is_number, make_env, parse_lockstep_size
 from hebb_agents.rules import RULES
+
+if TYPE_CHECKING:
+    from hebb_agents.trainer import ESTrainer
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -105,8 +109,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
     p.add_argument("--seed", type=natural, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/hebb"), help="output folder")
-    p.add_argument("--checkpoint-every", type=positive, default=10)
-    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument(
+        "--checkpoint-every", type=positive, default=None, help="generations between checkpoints (default 10)"
+    )
+    p.add_argument("--tensorboard", action="store_true", default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_train)
 
@@ -163,6 +169,8 @@ def _train(args: argparse.Namespace) -> int:
             "workers": args.workers,
             "lockstep_size": args.lockstep_size,
             "ray_address": args.address,
+            "checkpoint_every": args.checkpoint_every,
+            "tensorboard": args.tensorboard,
         }
         overrides = {key: value for key, value in given.items() if value is not None}
         kept = {"resume", "out", "func", "command", *given, "address"} - {"ray_address"}
@@ -212,8 +220,8 @@ def _train(args: argparse.Namespace) -> int:
             lockstep_size=args.lockstep_size or "auto",
             ray_address=args.address,
             seed=args.seed,
-            checkpoint_every=args.checkpoint_every,
-            tensorboard=args.tensorboard,
+            checkpoint_every=10 if args.checkpoint_every is None else args.checkpoint_every,
+            tensorboard=bool(args.tensorboard),
         )
         trainer = ESTrainer(config, out_dir=args.out, progress=True)
         print(f"{config.policy} policy, {trainer.policy.num_params} parameters, env {config.env_id}")
@@ -228,13 +236,12 @@ def _train(args: argparse.Namespace) -> int:
         stats = trainer.train()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping already: a second Ctrl-C changes nothing
-        saved = trainer.saved_generation
-        if saved is None:
-            advice = "nothing saved yet; run the same command again to start over"
-        else:
-            advice = f"checkpoint at generation {saved}; continue with: hebb train --resume --out {args.out}"
-        print(f"\ninterrupted after generation {trainer.generation}; {args.out}: {advice}", file=sys.stderr)
+        advice = _resume_advice(trainer, args.out)
+        print(f"\ninterrupted after generation {trainer.generation}; {advice}", file=sys.stderr)
         return 130
+    except WorkersLost as err:  # the generation is lost; the last finished one was saved
+        print(f"\nerror: {err}; {_resume_advice(trainer, args.out)}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     if stats:
@@ -299,11 +306,6 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"error: {path} does not exist (pass a run folder or a policy file)", file=sys.stderr)
         return 2
     arrays, meta = load_checkpoint(path)
-    if meta.get("kind") == "es_trainer":
-        raise ValueError(
-            f"{path} is the trainer's checkpoint (optimiser state); evaluate the run folder "
-            f"{path.parent} or its policy.npz / best.npz"
-        )
     policy = policy_from_metadata(meta, arrays.get("params"), source=str(path))
     env_id = args.env or meta.get("env_id")
     if env_id is None:
@@ -311,16 +313,19 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     # Without overrides, evaluate under the training run's settings (its config.json beside the file).
     config_file = path.parent / "config.json"
-    needed = (args.env_kwargs is None and args.env is None) or args.max_steps is None
+    needed = args.env_kwargs is None or args.max_steps is None
     run_config = _run_config(config_file) if needed and config_file.exists() else meta
     env_kwargs = args.env_kwargs
-    if env_kwargs is None:
-        env_kwargs = run_config.get("env_kwargs", {}) if args.env is None else {}
+    if env_kwargs is None:  # the run's body and settings on its own env; another env's defaults
+        own_env = args.env is None or args.env == run_config.get("env_id", meta.get("env_id"))
+        env_kwargs = run_config.get("env_kwargs", {}) if own_env else {}
     max_steps = args.max_steps if args.max_steps is not None else run_config.get("max_steps")
     check_spaces((policy.observation_space, policy.action_space), env_id, env_kwargs, source=str(path))
     stats = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs, max_steps).summary()
+    settings = f" {json.dumps(env_kwargs)}" if env_kwargs else ""
     print(
-        f"{path} on {env_id}, {args.episodes} episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"
+        f"{path} on {env_id}{settings}, {args.episodes} episodes "
+        f"(seeds {args.seed}..{args.seed + args.episodes - 1})"
     )
     if not np.isfinite(stats["returns_mean"]):
         print("  warning: the network's outputs were not finite (diverging weights or NaN parameters)")
@@ -347,8 +352,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resume_advice(trainer: ESTrainer, out: Path) -> str:
+    """What a stopped run left in ``out`` and how to go on."""
+    saved = trainer.saved_generation
+    if saved is None:
+        return f"{out}: nothing saved yet; run the same command again to start over"
+    return f"{out}: checkpoint at generation {saved}; continue with: hebb train --resume --out {out}"
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Warnings as one line each, without the source line Python shows by default."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hebb`` console script."""
+    previous, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
@@ -364,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

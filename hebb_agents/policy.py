@@ -537,6 +537,12 @@ def policy_from_metadata(
     meta: dict[str, Any], params: np.ndarray | None, source: str = "checkpoint"
 ) -> EvolvablePolicy:
     """Rebuild a policy from checkpoint metadata and check ``params`` against it."""
+    if meta.get("kind") == "es_trainer":
+        folder = Path(source).parent
+        raise ValueError(
+            f"{source} is the trainer's checkpoint (optimiser state), not a policy; load "
+            f"{folder / 'policy.npz'} or {folder / 'best.npz'} (`hebb eval` takes the run folder {folder})"
+        )
     try:
         kind = meta["policy"]
         config = dict(meta["config"])

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from hebb_agents.backends import Backend, Candidates, split_population
+from hebb_agents.backends import Backend, Candidates, WorkersLost, split_population
 from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class RayBackend(Backend):
             except lost as err:
                 attempts[index] += 1
                 if attempts[index] > self.max_retries:
-                    raise RuntimeError(
+                    raise WorkersLost(
                         f"slice {index} lost its actor {attempts[index]} times in generation {generation + 1}"
                     ) from err
                 owner[index] = self._replace(owner[index], generation)
@@ -231,7 +231,7 @@ class RayBackend(Backend):
             self._borrowed.discard(dead)
             return dead
         if survivor is None:
-            raise RuntimeError(
+            raise WorkersLost(
                 f"the only actor was lost in generation {generation + 1} and no CPU was free for a new "
                 f"one within {FREED_CPU_WAIT_S:g} s"
             )

@@ -39,6 +39,7 @@ from hebb_agents.checkpoint import (
     atomic_write,
     check_new_run_folder,
     load_checkpoint,
+    run_folder_lock,
     save_checkpoint,
     split_state,
 )
@@ -220,11 +221,20 @@ class TrainConfig:
 def _warn_if_config_edited(config_file: Path, saved: dict[str, Any]) -> None:
     """Warn where a run's ``config.json`` says otherwise than its checkpoint, whose settings a resumed
     run keeps (and writes back to ``config.json``)."""
+    if not config_file.exists():
+        return  # rewritten from the checkpoint at the next save
     try:
         written = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return  # unreadable or missing: rewritten from the checkpoint, nothing a user meant is lost
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        written = err
     if not isinstance(written, dict):
+        kept = config_file.with_name("config.unreadable.json")
+        config_file.replace(kept)  # an edit gone wrong is still someone's edit: kept, not overwritten
+        warnings.warn(
+            f"{config_file} is not a JSON object of settings ({written}); moved to {kept.name}, and "
+            "config.json is rewritten from the checkpoint, whose settings a resumed run keeps",
+            stacklevel=3,
+        )
         return
     edited = sorted(key for key in set(written) | set(saved) if written.get(key) != saved.get(key))
     if edited:
@@ -316,10 +326,22 @@ class ESTrainer:
 
     # ------------------------------------------------------------------ run
     def train(self, generations: int | None = None) -> list[GenerationStats]:
-        """Run until ``config.generations`` (or ``generations`` more); returns this call's stats."""
+        """Run until ``config.generations`` (or ``generations`` more); returns this call's stats.
+
+        With an output folder, the run holds it (:func:`~hebb_agents.checkpoint.run_folder_lock`):
+        a second run training into the same folder meanwhile is refused.
+        """
         target = self.config.generations if generations is None else self.generation + generations
         if self.generation < target:
             self.backend  # noqa: B018 - start the workers (or fail: no cluster, bad count) before writing
+        if self.out_dir is None:
+            return self._train(target)
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.close)  # a refused folder leaves no workers running either
+            stack.enter_context(run_folder_lock(self.out_dir))
+            return self._train(target)
+
+    def _train(self, target: int) -> list[GenerationStats]:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             log = self.out_dir / "progress.csv"

@@ -531,3 +531,13 @@ def test_export_matlab_refuses_tables_and_population_axes_naming_the_expected_sh
     with pytest.raises(TypeError, match="takes a HebbianPolicy"):
         export_policy_matlab(static, tmp_path / "x.mat")
     assert not (tmp_path / "x.mat").exists()
+
+
+def test_a_numpy_archive_passed_as_a_reference_file_is_named_as_one(tmp_path):
+    path = tmp_path / "policy.npz"
+    np.savez(path, params=np.zeros(3, np.float32))
+    # was "not a readable torch.save file (RuntimeError: [enforce fail at inline_container.cc ...])"
+    with pytest.raises(
+        ValueError, match=r"is a numpy .npz archive, not a torch.save file .*EvolvablePolicy.load"
+    ):
+        load_reference_coefficients(path, "ABCD_lr")

@@ -228,3 +228,81 @@ def test_an_address_without_the_ray_backend_is_named_as_ignored(tmp_path, capsys
     assert "warning: --address only applies to --backend ray; the serial backend ignores it" in (
         capsys.readouterr().err
     )
+
+
+def test_workers_lost_beyond_retries_end_in_one_line_with_the_resume_command(tmp_path, capsys, monkeypatch):
+    from hebb_agents.backends import SerialBackend, WorkersLost
+
+    real = SerialBackend.evaluate_candidates
+    calls = []
+
+    def lost_in_generation_3(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise WorkersLost("workers [0] died 4 times in generation 3")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SerialBackend, "evaluate_candidates", lost_in_generation_3)
+    out = tmp_path / "run"
+    # was a traceback with no --resume command
+    assert main([*TRAIN, "--generations", "5", "--backend", "serial", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "error: workers [0] died 4 times in generation 3" in err
+    assert f"checkpoint at generation 2; continue with: hebb train --resume --out {out}" in err
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, capsys):
+    from hebb_agents.checkpoint import run_folder_lock
+
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    before = (out / "progress.csv").read_text()
+    with run_folder_lock(out):  # as a first driver holds it while it trains
+        # was: both drivers ran, and progress.csv read generations 1-6, 9, 10, 11, 7, 12, 8, ...
+        args = ["train", "--resume", "--out", str(out), "--generations", "2", "--backend", "serial"]
+        assert main(args) == 2
+        assert f"{out} is in use by another run (pid {os.getpid()})" in capsys.readouterr().err
+    assert (out / "progress.csv").read_text() == before
+    assert main(["train", "--resume", "--out", str(out), "--generations", "2"]) == 0  # released
+
+
+def test_resume_changes_checkpoint_every_and_tensorboard(tmp_path, capsys):
+    from hebb_agents.trainer import ESTrainer
+
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    capsys.readouterr()
+    args = ["train", "--resume", "--out", str(out), "--generations", "2", "--checkpoint-every", "1"]
+    assert main(args) == 0
+    assert "ignored" not in capsys.readouterr().err  # was "ignored: --checkpoint-every"
+    assert ESTrainer.resume(out).config.checkpoint_every == 1
+    assert ESTrainer.resume(out).config.tensorboard is False
+
+
+def test_eval_names_the_body_it_used_and_keeps_it_on_the_runs_own_env(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        "train", "--env", "hebb/HalfCheetahDamage-v0", "--env-kwargs", '{"damage": "front_thigh_paralysed"}',
+        "--hidden", "4", "--popsize", "4", "--max-steps", "10", "--generations", "1", "--backend", "serial",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    for extra in ([], ["--env", "hebb/HalfCheetahDamage-v0"]):  # the second used the intact body
+        assert main(["eval", str(out), "--episodes", "1", *extra]) == 0
+        assert (
+            'on hebb/HalfCheetahDamage-v0 {"damage": "front_thigh_paralysed"}, 1 episodes'
+            in capsys.readouterr().out
+        )
+
+
+def test_a_trainer_checkpoint_loaded_as_a_policy_names_the_policy_files(tmp_path):
+    from hebb_agents.policy import EvolvablePolicy
+
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    # was "metadata lacks 'policy'; is this a hebb-agents policy checkpoint?"
+    with pytest.raises(
+        ValueError, match=r"is the trainer's checkpoint \(optimiser state\), not a policy; load .*policy.npz"
+    ):
+        EvolvablePolicy.load(out / "checkpoint.npz")

@@ -305,3 +305,52 @@ def test_an_unknown_env_keyword_lists_the_accepted_ones():
     assert "observation_space" not in accepted and "xml_file" not in accepted  # set by the env itself
     with pytest.raises(ValueError, match=r"accepted: continuous, correct_reward, cue_steps, delay"):
         make_env("hebb/Memory-v0", dealy=3)
+
+
+class _StartsDying:
+    """A multiprocessing context whose next ``deaths`` workers are killed as soon as they start
+    (before they report ready): a replacement that dies while starting."""
+
+    def __init__(self, ctx, deaths: int) -> None:
+        self.ctx, self.deaths = ctx, deaths
+
+    def Pipe(self):  # noqa: N802 (the context's own name)
+        return self.ctx.Pipe()
+
+    def Process(self, *args, **kwargs):  # noqa: N802
+        process = self.ctx.Process(*args, **kwargs)
+        if self.deaths > 0:
+            self.deaths -= 1
+            return _DiesAtStart(process)
+        return process
+
+
+class _DiesAtStart:
+    """A worker process killed right after it starts; otherwise the process itself."""
+
+    def __init__(self, process) -> None:
+        self._process = process
+
+    def start(self) -> None:
+        self._process.start()
+        self._process.kill()
+
+    def __getattr__(self, name: str):
+        return getattr(self._process, name)
+
+
+def test_a_replacement_worker_that_dies_while_starting_is_started_again():
+    from hebb_agents.backends import WorkersLost
+
+    params = _params(LockstepEvaluator(SPEC), 4, seed=3)
+    expected = SerialBackend(SPEC).evaluate(params, seed=0, generation=0)
+    with ProcessBackend(SPEC, workers=1, max_retries=2) as backend:
+        backend._ctx = _StartsDying(backend._ctx, deaths=2)
+        os.kill(backend.pids[0], signal.SIGKILL)
+        # was an EOFError traceback from the first replacement's start
+        result = backend.evaluate(params, seed=0, generation=0)
+        np.testing.assert_array_equal(result.fitness, expected.fitness)
+        backend._ctx = _StartsDying(backend._ctx.ctx, deaths=3)  # more than max_retries in a row
+        os.kill(backend.pids[0], signal.SIGKILL)
+        with pytest.raises(WorkersLost, match="worker 0 died while starting"):
+            backend.evaluate(params, seed=0, generation=0)

@@ -1,6 +1,7 @@
 """ESTrainer: learning on a fast task, checkpoints, exact resume, logs, bad configs."""
 
 import csv
+import json
 import threading
 
 import numpy as np
@@ -371,3 +372,16 @@ def test_a_generations_noise_is_drawn_beside_its_evaluation_not_in_tell(monkeypa
     assert threads[-1] == "es-noise" and len(threads) == 4
     es.tell(np.arange(8.0))
     assert len(threads) == 4
+
+
+def test_resume_keeps_an_unreadable_config_json_aside_and_says_so(tmp_path):
+    ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path).train()
+    (tmp_path / "config.json").write_text('{"sigma": 0.5,')  # an edit gone wrong
+    # was overwritten without a word at the next save
+    with pytest.warns(
+        UserWarning, match=r"is not a JSON object of settings .*moved to config.unreadable.json"
+    ):
+        trainer = ESTrainer.resume(tmp_path, generations=2)
+    assert (tmp_path / "config.unreadable.json").read_text() == '{"sigma": 0.5,'
+    trainer.train()
+    assert json.loads((tmp_path / "config.json").read_text())["generations"] == 2
