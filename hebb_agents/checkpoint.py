@@ -102,7 +102,7 @@ def run_folder_lock(folder: str | os.PathLike) -> Iterator[None]:
 
     An advisory lock on ``folder/.lock``: the operating system drops it when the process ends,
     killed or not, so a crashed run never leaves the folder locked. Where ``fcntl`` does not exist
-    (Windows) nothing is locked.
+    (Windows) or the file system refuses locks, nothing is locked.
     """
     try:
         import fcntl
@@ -114,12 +114,15 @@ def run_folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     with open(folder / ".lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise ValueError(
                 f"{folder} is in use by another run ({holder}); wait until it stops, or choose another folder"
             ) from None
+        except OSError:  # a file system without locks: the run goes on unguarded
+            yield
+            return
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
