@@ -178,7 +178,8 @@ class ProcessBackend(Backend):
     """Persistent local worker processes, each stepping its slice of the population in lockstep.
 
     :param workers: number of processes (default: the machine's cores).
-    :param max_retries: how many times a slice is re-run after its worker died.
+    :param max_retries: how many times a slice is re-run after its worker died (and how many
+        times a replacement that dies while starting is started again).
     """
 
     def __init__(self, spec: RolloutSpec, workers: int | None = None, max_retries: int = 3) -> None:

@@ -26,8 +26,9 @@ import json
 import os
 import pickle
 import tempfile
+import threading
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,43 +95,79 @@ ES_RUN_FILES = ("checkpoint.npz", "policy.npz", "best.npz")
 BASELINE_FILES = ("model.zip", "vecnormalize.pkl", "baseline.json")
 
 
-@contextlib.contextmanager
-def run_folder_lock(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold ``folder`` for one run while it trains there: a second run into the same folder
-    (a fresh one, or a ``--resume`` while the first still runs) is refused instead of writing a
-    second history into the same log and checkpoints.
+# Run folders this process holds: folder -> [locked descriptor (None: no locks here), holders,
+# whether this process created the folder].
+_HELD_FOLDERS: dict[Path, list[Any]] = {}
+_HELD_FOLDERS_GUARD = threading.Lock()
 
-    An advisory lock on ``folder/.lock``: the operating system drops it when the process ends,
+
+def hold_run_folder(folder: str | os.PathLike) -> Callable[[], None]:
+    """Take ``folder`` for a run of this process; returns the function that lets it go (idempotent).
+
+    A second process that tries to take the folder meanwhile (a fresh run into it, or a
+    ``--resume``) is refused before it reads or writes anything there; within one process the
+    folder can be taken several times (several trainer objects of one run). An advisory lock on
+    the folder itself (no file is written): the operating system drops it when the process ends,
     killed or not, so a crashed run never leaves the folder locked. Where ``fcntl`` does not exist
-    (Windows) or the file system refuses locks, nothing is locked.
+    (Windows) or the file system refuses locks, nothing is locked. A folder this call created and
+    that is still empty when let go is removed again.
     """
+    folder = Path(folder).resolve()
+    with _HELD_FOLDERS_GUARD:
+        entry = _HELD_FOLDERS.get(folder)
+        if entry is None:
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"the output folder {folder} is a file; name a folder")
+            created = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            entry = [_lock_folder(folder), 0, created]
+            _HELD_FOLDERS[folder] = entry
+        entry[1] += 1
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        with _HELD_FOLDERS_GUARD:
+            if released:
+                return
+            released = True
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _HELD_FOLDERS[folder]
+                _let_go(folder, entry[0], created=entry[2])
+
+    return release
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """A descriptor of ``folder`` holding an advisory lock on it (None where locks do not exist);
+    a ValueError when another process holds it. The lock is on the folder itself: no file is
+    written."""
     try:
         import fcntl
     except ImportError:
-        yield
-        return
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ValueError(
-                f"{folder} is in use by another run ({holder}); wait until it stops, or choose another folder"
-            ) from None
-        except OSError:  # a file system without locks: the run goes on unguarded
-            yield
-            return
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise ValueError(
+            f"{folder} is in use by another run (another process trains there); wait until it stops, "
+            "or choose another folder"
+        ) from None
+    except OSError:  # a file system without locks: the run goes on unguarded
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def _let_go(folder: Path, descriptor: int | None, created: bool) -> None:
+    if descriptor is not None:
+        os.close(descriptor)  # closing drops the lock
+    if created and not any(folder.iterdir()):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def check_new_run_folder(folder: str | os.PathLike, kind: str) -> None:

@@ -112,7 +112,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint-every", type=positive, default=None, help="generations between checkpoints (default 10)"
     )
-    p.add_argument("--tensorboard", action="store_true", default=None)
+    p.add_argument(
+        "--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="log to tb/ (default off)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_train)
 
@@ -262,7 +264,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a saved policy")
     p.add_argument("checkpoint", type=Path, help="a policy file (policy.npz, best.npz) or a run folder")
     p.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
-    p.add_argument("--env-kwargs", type=json_object, default=None, help="JSON object passed to gym.make")
+    p.add_argument(
+        "--env-kwargs",
+        type=json_object,
+        default=None,
+        help="JSON object passed to gym.make (default: the run's own on its env; '{}': the env's defaults)",
+    )
     p.add_argument("--episodes", type=positive, default=10)
     p.add_argument("--max-steps", type=positive, default=None, help="default: the training run's")
     p.add_argument("--seed", type=natural, default=1000)
@@ -313,11 +320,12 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     # Without overrides, evaluate under the training run's settings (its config.json beside the file).
     config_file = path.parent / "config.json"
-    needed = args.env_kwargs is None or args.max_steps is None
+    # the run's body and settings on its own env (unless --env-kwargs), another env's defaults
+    own_env = args.env is None or args.env == meta.get("env_id")
+    needed = (args.env_kwargs is None and own_env) or args.max_steps is None
     run_config = _run_config(config_file) if needed and config_file.exists() else meta
     env_kwargs = args.env_kwargs
-    if env_kwargs is None:  # the run's body and settings on its own env; another env's defaults
-        own_env = args.env is None or args.env == run_config.get("env_id", meta.get("env_id"))
+    if env_kwargs is None:
         env_kwargs = run_config.get("env_kwargs", {}) if own_env else {}
     max_steps = args.max_steps if args.max_steps is not None else run_config.get("max_steps")
     check_spaces((policy.observation_space, policy.action_space), env_id, env_kwargs, source=str(path))
@@ -360,14 +368,15 @@ def _resume_advice(trainer: ESTrainer, out: Path) -> str:
     return f"{out}: checkpoint at generation {saved}; continue with: hebb train --resume --out {out}"
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    """Warnings as one line each, without the source line Python shows by default."""
-    print(f"warning: {message}", file=sys.stderr)
+def _format_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    """Warnings as one line each, without the source line Python shows by default (only how they
+    print: callers recording warnings still get them)."""
+    return f"warning: {message}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hebb`` console script."""
-    previous, warnings.showwarning = warnings.showwarning, _show_warning
+    previous, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
@@ -384,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        warnings.showwarning = previous
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":

@@ -48,20 +48,23 @@ def _an_int(minimum: int | None) -> str:
 
 
 def check_bool(name: str, value: object) -> bool:
-    """``value`` as a ``bool`` (``True``/``False``, a numpy bool, or the integers 0 and 1 that
-    earlier versions saved), else a ValueError: a string such as ``"no"`` would read as True."""
+    """``value`` as a ``bool`` (``True``/``False``, a numpy bool, or 0 and 1 as earlier versions
+    and other tools saved them, ``1.0`` included), else a ValueError: a string such as ``"no"``
+    would read as True."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, numbers.Integral) and value in (0, 1):
+    if isinstance(value, numbers.Real) and value in (0, 1):
         return bool(value)
     raise ValueError(f"{name} must be a boolean (true or false), got {value!r}")
 
 
-def check_probability(name: str, value: object) -> float:
-    """``value`` as a ``float`` in [0, 1) (a dropout probability), else a ValueError."""
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and 0.0 <= value < 1.0:
+def check_probability(name: str, value: object, one: bool = False) -> float:
+    """``value`` as a ``float`` in [0, 1) (a dropout probability; [0, 1] with ``one``, as
+    ``torch.nn.Dropout`` takes), else a ValueError."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if number and (0.0 <= value < 1.0 or (one and value == 1)):
         return float(value)
-    raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    raise ValueError(f"{name} must be a number in [0, 1{']' if one else ')'}, got {value!r}")
 
 
 def check_options(owner: str, given: Mapping[str, object] | Iterable[str], accepted: Iterable[str]) -> None:

@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -38,8 +39,8 @@ from hebb_agents.backends import BACKENDS, Backend, Candidates, make_backend
 from hebb_agents.checkpoint import (
     atomic_write,
     check_new_run_folder,
+    hold_run_folder,
     load_checkpoint,
-    run_folder_lock,
     save_checkpoint,
     split_state,
 )
@@ -221,14 +222,17 @@ class TrainConfig:
 def _warn_if_config_edited(config_file: Path, saved: dict[str, Any]) -> None:
     """Warn where a run's ``config.json`` says otherwise than its checkpoint, whose settings a resumed
     run keeps (and writes back to ``config.json``)."""
-    if not config_file.exists():
+    if not config_file.is_file():
         return  # rewritten from the checkpoint at the next save
     try:
-        written = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        written = json.loads(config_file.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         written = err
     if not isinstance(written, dict):
         kept = config_file.with_name("config.unreadable.json")
+        number = 1
+        while kept.exists():
+            kept, number = config_file.with_name(f"config.unreadable.{number}.json"), number + 1
         config_file.replace(kept)  # an edit gone wrong is still someone's edit: kept, not overwritten
         warnings.warn(
             f"{config_file} is not a JSON object of settings ({written}); moved to {kept.name}, and "
@@ -277,6 +281,11 @@ class ESTrainer:
     :param callbacks: called after every generation with the stats and the trainer; returning
         ``False`` stops training.
     :param progress: show a progress bar.
+
+    A trainer with an output folder holds it (:func:`~hebb_agents.checkpoint.hold_run_folder`)
+    from its construction (or :meth:`resume`) until :meth:`close`, which the end of :meth:`train`
+    calls (a later ``train()`` takes it again): another process training into the same folder
+    meanwhile is refused before it reads or writes anything there.
     """
 
     def __init__(
@@ -288,8 +297,24 @@ class ESTrainer:
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        if self.out_dir is not None:
-            check_new_run_folder(self.out_dir, "es")  # resume() sets out_dir after building
+        self._release_folder: Callable[[], None] | None = None
+        if self.out_dir is not None:  # resume() sets out_dir after building
+            self._hold_folder(hold_run_folder(self.out_dir))
+            try:
+                check_new_run_folder(self.out_dir, "es")
+                self._build(config, callbacks, progress)
+            except BaseException:
+                self.close()
+                raise
+        else:
+            self._build(config, callbacks, progress)
+
+    def _hold_folder(self, release: Callable[[], None]) -> None:
+        """Keep the output folder until :meth:`close` (or until this trainer is collected)."""
+        self._release_folder = release
+        weakref.finalize(self, release)
+
+    def _build(self, config: TrainConfig, callbacks: Sequence[Callback], progress: bool) -> None:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.spec = config.rollout_spec()
@@ -332,14 +357,15 @@ class ESTrainer:
         a second run training into the same folder meanwhile is refused.
         """
         target = self.config.generations if generations is None else self.generation + generations
-        if self.generation < target:
-            self.backend  # noqa: B018 - start the workers (or fail: no cluster, bad count) before writing
-        if self.out_dir is None:
-            return self._train(target)
-        with contextlib.ExitStack() as stack:
-            stack.callback(self.close)  # a refused folder leaves no workers running either
-            stack.enter_context(run_folder_lock(self.out_dir))
-            return self._train(target)
+        if self.out_dir is not None and self._release_folder is None:  # closed by an earlier train()
+            self._hold_folder(hold_run_folder(self.out_dir))
+        try:
+            if self.generation < target:
+                self.backend  # noqa: B018 - start the workers (or fail: no cluster, bad count) before writing
+        except BaseException:
+            self.close()
+            raise
+        return self._train(target)
 
     def _train(self, target: int) -> list[GenerationStats]:
         if self.out_dir is not None:
@@ -454,13 +480,16 @@ class ESTrainer:
         return self._backend
 
     def close(self) -> None:
-        """Stop workers and flush logs."""
-        if self._backend is not None:
+        """Stop workers, flush logs and let the output folder go."""
+        if getattr(self, "_backend", None) is not None:
             self._backend.close()
             self._backend = None
-        if self._tb is not None:
+        if getattr(self, "_tb", None) is not None:
             self._tb.close()
             self._tb = None
+        if self._release_folder is not None:
+            self._release_folder()
+            self._release_folder = None
 
     # ------------------------------------------------------------------ logging
     def _log(self, stats: GenerationStats) -> None:
@@ -534,6 +563,20 @@ class ESTrainer:
         path = out_dir / "checkpoint.npz"
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
+        release = hold_run_folder(out_dir)  # before anything is read: another run may be writing
+        try:
+            trainer = cls._resumed(out_dir, callbacks, progress, overrides)
+        except BaseException:
+            release()
+            raise
+        trainer._hold_folder(release)
+        return trainer
+
+    @classmethod
+    def _resumed(
+        cls, out_dir: Path, callbacks: Sequence[Callback], progress: bool, overrides: dict[str, Any]
+    ) -> ESTrainer:
+        path = out_dir / "checkpoint.npz"
         arrays, meta = load_checkpoint(path)
         if meta.get("kind") != "es_trainer":
             raise ValueError(f"{path} is not an ES trainer checkpoint (kind={meta.get('kind')!r})")

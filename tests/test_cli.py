@@ -251,19 +251,36 @@ def test_workers_lost_beyond_retries_end_in_one_line_with_the_resume_command(tmp
     assert f"checkpoint at generation 2; continue with: hebb train --resume --out {out}" in err
 
 
-def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, capsys):
-    from hebb_agents.checkpoint import run_folder_lock
-
+def test_a_second_run_into_a_folder_in_use_is_refused_before_it_touches_it(tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
-    before = (out / "progress.csv").read_text()
-    with run_folder_lock(out):  # as a first driver holds it while it trains
-        # was: both drivers ran, and progress.csv read generations 1-6, 9, 10, 11, 7, 12, 8, ...
-        args = ["train", "--resume", "--out", str(out), "--generations", "2", "--backend", "serial"]
-        assert main(args) == 2
-        assert f"{out} is in use by another run (pid {os.getpid()})" in capsys.readouterr().err
-    assert (out / "progress.csv").read_text() == before
-    assert main(["train", "--resume", "--out", str(out), "--generations", "2"]) == 0  # released
+    rows = (out / "progress.csv").read_text().splitlines()
+    next_row = "2" + rows[-1][rows[-1].index(",") :]  # the first run went on past its checkpoint
+    (out / "progress.csv").write_text("\n".join([*rows, next_row]) + "\n")
+    before = {name: (out / name).read_bytes() for name in ("progress.csv", "checkpoint.npz", "config.json")}
+    holder = subprocess.Popen(  # another process training into the folder
+        [sys.executable, "-c", HOLD_FOLDER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        # was: a refused --resume had already truncated the log (and a racing one wrote into it)
+        resume = ["train", "--resume", "--out", str(out), "--generations", "3", "--backend", "serial"]
+        assert main(resume) == 2
+        assert f"{out.resolve()} is in use by another run" in capsys.readouterr().err
+        assert {name: (out / name).read_bytes() for name in before} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["train", "--resume", "--out", str(out), "--generations", "2", "--backend", "serial"]) == 0
+
+
+HOLD_FOLDER = """
+import sys, time
+from hebb_agents.checkpoint import hold_run_folder
+hold_run_folder(sys.argv[1])
+print("held", flush=True)
+time.sleep(120)
+"""
 
 
 def test_resume_changes_checkpoint_every_and_tensorboard(tmp_path, capsys):
@@ -306,3 +323,17 @@ def test_a_trainer_checkpoint_loaded_as_a_policy_names_the_policy_files(tmp_path
         ValueError, match=r"is the trainer's checkpoint \(optimiser state\), not a policy; load .*policy.npz"
     ):
         EvolvablePolicy.load(out / "checkpoint.npz")
+
+
+def test_cli_warnings_print_as_one_line_and_callers_still_record_them(tmp_path, capsys, recwarn):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "sigma": 0.5}))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--generations", "1"]) == 0
+    assert [w for w in recwarn if "differs from the checkpoint" in str(w.message)]  # was swallowed
+    assert main(["train", "--resume", "--out", str(out), "--generations", "2", "--no-tensorboard"]) == 0
+    (out / "config.json").write_text("{broken")
+    # another env with its own length needs nothing from the run's config.json
+    assert main(["eval", str(out), "--env", "CartPole-v0", "--max-steps", "5", "--episodes", "1"]) == 0

@@ -266,8 +266,8 @@ def test_sinusoidal_positions_are_built_on_the_inputs_device_and_dtype() -> None
         (dict(causal="no"), "causal must be a boolean (true or false), got 'no'"),
         (dict(reversible="no"), "reversible must be a boolean (true or false), got 'no'"),
         (dict(attn_dropout=1.0), "attn_dropout must be a number in [0, 1), got 1.0"),
-        (dict(ff_dropout=1.5), "ff_dropout must be a number in [0, 1), got 1.5"),
-        (dict(ff_dropout="0.1"), "ff_dropout must be a number in [0, 1), got '0.1'"),
+        (dict(ff_dropout=1.5), "ff_dropout must be a number in [0, 1], got 1.5"),
+        (dict(ff_dropout="0.1"), "ff_dropout must be a number in [0, 1], got '0.1'"),
         (dict(lsh_seed="1"), "lsh_seed must be an int or None, got '1'"),
     ],
 )
@@ -275,6 +275,13 @@ def test_history_encoder_sizes_must_be_positive_ints(kwargs: dict, message: str)
     kwargs = {"obs_dim": 4, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         HistoryEncoder(**kwargs)
+
+
+def test_history_encoder_takes_flags_and_rates_as_earlier_versions_saved_them() -> None:
+    # 0/1 and 1.0 flags (JSON from other tools), dropout 1.0 where torch.nn.Dropout takes it
+    enc = HistoryEncoder(4, d_model=8, heads=1, bucket_size=4, causal=1.0, reversible=0, ff_dropout=1.0)
+    assert enc.stack.reversible is False
+    assert enc(torch.randn(2, 6, 4)).shape == (2, 8)
 
 
 def test_history_encoder_takes_numpy_integer_sizes() -> None:

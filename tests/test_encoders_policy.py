@@ -120,7 +120,7 @@ def test_unknown_encoder_options_are_named_with_the_accepted_ones() -> None:
         ({"n_hashes": 1.5}, "n_hashes must be an int >= 1, got 1.5"),
         ({"causal": "no"}, "causal must be a boolean (true or false), got 'no'"),
         ({"lsh_seed": "x"}, "lsh_seed must be an int or None, got 'x'"),
-        ({"ff_dropout": 2}, "ff_dropout must be a number in [0, 1), got 2"),
+        ({"ff_dropout": 2}, "ff_dropout must be a number in [0, 1], got 2"),
         ({"window": 16, "position": "learned", "max_len": 4}, "window of 16 is longer than max_len=4"),
     ],
 )

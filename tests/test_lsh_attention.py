@@ -431,8 +431,8 @@ def test_bad_arguments_are_rejected_with_the_value() -> None:
         (lambda: LSHAttention(causal="no"), "causal must be a boolean (true or false), got 'no'"),
         (lambda: LSHAttention(allow_duplicate_attention=None), "allow_duplicate_attention must be a boolean"),
         (lambda: LSHSelfAttention(16, attn_dropout=1.0), "attn_dropout must be a number in [0, 1), got 1.0"),
-        (lambda: LSHSelfAttention(16, dropout=1.5), "dropout must be a number in [0, 1), got 1.5"),
-        (lambda: LSHSelfAttention(16, dropout="0.1"), "dropout must be a number in [0, 1), got '0.1'"),
+        (lambda: LSHSelfAttention(16, dropout=1.5), "dropout must be a number in [0, 1], got 1.5"),
+        (lambda: LSHSelfAttention(16, dropout="0.1"), "dropout must be a number in [0, 1], got '0.1'"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             make()

@@ -1134,7 +1134,7 @@ class LSHSelfAttention(nn.Module):
                 raise ValueError(f"dim_head = dim // heads must be >= 1, got dim={dim}, heads={heads}")
         dim_head = check_int("dim_head", dim_head)
         attn_dropout = check_probability("attn_dropout", attn_dropout)
-        dropout = check_probability("dropout", dropout)
+        dropout = check_probability("dropout", dropout, one=True)  # torch.nn.Dropout's range
         self.dim = dim
         self.heads = heads
         self.dim_head = dim_head

@@ -197,7 +197,7 @@ class ChunkedFeedForward(nn.Module):
 
     def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0, chunks: int = 1) -> None:
         super().__init__()
-        dropout = check_probability("dropout", dropout)
+        dropout = check_probability("dropout", dropout, one=True)  # torch.nn.Dropout's range
         self.chunks = check_int("chunks", chunks)
         self.net = nn.Sequential(
             nn.LayerNorm(dim),
@@ -242,7 +242,7 @@ def reformer_stack(
     """
     depth = check_int("depth", depth)
     ff_chunks = check_int("ff_chunks", ff_chunks)
-    ff_dropout = check_probability("ff_dropout", ff_dropout)
+    ff_dropout = check_probability("ff_dropout", ff_dropout, one=True)
     seed = check_optional_int("seed", attention_kwargs.pop("seed", None), minimum=None)
     blocks = [
         ReversibleBlock(
