@@ -353,8 +353,8 @@ class ESTrainer:
     def train(self, generations: int | None = None) -> list[GenerationStats]:
         """Run until ``config.generations`` (or ``generations`` more); returns this call's stats.
 
-        With an output folder, the run holds it (:func:`~hebb_agents.checkpoint.run_folder_lock`):
-        a second run training into the same folder meanwhile is refused.
+        Ends by closing the trainer: workers stop and the output folder is let go (see the class
+        docstring); a later call starts them and takes it again.
         """
         target = self.config.generations if generations is None else self.generation + generations
         if self.out_dir is not None and self._release_folder is None:  # closed by an earlier train()
