@@ -44,7 +44,8 @@ from hebb_agents.checkpoint import (
     save_checkpoint,
     split_state,
 )
-from hebb_agents.es import OpenES
+from hebb_agents.es import OPTIMIZERS, OpenES
+from hebb_agents.policy import POLICIES
 from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec, parse_lockstep_size
 
 CSV_COLUMNS = (
@@ -190,6 +191,16 @@ class TrainConfig:
             raise ValueError(f"unknown backend {self.backend!r}; accepted: {', '.join(BACKENDS)}")
         if self.generations < 0:
             raise ValueError(f"generations must be >= 0, got {self.generations}")
+        if self.popsize < 2 or self.popsize % 2:  # checked here, not only when the ES is built
+            hint = f"; use {self.popsize + 1}" if self.popsize > 2 else ""
+            raise ValueError(
+                "popsize must be an even integer >= 2 (the ES samples antithetic pairs), "
+                f"got {self.popsize}{hint}"
+            )
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; accepted: {', '.join(POLICIES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; accepted: {', '.join(OPTIMIZERS)}")
         self.lockstep_size = parse_lockstep_size(self.lockstep_size)
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")

@@ -119,8 +119,16 @@ def test_bad_configs_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="lockstep_size must be 'auto', 'all' or an integer >= 1"):
         TrainConfig(lockstep_size="bogus")
     assert TrainConfig(lockstep_size="4").lockstep_size == 4
-    with pytest.raises(ValueError, match="even popsize"):
-        ESTrainer(TrainConfig(**{**TINY, "popsize": 7}))
+    # were accepted by TrainConfig and refused only when ESTrainer built the ES (popsize 7 with a
+    # hint at antithetic=False, not a TrainConfig field)
+    with pytest.raises(ValueError, match=r"popsize must be an even integer >= 2 .*got 7; use 8"):
+        TrainConfig(**{**TINY, "popsize": 7})
+    with pytest.raises(ValueError, match=r"popsize must be an even integer >= 2 .*got -4$"):
+        TrainConfig(**{**TINY, "popsize": -4})
+    with pytest.raises(ValueError, match="unknown policy 'plastic'; accepted: hebbian, static"):
+        TrainConfig(**{**TINY, "policy": "plastic"})
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; accepted: sgd, adam"):
+        TrainConfig(**{**TINY, "optimizer": "rmsprop"})
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         ESTrainer.resume(tmp_path / "nothing")
     ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path / "run").train()
