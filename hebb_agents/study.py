@@ -123,6 +123,11 @@ def compare(
         switch after ``damage_step`` steps).
     :returns: the files written, by kind (``tables``, ``figures``, ``meta``).
     """
+    if "damage" in dict(env_kwargs or {}):  # was recorded in compare.json as if it had applied
+        raise ValueError(
+            f"env_kwargs sets damage={dict(env_kwargs or {})['damage']!r}, but compare sets the damage of "
+            "every row itself (groups, damages): leave it out"
+        )
     groups = dict(groups) if groups is not None else ev.catalogue_groups(env_id)
     if not agents:
         raise ValueError("no agents to evaluate")

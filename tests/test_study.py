@@ -175,6 +175,18 @@ def test_compare_rejects_an_unknown_body_before_evaluating_anything(tmp_path, fl
     assert not out.exists()
 
 
+def test_compare_refuses_a_damage_in_env_kwargs_that_its_rows_would_override(tmp_path, monkeypatch):
+    h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
+    out = tmp_path / "cmp"
+    monkeypatch.setattr(study.ev, "rollout", lambda *a, **k: pytest.fail("evaluated before the check"))
+    args = _parser().parse_args(["compare", f"h={h0}", "--env", CHEETAH, "--env-kwargs",
+                                 '{"damage": "front_thigh_paralysed"}', "--out", str(out)])  # fmt: skip
+    # was ignored, and recorded in compare.json as if it had applied
+    with pytest.raises(ValueError, match="env_kwargs sets damage='front_thigh_paralysed', but compare sets"):
+        args.func(args)
+    assert not out.exists()
+
+
 def test_compare_into_a_file_says_so_and_leaves_the_file(tmp_path, monkeypatch):
     h0 = _save_policy(tmp_path / "h0", "hebbian", 0)
     target = tmp_path / "h0" / "policy.npz"
