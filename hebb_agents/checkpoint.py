@@ -95,10 +95,11 @@ ES_RUN_FILES = ("checkpoint.npz", "policy.npz", "best.npz")
 BASELINE_FILES = ("model.zip", "vecnormalize.pkl", "baseline.json")
 
 
-# Run folders this process holds: folder -> [locked descriptor (None: no locks here), holders,
-# whether this process created the folder].
+# Run folders this process holds: folder -> [open, locked ``.lock`` (None: no locks here), holders,
+# whether this process created the folder, the holding process id].
 _HELD_FOLDERS: dict[Path, list[Any]] = {}
 _HELD_FOLDERS_GUARD = threading.Lock()
+LOCK_FILE = ".lock"
 
 
 def hold_run_folder(folder: str | os.PathLike) -> Callable[[], None]:
@@ -106,21 +107,25 @@ def hold_run_folder(folder: str | os.PathLike) -> Callable[[], None]:
 
     A second process that tries to take the folder meanwhile (a fresh run into it, or a
     ``--resume``) is refused before it reads or writes anything there; within one process the
-    folder can be taken several times (several trainer objects of one run). An advisory lock on
-    the folder itself (no file is written): the operating system drops it when the process ends,
-    killed or not, so a crashed run never leaves the folder locked. Where ``fcntl`` does not exist
-    (Windows) or the file system refuses locks, nothing is locked. A folder this call created and
-    that is still empty when let go is removed again.
+    folder can be taken several times (the trainer objects of one run). An advisory lock on
+    ``folder/.lock``: the operating system drops it when the process ends, killed or not, so a
+    crashed run never leaves the folder locked (a child forked meanwhile shares it until it ends).
+    Where ``fcntl`` does not exist (Windows) or the file system refuses locks, nothing is locked.
+    A folder this call created and that holds nothing else when let go is removed again.
     """
     folder = Path(folder).resolve()
     with _HELD_FOLDERS_GUARD:
         entry = _HELD_FOLDERS.get(folder)
-        if entry is None:
+        if entry is None or entry[3] != os.getpid():  # a forked child holds nothing of its parent's
             if folder.exists() and not folder.is_dir():
                 raise ValueError(f"the output folder {folder} is a file; name a folder")
             created = not folder.exists()
-            folder.mkdir(parents=True, exist_ok=True)
-            entry = [_lock_folder(folder), 0, created]
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                handle = _lock_file(folder)
+            except OSError as err:
+                raise ValueError(f"cannot use {folder} as the output folder: {err}") from None
+            entry = [handle, 0, created, os.getpid()]
             _HELD_FOLDERS[folder] = entry
         entry[1] += 1
     released = False
@@ -128,46 +133,49 @@ def hold_run_folder(folder: str | os.PathLike) -> Callable[[], None]:
     def release() -> None:
         nonlocal released
         with _HELD_FOLDERS_GUARD:
-            if released:
+            if released or entry[3] != os.getpid():
                 return
             released = True
             entry[1] -= 1
             if entry[1] == 0:
-                del _HELD_FOLDERS[folder]
+                if _HELD_FOLDERS.get(folder) is entry:
+                    del _HELD_FOLDERS[folder]
                 _let_go(folder, entry[0], created=entry[2])
 
     return release
 
 
-def _lock_folder(folder: Path) -> int | None:
-    """A descriptor of ``folder`` holding an advisory lock on it (None where locks do not exist);
-    a ValueError when another process holds it. The lock is on the folder itself: no file is
-    written."""
+def _lock_file(folder: Path) -> Any:
+    """``folder/.lock``, open and locked (None where locks do not exist); a ValueError when another
+    process holds it."""
     try:
         import fcntl
     except ImportError:
         return None
-    descriptor = os.open(folder, os.O_RDONLY)
+    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 (held until the folder is let go)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(descriptor)
+        handle.close()
         raise ValueError(
-            f"{folder} is in use by another run (another process trains there); wait until it stops, "
+            f"{folder} is in use by another run (another process holds it); wait until it stops, "
             "or choose another folder"
         ) from None
     except OSError:  # a file system without locks: the run goes on unguarded
-        os.close(descriptor)
+        handle.close()
         return None
-    return descriptor
+    return handle
 
 
-def _let_go(folder: Path, descriptor: int | None, created: bool) -> None:
-    if descriptor is not None:
-        os.close(descriptor)  # closing drops the lock
-    if created and not any(folder.iterdir()):
-        with contextlib.suppress(OSError):
+def _let_go(folder: Path, handle: Any, created: bool) -> None:
+    """Remove a folder created for a run that left nothing in it, then drop the lock (in this
+    order: no other process can take the folder before it is gone)."""
+    with contextlib.suppress(OSError):  # the folder may be gone already
+        if created and {path.name for path in folder.iterdir()} <= {LOCK_FILE}:
+            (folder / LOCK_FILE).unlink(missing_ok=True)
             folder.rmdir()
+    if handle is not None:
+        handle.close()  # closing drops the lock
 
 
 def check_new_run_folder(folder: str | os.PathLike, kind: str) -> None:

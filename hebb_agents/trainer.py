@@ -239,6 +239,9 @@ def _warn_if_config_edited(config_file: Path, saved: dict[str, Any]) -> None:
         written = json.loads(config_file.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         written = err
+    except OSError as err:  # unreadable here (permissions): left as it is, rewritten at the next save
+        warnings.warn(f"cannot read {config_file} ({err}); it is rewritten from the checkpoint", stacklevel=3)
+        return
     if not isinstance(written, dict):
         kept = config_file.with_name("config.unreadable.json")
         number = 1
@@ -294,9 +297,10 @@ class ESTrainer:
     :param progress: show a progress bar.
 
     A trainer with an output folder holds it (:func:`~hebb_agents.checkpoint.hold_run_folder`)
-    from its construction (or :meth:`resume`) until :meth:`close`, which the end of :meth:`train`
-    calls (a later ``train()`` takes it again): another process training into the same folder
-    meanwhile is refused before it reads or writes anything there.
+    from its construction (or :meth:`resume`) until :meth:`close` (or until it is collected):
+    another process training into the same folder meanwhile is refused before it reads or writes
+    anything there. A ``train()`` after ``close()`` takes the folder again and refuses to go on if
+    another run saved there meanwhile.
     """
 
     def __init__(
@@ -364,12 +368,12 @@ class ESTrainer:
     def train(self, generations: int | None = None) -> list[GenerationStats]:
         """Run until ``config.generations`` (or ``generations`` more); returns this call's stats.
 
-        Ends by closing the trainer: workers stop and the output folder is let go (see the class
-        docstring); a later call starts them and takes it again.
+        Ends by stopping the workers; the output folder stays held until :meth:`close`.
         """
         target = self.config.generations if generations is None else self.generation + generations
-        if self.out_dir is not None and self._release_folder is None:  # closed by an earlier train()
+        if self.out_dir is not None and self._release_folder is None:  # let go by close()
             self._hold_folder(hold_run_folder(self.out_dir))
+            self._check_folder_unchanged()
         try:
             if self.generation < target:
                 self.backend  # noqa: B018 - start the workers (or fail: no cluster, bad count) before writing
@@ -377,6 +381,18 @@ class ESTrainer:
             self.close()
             raise
         return self._train(target)
+
+    def _check_folder_unchanged(self) -> None:
+        """After taking the folder again: refuse if another run saved there meanwhile."""
+        assert self.out_dir is not None
+        path = self.out_dir / "checkpoint.npz"
+        on_disk = int(load_checkpoint(path)[1]["generation"]) if path.exists() else None
+        if on_disk != self.saved_generation:
+            self.close()
+            raise ValueError(
+                f"{self.out_dir} moved on since this trainer let it go (its checkpoint is at generation "
+                f"{on_disk}, this trainer's at {self.saved_generation}); resume it with ESTrainer.resume"
+            )
 
     def _train(self, target: int) -> list[GenerationStats]:
         if self.out_dir is not None:
@@ -428,7 +444,7 @@ class ESTrainer:
         finally:
             if bar is not None:
                 bar.close()
-            self.close()
+            self._stop()  # the folder stays held until close()
         return stats_this_call
 
     def _unsaved_generation(self) -> bool:
@@ -492,15 +508,19 @@ class ESTrainer:
 
     def close(self) -> None:
         """Stop workers, flush logs and let the output folder go."""
+        self._stop()
+        if self._release_folder is not None:
+            self._release_folder()
+            self._release_folder = None
+
+    def _stop(self) -> None:
+        """Stop workers and flush logs."""
         if getattr(self, "_backend", None) is not None:
             self._backend.close()
             self._backend = None
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
             self._tb = None
-        if self._release_folder is not None:
-            self._release_folder()
-            self._release_folder = None
 
     # ------------------------------------------------------------------ logging
     def _log(self, stats: GenerationStats) -> None:

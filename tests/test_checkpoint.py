@@ -541,3 +541,22 @@ def test_a_numpy_archive_passed_as_a_reference_file_is_named_as_one(tmp_path):
         ValueError, match=r"is a numpy .npz archive, not a torch.save file .*EvolvablePolicy.load"
     ):
         load_reference_coefficients(path, "ABCD_lr")
+
+
+def test_a_held_run_folder_survives_a_forked_child_and_a_file_parent_is_named(tmp_path):
+    from hebb_agents.checkpoint import hold_run_folder
+
+    folder = tmp_path / "new_run"
+    release = hold_run_folder(folder)
+    pid = os.fork()
+    if pid == 0:  # the child lets go of what it inherited, as its exit would: nothing happens
+        release()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert folder.is_dir()  # was removed by the child's release of the inherited hold
+    release()
+    assert not folder.exists()  # created for the run and left empty: removed when let go
+    (tmp_path / "afile").write_text("")
+    # was a NotADirectoryError traceback
+    with pytest.raises(ValueError, match="cannot use .*afile/run as the output folder"):
+        hold_run_folder(tmp_path / "afile" / "run")

@@ -175,7 +175,10 @@ def test_a_fresh_run_refuses_a_folder_of_saved_results_and_touches_nothing(tmp_p
     assert (tmp_path / saved).read_bytes() == b"earlier result"
     assert (tmp_path / "progress.csv").read_text() == "generation\n1\n"
     assert (tmp_path / "config.json").read_text() == "{}"
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([saved, "progress.csv", "config.json"])
+    # the lock file of the refused run's hold is all it added
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [saved, "progress.csv", "config.json", ".lock"]
+    )
 
 
 def test_resume_is_not_refused_by_its_own_results(tmp_path):
@@ -393,3 +396,22 @@ def test_resume_keeps_an_unreadable_config_json_aside_and_says_so(tmp_path):
     assert (tmp_path / "config.unreadable.json").read_text() == '{"sigma": 0.5,'
     trainer.train()
     assert json.loads((tmp_path / "config.json").read_text())["generations"] == 2
+
+
+def test_a_trainer_holds_its_folder_until_closed_and_refuses_a_folder_that_moved_on(tmp_path):
+    import subprocess
+    import sys
+
+    trainer = ESTrainer(TrainConfig(**TINY, generations=1), out_dir=tmp_path)
+    trainer.train()
+    code = "from hebb_agents.trainer import ESTrainer; ESTrainer.resume({!r}, generations=3).train()"
+    other = subprocess.run([sys.executable, "-c", code.format(str(tmp_path))], capture_output=True, text=True)
+    assert other.returncode != 0 and "is in use by another run" in other.stderr  # still held after train()
+    trainer.close()
+    assert subprocess.run([sys.executable, "-c", code.format(str(tmp_path))]).returncode == 0
+    # was: this trainer took the folder again and rolled the run back from generation 3 to 2
+    with pytest.raises(
+        ValueError, match="moved on since this trainer let it go .*generation 3, this trainer's at 1"
+    ):
+        trainer.train(generations=1)
+    assert ESTrainer.resume(tmp_path).generation == 3
