@@ -146,10 +146,23 @@ def resolve_fitness(fitness: str | None, env_id: str, env_kwargs: dict[str, Any]
     raise ValueError(f"fitness {fitness!r} is not available on {env_id}; accepted: {', '.join(accepted)}")
 
 
-def _warn_ignored(args: argparse.Namespace, names: Sequence[str], reason: str) -> None:
-    """Warn about the ``hebb train`` options among ``names`` given a non-default value."""
+def _warn_ignored(
+    args: argparse.Namespace, names: Sequence[str], reason: str, kept: dict[str, Any] | None = None
+) -> None:
+    """Warn about the ``hebb train`` options among ``names`` given a non-default value (and, with
+    ``kept``, the values that stay, another value than those)."""
     defaults = vars(build_parser().parse_args(["train"]))
-    ignored = [name for name in names if getattr(args, name) != defaults.get(name)]
+    kept = kept or {}
+
+    def as_saved(value: Any) -> str:  # a list and a tuple of the same values alike
+        return json.dumps(value, sort_keys=True, default=str)
+
+    ignored = [
+        name
+        for name in names
+        if getattr(args, name) != defaults.get(name)
+        and not (name in kept and as_saved(getattr(args, name)) == as_saved(kept[name]))
+    ]
     if ignored:
         flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
         print(f"warning: {reason}; ignored: {flags}", file=sys.stderr)
@@ -176,10 +189,14 @@ def _train(args: argparse.Namespace) -> int:
         }
         overrides = {key: value for key, value in given.items() if value is not None}
         kept = {"resume", "out", "func", "command", *given, "address"} - {"ray_address"}
-        _warn_ignored(
-            args, [name for name in vars(args) if name not in kept], "--resume keeps the saved run's settings"
-        )
         trainer = ESTrainer.resume(args.out, progress=True, **overrides)
+        saved = {**vars(trainer.config), **trainer.config.policy_config, "env": trainer.config.env_id}
+        _warn_ignored(  # flags repeating the saved values change nothing: no warning for them
+            args,
+            [name for name in vars(args) if name not in kept],
+            "--resume keeps the saved run's settings",
+            kept=saved,
+        )
         if trainer.generation >= trainer.config.generations:
             print(
                 f"nothing to do: {args.out} is at generation {trainer.generation} of "

@@ -182,6 +182,25 @@ def test_resume_keeps_saved_settings_unless_overridden(tmp_path, capsys):
     assert main(["train", "--resume", "--out", str(out), "--popsize", "16", "--rule", "A"]) == 0
     captured = capsys.readouterr()
     assert "ignored: --rule, --popsize" in captured.err  # saved settings win, and the user is told
+    # the run's own flags repeated change nothing: no warning (was "ignored: --hidden, --popsize")
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--out",
+                str(out),
+                "--popsize",
+                "8",
+                "--hidden",
+                "8",
+                "--env",
+                "CartPole-v1",
+            ]
+        )
+        == 0
+    )
+    assert "ignored" not in capsys.readouterr().err
     assert "nothing to do" in captured.out and "generation 4 of 4" in captured.out
     assert len(list(csv.DictReader((out / "progress.csv").open()))) == 4
     capsys.readouterr()
