@@ -29,6 +29,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -95,9 +96,17 @@ ES_RUN_FILES = ("checkpoint.npz", "policy.npz", "best.npz")
 BASELINE_FILES = ("model.zip", "vecnormalize.pkl", "baseline.json")
 
 
-# Run folders this process holds: folder -> [open, locked ``.lock`` (None: no locks here), holders,
-# whether this process created the folder, the holding process id].
-_HELD_FOLDERS: dict[Path, list[Any]] = {}
+@dataclass
+class _Hold:
+    """A run folder this process holds."""
+
+    lock: Any  # the open, locked ``.lock`` (None where nothing can be locked)
+    created: bool  # this process created the folder
+    pid: int = field(default_factory=os.getpid)  # a forked child holds nothing of its parent's
+    holders: int = 0
+
+
+_HELD_FOLDERS: dict[Path, _Hold] = {}
 _HELD_FOLDERS_GUARD = threading.Lock()
 LOCK_FILE = ".lock"
 
@@ -115,8 +124,8 @@ def hold_run_folder(folder: str | os.PathLike) -> Callable[[], None]:
     """
     folder = Path(folder).resolve()
     with _HELD_FOLDERS_GUARD:
-        entry = _HELD_FOLDERS.get(folder)
-        if entry is None or entry[3] != os.getpid():  # a forked child holds nothing of its parent's
+        hold = _HELD_FOLDERS.get(folder)
+        if hold is None or hold.pid != os.getpid():
             if folder.exists() and not folder.is_dir():
                 raise ValueError(f"the output folder {folder} is a file; name a folder")
             created = not folder.exists()
@@ -125,22 +134,21 @@ def hold_run_folder(folder: str | os.PathLike) -> Callable[[], None]:
                 handle = _lock_file(folder)
             except OSError as err:
                 raise ValueError(f"cannot use {folder} as the output folder: {err}") from None
-            entry = [handle, 0, created, os.getpid()]
-            _HELD_FOLDERS[folder] = entry
-        entry[1] += 1
+            hold = _HELD_FOLDERS[folder] = _Hold(handle, created)
+        hold.holders += 1
     released = False
 
     def release() -> None:
         nonlocal released
         with _HELD_FOLDERS_GUARD:
-            if released or entry[3] != os.getpid():
+            if released or hold.pid != os.getpid():
                 return
             released = True
-            entry[1] -= 1
-            if entry[1] == 0:
-                if _HELD_FOLDERS.get(folder) is entry:
+            hold.holders -= 1
+            if hold.holders == 0:
+                if _HELD_FOLDERS.get(folder) is hold:
                     del _HELD_FOLDERS[folder]
-                _let_go(folder, entry[0], created=entry[2])
+                _let_go(folder, hold.lock, created=hold.created)
 
     return release
 

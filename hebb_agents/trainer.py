@@ -315,14 +315,13 @@ class ESTrainer:
         self._release_folder: Callable[[], None] | None = None
         if self.out_dir is not None:  # resume() sets out_dir after building
             self._hold_folder(hold_run_folder(self.out_dir))
-            try:
+        try:
+            if self.out_dir is not None:
                 check_new_run_folder(self.out_dir, "es")
-                self._build(config, callbacks, progress)
-            except BaseException:
-                self.close()
-                raise
-        else:
             self._build(config, callbacks, progress)
+        except BaseException:
+            self.close()  # lets the folder go
+            raise
 
     def _hold_folder(self, release: Callable[[], None]) -> None:
         """Keep the output folder until :meth:`close` (or until this trainer is collected)."""

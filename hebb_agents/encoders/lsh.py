@@ -944,6 +944,7 @@ class _SortedRows:
         self.q_idx, self.k_idx, self.back = q_idx, k_idx, back
         self.b, self.n, self.c = shape  # b: rounds * sequences
         self.rounds = rounds
+        self._back_in_look_back: Tensor | None = None  # ``back`` in the (n, 2c) look-back layout
 
     def queries(self, flat_qk: Tensor) -> Tensor:
         """Sorted queries ``(B, n, c, d)``, scaled by ``d ** -0.5`` (a fresh tensor)."""
@@ -963,7 +964,9 @@ class _SortedRows:
             own, copies = d_sorted[:, :, : self.c], d_sorted[:, :, self.c :]
             own[:, :-1] += copies[:, 1:]  # chunk i's keys are chunk i + 1's look-back
             own[:, -1] += copies[:, 0]  # and the last chunk's are the first one's
-            index = self.back + self.back.div(self.c, rounding_mode="floor") * self.c
+            if self._back_in_look_back is None:  # shared by the key and value gradients
+                self._back_in_look_back = self.back + self.back.div(self.c, rounding_mode="floor") * self.c
+            index = self._back_in_look_back
         # Every row appears once among each round's own slots: the inverse permutation gathers
         # it, once per round.
         d_rows = d_sorted.reshape(-1, d_sorted.shape[-1]).index_select(0, index)
