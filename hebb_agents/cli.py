@@ -22,7 +22,7 @@ from hebb_agents.rollout import EARLY_STOPS, is_number, make_env, parse_lockstep
 from hebb_agents.rules import RULES
 
 if TYPE_CHECKING:
-    from hebb_agents.trainer import ESTrainer
+    from hebb_agents.trainer import ESTrainer, TrainConfig
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -64,57 +64,98 @@ def lockstep_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+# Defaults of the `hebb train` options. Their argparse defaults are None, so that an option given on
+# the command line can be told from one left out: a left-out option takes the --config file's value,
+# else the default here.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "env": "CartPole-v1",
+    "env_kwargs": {},
+    "policy": "hebbian",
+    "rule": "ABCD_lr",
+    "hidden": [128, 64],
+    "init": "uniform",
+    "normalisation": "max_abs",
+    "sharing": "per_synapse",
+    "encoder": None,
+    "popsize": 64,
+    "sigma": 0.1,
+    "lr": 0.2,
+    "optimizer": "sgd",
+    "weight_decay": 0.01,
+    "generations": 30,
+    "episodes": 1,
+    "max_steps": 0,
+    "fitness": None,
+    "early_stop": "none",
+    "backend": "process",
+    "workers": None,
+    "lockstep_size": "auto",
+    "address": None,
+    "seed": 0,
+    "checkpoint_every": 10,
+    "tensorboard": False,
+}
+PLASTIC_OPTIONS = ("rule", "init", "normalisation", "sharing")  # Hebbian policies only
+POLICY_OPTIONS = ("hidden", "encoder", *PLASTIC_OPTIONS)  # kept in TrainConfig.policy_config
+FIELD_OF_OPTION = {"env": "env_id", "address": "ray_address"}  # other options are named as their field
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="evolve a Hebbian (or static) policy with OpenAI-ES")
+
+    def option(flag: str, help: str | None = None, shown: Any = None, **kwargs: Any) -> None:
+        default = TRAIN_DEFAULTS[flag[2:].replace("-", "_")]
+        text = f"default {default if shown is None else shown}"
+        p.add_argument(flag, default=None, help=f"{help} ({text})" if help else text, **kwargs)
+
     p.add_argument(
-        "--env", default="CartPole-v1", help="Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0"
+        "--config",
+        type=Path,
+        default=None,
+        help="a .json or .toml file of training settings (TrainConfig fields, as in a run's config.json); "
+        "options given on the command line override it",
     )
-    p.add_argument("--env-kwargs", type=json_object, default={}, help="JSON object passed to gym.make")
-    p.add_argument("--policy", choices=tuple(POLICIES), default="hebbian")
-    p.add_argument("--rule", choices=tuple(RULES), default="ABCD_lr")
-    p.add_argument("--hidden", type=positive, nargs="+", default=[128, 64])
-    p.add_argument("--init", choices=INIT_SCHEMES, default="uniform")
-    p.add_argument("--normalisation", choices=NORMALISATIONS, default="max_abs")
-    p.add_argument("--sharing", choices=SHARING, default="per_synapse")
-    p.add_argument(
+    option("--env", "Gymnasium id, e.g. HalfCheetah-v5, hebb/AntDamage-v0")
+    option("--env-kwargs", "JSON object passed to gym.make", type=json_object)
+    option("--policy", choices=tuple(POLICIES))
+    option("--rule", choices=tuple(RULES))
+    option("--hidden", shown="128 64", type=positive, nargs="+")
+    option("--init", choices=INIT_SCHEMES)
+    option("--normalisation", choices=NORMALISATIONS)
+    option("--sharing", choices=SHARING)
+    option(
         "--encoder",
+        'front end as JSON (types lsh, conv), e.g. \'{"type": "lsh", "window": 64}\'',
+        shown="none",
         type=json_object,
-        default=None,
-        help='front end as JSON (types lsh, conv), e.g. \'{"type": "lsh", "window": 64}\'',
     )
-    p.add_argument("--popsize", type=positive, default=64)
-    p.add_argument("--sigma", type=float, default=0.1)
-    p.add_argument("--lr", type=float, default=0.2)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--generations", type=positive, default=None, help="total generations (default 30)")
-    p.add_argument("--episodes", type=positive, default=1, help="episodes per evaluation")
-    p.add_argument("--max-steps", type=natural, default=0, help="cap on episode length (0: the env's own)")
-    p.add_argument(
+    option("--popsize", type=positive)
+    option("--sigma", type=float)
+    option("--lr", type=float)
+    option("--optimizer", choices=OPTIMIZERS)
+    option("--weight-decay", type=float)
+    option("--generations", "total generations", type=positive)
+    option("--episodes", "episodes per evaluation", type=positive)
+    option("--max-steps", "cap on episode length, 0: the env's own", type=natural)
+    option(
         "--fitness",
-        default=None,
-        help="return, distance, or an info key summed per episode "
-        "(default: distance where the env reports info['x_position'], else return)",
+        "return, distance, or an info key summed per episode",
+        shown="distance where the env reports info['x_position'], else return",
     )
-    p.add_argument("--early-stop", choices=EARLY_STOPS, default="none")
-    p.add_argument("--backend", choices=BACKENDS, default=None, help="default: process")
-    p.add_argument("--workers", type=positive, default=None, help="worker processes (default: all cores)")
-    p.add_argument(
+    option("--early-stop", choices=EARLY_STOPS)
+    option("--backend", choices=BACKENDS)
+    option("--workers", "worker processes", shown="all cores", type=positive)
+    option(
         "--lockstep-size",
+        "members a worker steps together: auto (groups sized to the cache), all, or a number; same "
+        "results either way (up to float rounding with a torch encoder)",
         type=lockstep_size,
-        default=None,
-        help="members a worker steps together: auto (default; groups sized to the cache), all, or a "
-        "number; same results either way (up to float rounding with a torch encoder)",
     )
-    p.add_argument("--address", default=None, help="Ray cluster address (ray backend)")
-    p.add_argument("--seed", type=natural, default=0)
-    p.add_argument("--out", type=Path, default=Path("runs/hebb"), help="output folder")
-    p.add_argument(
-        "--checkpoint-every", type=positive, default=None, help="generations between checkpoints (default 10)"
-    )
-    p.add_argument(
-        "--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="log to tb/ (default off)"
-    )
+    option("--address", "Ray cluster address (ray backend)", shown="none")
+    option("--seed", type=natural)
+    p.add_argument("--out", type=Path, default=Path("runs/hebb"), help="output folder (default runs/hebb)")
+    option("--checkpoint-every", "generations between checkpoints", type=positive)
+    option("--tensorboard", "log to tb/", shown="off", action=argparse.BooleanOptionalAction)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_train)
 
@@ -168,15 +209,67 @@ def _warn_ignored(
         print(f"warning: {reason}; ignored: {flags}", file=sys.stderr)
 
 
+def _new_run_config(args: argparse.Namespace) -> TrainConfig:
+    """The settings of a new run: each option from the command line if given, else from the
+    ``--config`` file if it sets it, else :data:`TRAIN_DEFAULTS`; fields the command line does not
+    offer (``lr_decay``, ``sigma_min``, ...) from the file, else TrainConfig's defaults."""
+    from hebb_agents.trainer import TrainConfig, read_config_file
+
+    if args.popsize is not None and args.popsize % 2:
+        raise ValueError(
+            f"--popsize must be even (the ES samples antithetic pairs), got {args.popsize}; "
+            f"use {args.popsize + 1}"
+        )
+    check_new_run_folder(args.out, "es")  # before the settings: a taken folder is the first thing to know
+    from_file = read_config_file(args.config) if args.config is not None else {}
+    file_policy = dict(from_file.get("policy_config", {}))
+
+    def value(name: str) -> Any:
+        if getattr(args, name) is not None:
+            return getattr(args, name)
+        if name in POLICY_OPTIONS:
+            return file_policy.get(name, TRAIN_DEFAULTS[name])
+        return from_file.get(FIELD_OF_OPTION.get(name, name), TRAIN_DEFAULTS[name])
+
+    settings = {
+        FIELD_OF_OPTION.get(name, name): value(name) for name in TRAIN_DEFAULTS if name not in POLICY_OPTIONS
+    }
+    policy_config = {**file_policy, "hidden": value("hidden")}
+    if value("encoder") is not None:
+        policy_config["encoder"] = value("encoder")
+    if settings["policy"] == "hebbian":
+        policy_config.update({name: value(name) for name in PLASTIC_OPTIONS})
+    else:
+        _warn_ignored(args, PLASTIC_OPTIONS, f"--policy {settings['policy']} has no plasticity")
+        dropped = sorted(set(PLASTIC_OPTIONS) & set(file_policy))
+        if dropped:
+            print(
+                f"warning: the {settings['policy']} policy has no plasticity; ignored from {args.config}'s "
+                f"policy_config: {', '.join(dropped)}",
+                file=sys.stderr,
+            )
+        for name in dropped:
+            del policy_config[name]
+    settings["max_steps"] = settings["max_steps"] or None  # 0 on the command line: the env's own cap
+    settings["fitness"] = resolve_fitness(settings["fitness"], settings["env_id"], settings["env_kwargs"])
+    extra = {key: item for key, item in from_file.items() if key not in settings and key != "policy_config"}
+    return TrainConfig.from_dict({**settings, **extra, "policy_config": policy_config})
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     """SIGTERM handler: stop training like Ctrl-C does (the trainer saves its last generation)."""
     raise KeyboardInterrupt
 
 
 def _train(args: argparse.Namespace) -> int:
-    from hebb_agents.trainer import ESTrainer, TrainConfig
+    from hebb_agents.trainer import ESTrainer
 
     if args.resume:
+        if args.config is not None:
+            raise ValueError(
+                "--config starts a new run; --resume continues one with its saved settings (drop --config, "
+                "or start a new run in another --out)"
+            )
         # Only the flags given on this command line change the saved run's settings.
         given = {
             "generations": args.generations,
@@ -205,43 +298,7 @@ def _train(args: argparse.Namespace) -> int:
             return 0
         print(f"resuming {args.out} at generation {trainer.generation}")
     else:
-        if args.popsize % 2:
-            raise ValueError(
-                f"--popsize must be even (the ES samples antithetic pairs), got {args.popsize}; "
-                f"use {args.popsize + 1}"
-            )
-        check_new_run_folder(args.out, "es")
-        policy_config: dict[str, Any] = {"hidden": args.hidden}
-        if args.encoder is not None:
-            policy_config["encoder"] = args.encoder
-        plastic = ("rule", "init", "normalisation", "sharing")
-        if args.policy == "hebbian":
-            policy_config.update({name: getattr(args, name) for name in plastic})
-        else:
-            _warn_ignored(args, plastic, f"--policy {args.policy} has no plasticity")
-        config = TrainConfig(
-            env_id=args.env,
-            env_kwargs=args.env_kwargs,
-            policy=args.policy,
-            policy_config=policy_config,
-            generations=30 if args.generations is None else args.generations,
-            popsize=args.popsize,
-            sigma=args.sigma,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            weight_decay=args.weight_decay,
-            episodes=args.episodes,
-            max_steps=args.max_steps or None,
-            fitness=resolve_fitness(args.fitness, args.env, args.env_kwargs),
-            early_stop=args.early_stop,
-            backend=args.backend or "process",
-            workers=args.workers,
-            lockstep_size=args.lockstep_size or "auto",
-            ray_address=args.address,
-            seed=args.seed,
-            checkpoint_every=10 if args.checkpoint_every is None else args.checkpoint_every,
-            tensorboard=bool(args.tensorboard),
-        )
+        config = _new_run_config(args)
         trainer = ESTrainer(config, out_dir=args.out, progress=True)
         print(f"{config.policy} policy, {trainer.policy.num_params} parameters, env {config.env_id}")
     if args.address is not None and trainer.config.backend != "ray":

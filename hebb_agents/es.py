@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from hebb_agents.options import check_decay, check_positive
+
 # SB3 style: a schedule maps the remaining progress (1 at the first generation, 0 at the last) to a value.
 Schedule = Callable[[float], float]
 
@@ -123,23 +125,6 @@ def _standardise(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / std
 
 
-def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    ok = value >= 0 if allow_zero else value > 0
-    if not (math.isfinite(value) and ok):
-        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
-
-
-def _check_decay(name: str, value: float) -> float:
-    value = _check_positive(name, value)
-    if value > 1.0:
-        raise ValueError(f"{name} must be in (0, 1] (1 = no decay), got {value!r}")
-    return value
-
-
 class OpenES:
     """OpenAI-ES with antithetic sampling, centred-rank shaping, SGD or Adam, and an L2 fitness penalty.
 
@@ -225,23 +210,23 @@ class OpenES:
         self.antithetic = bool(antithetic)
         self.rank_shaping = bool(rank_shaping)
         self.optimizer = optimizer
-        self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
-        self.lr_decay = _check_decay("lr_decay", lr_decay)
-        self.sigma_decay = _check_decay("sigma_decay", sigma_decay)
-        self.lr_min = _check_positive("lr_min", lr_min, allow_zero=True)
-        self.sigma_min = _check_positive("sigma_min", sigma_min, allow_zero=True)
+        self.weight_decay = check_positive("weight_decay", weight_decay, allow_zero=True)
+        self.lr_decay = check_decay("lr_decay", lr_decay)
+        self.sigma_decay = check_decay("sigma_decay", sigma_decay)
+        self.lr_min = check_positive("lr_min", lr_min, allow_zero=True)
+        self.sigma_min = check_positive("sigma_min", sigma_min, allow_zero=True)
         self.total_generations = None if total_generations is None else int(total_generations)
         self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
-        self.adam_eps = _check_positive("adam_eps", adam_eps)
+        self.adam_eps = check_positive("adam_eps", adam_eps)
 
         self._lr_schedule: Schedule | None = lr if callable(lr) else None
         self._sigma_schedule: Schedule | None = sigma if callable(sigma) else None
         self._generation = 0
-        self._lr = self._scheduled("lr", self._lr_schedule) if callable(lr) else _check_positive("lr", lr)
+        self._lr = self._scheduled("lr", self._lr_schedule) if callable(lr) else check_positive("lr", lr)
         self._sigma = (
             self._scheduled("sigma", self._sigma_schedule)
             if callable(sigma)
-            else _check_positive("sigma", sigma)
+            else check_positive("sigma", sigma)
         )
 
         if seed is not None and (
@@ -434,7 +419,7 @@ class OpenES:
         if init is None:
             return np.zeros(self.num_params, self._dtype)
         if isinstance(init, (int, float, np.integer, np.floating)) and not isinstance(init, bool):
-            scale = _check_positive("init (scale of the N(0, scale^2) initial draw)", init, allow_zero=True)
+            scale = check_positive("init (scale of the N(0, scale^2) initial draw)", init, allow_zero=True)
             rng = np.random.Generator(
                 np.random.PCG64(np.random.SeedSequence(self._entropy, spawn_key=(_INIT_KEY,)))
             )

@@ -67,6 +67,24 @@ def check_probability(name: str, value: object, one: bool = False) -> float:
     raise ValueError(f"{name} must be a number in [0, 1{']' if one else ')'}, got {value!r}")
 
 
+def check_positive(name: str, value: object, allow_zero: bool = False) -> float:
+    """``value`` as a finite ``float`` > 0 (>= 0 with ``allow_zero``), else a ValueError."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and (number >= 0 if allow_zero else number > 0)):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return number
+
+
+def check_decay(name: str, value: object) -> float:
+    """``value`` as a per-generation multiplicative decay in (0, 1], else a ValueError."""
+    number = check_positive(name, value)
+    if number > 1.0:
+        raise ValueError(f"{name} must be in (0, 1] (1 = no decay), got {value!r}")
+    return number
+
+
 def check_options(owner: str, given: Mapping[str, object] | Iterable[str], accepted: Iterable[str]) -> None:
     """A ValueError naming the unknown keys of ``given`` and listing the ``accepted`` ones."""
     accepted = set(accepted)

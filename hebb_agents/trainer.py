@@ -45,6 +45,7 @@ from hebb_agents.checkpoint import (
     split_state,
 )
 from hebb_agents.es import OPTIMIZERS, OpenES
+from hebb_agents.options import check_decay, check_positive, constructor_keywords
 from hebb_agents.policy import POLICIES
 from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec, parse_lockstep_size
 
@@ -206,6 +207,13 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if not _is_integer(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        # the ES checks these again; checked here too so that a settings file's error names the file
+        check_positive("sigma", self.sigma)
+        check_positive("lr", self.lr)
+        for name in ("lr_decay", "sigma_decay"):
+            check_decay(name, getattr(self, name))
+        for name in ("lr_min", "sigma_min", "weight_decay"):
+            check_positive(name, getattr(self, name), allow_zero=True)
 
     def rollout_spec(self) -> RolloutSpec:
         return RolloutSpec(
@@ -226,8 +234,54 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown training options {unknown}; accepted: {', '.join(sorted(known))}")
+            policy_keys = set().union(*(constructor_keywords(policy) for policy in POLICIES.values()))
+            misplaced = [key for key in unknown if key in policy_keys]
+            hint = f" ({', '.join(misplaced)}: policy settings, given in policy_config)" if misplaced else ""
+            raise ValueError(
+                f"unknown training options {unknown}{hint}; accepted: {', '.join(sorted(known))}"
+            )
         return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Build from a JSON or TOML settings file (see :func:`read_config_file`); fields it leaves
+        out take their defaults."""
+        return cls.from_dict(read_config_file(path))
+
+
+CONFIG_SUFFIXES = (".json", ".toml")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings a ``.json`` or ``.toml`` file gives, checked as :class:`TrainConfig` checks them.
+
+    Keys are :class:`TrainConfig` field names (a run's ``config.json`` is such a file; TOML, which has
+    no null, leaves ``None`` fields out). Returns only the keys the file sets, so a caller can layer
+    them between defaults and explicit options; errors name the file.
+    """
+    path = Path(path)
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise ValueError(f"{path}: settings files are {' or '.join(CONFIG_SUFFIXES)}, got {path.suffix!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such settings file")
+    decode, errors = json.loads, (UnicodeDecodeError, json.JSONDecodeError)
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ValueError(f"{path}: TOML settings need Python >= 3.11; write them as JSON") from None
+        decode, errors = tomllib.loads, (UnicodeDecodeError, tomllib.TOMLDecodeError)
+    try:
+        data = decode(path.read_text())
+    except errors as err:
+        raise ValueError(f"{path}: not readable {path.suffix[1:].upper()} ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object of training settings, got {type(data).__name__}")
+    try:
+        TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    return data
 
 
 def _warn_if_config_edited(config_file: Path, saved: dict[str, Any]) -> None:

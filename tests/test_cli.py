@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -356,3 +357,91 @@ def test_cli_warnings_print_as_one_line_and_callers_still_record_them(tmp_path, 
     (out / "config.json").write_text("{broken")
     # another env with its own length needs nothing from the run's config.json
     assert main(["eval", str(out), "--env", "CartPole-v0", "--max-steps", "5", "--episodes", "1"]) == 0
+
+
+def test_config_file_sets_what_the_command_line_does_not(tmp_path, capsys):
+    """Each setting: the command line if given, else the --config file, else the default; the file
+    also reaches fields the command line has no flag for."""
+    settings = {
+        "env_id": "CartPole-v1",
+        "popsize": 6,
+        "sigma": 0.05,
+        "lr_decay": 0.9,
+        "generations": 2,
+        "max_steps": 30,
+        "backend": "serial",
+        "policy_config": {"hidden": [4], "rule": "ABC"},
+    }
+    config_file = tmp_path / "settings.json"
+    config_file.write_text(json.dumps(settings))
+    out = tmp_path / "run"
+    given = ["--popsize", "4", "--rule", "AD", "--out", str(out)]
+    assert main(["train", "--config", str(config_file), *given]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["popsize"] == 4 and saved["policy_config"]["rule"] == "AD"  # the command line wins
+    assert saved["sigma"] == 0.05 and saved["lr_decay"] == 0.9 and saved["max_steps"] == 30  # the file
+    assert saved["policy_config"]["hidden"] == [4] and saved["generations"] == 2
+    assert saved["lr"] == 0.2 and saved["fitness"] == "return"  # defaults where neither sets them
+    rows = list(csv.DictReader((out / "progress.csv").open()))
+    assert len(rows) == 2 and float(rows[1]["lr"]) == pytest.approx(0.2 * 0.9)  # the file's lr_decay
+    assert float(rows[1]["sigma"]) == pytest.approx(0.05 * 0.999)
+
+    # a run's own config.json starts the same run again; only what is given changes
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(out / "config.json"), "--seed", "3", "--out", str(again)]) == 0
+    repeated = json.loads((again / "config.json").read_text())
+    assert repeated == {**saved, "seed": 3}
+
+
+def test_toml_presets_in_configs_train(tmp_path):
+    """Every settings file shipped in configs/ loads, and trains with small overrides."""
+    presets = sorted((Path(__file__).parents[1] / "configs").glob("*.*"))
+    assert {path.suffix for path in presets} == {".toml", ".json"}
+    small = ["--popsize", "4", "--generations", "1", "--max-steps", "10", "--hidden", "4"]
+    small += ["--backend", "serial"]
+    for preset in presets:
+        out = tmp_path / preset.stem
+        assert main(["train", "--config", str(preset), *small, "--out", str(out)]) == 0, preset.name
+        saved = json.loads((out / "config.json").read_text())
+        assert saved["env_id"].startswith("hebb/") and saved["lr_decay"] == 0.995 and saved["max_steps"] == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        ("bad.json", '{"popsize": 8,', "not readable JSON"),
+        ("bad.toml", "popsize = = 8", "not readable TOML"),
+        ("list.json", "[8]", "expected an object of training settings, got list"),
+        ("typo.json", '{"popsiz": 8}', "unknown training options ['popsiz']; accepted: "),
+        ("flat.json", '{"rule": "AD"}', "(rule: policy settings, given in policy_config)"),
+        ("sigma.json", '{"sigma": "0.1"}', "sigma must be a number, got '0.1'"),
+        ("decay.toml", "lr_decay = 1.5", "lr_decay must be in (0, 1]"),
+        ("odd.json", '{"popsize": 7}', "popsize must be an even integer >= 2 (the ES samples antithetic"),
+        ("settings.yaml", "popsize: 8", "settings files are .json or .toml, got '.yaml'"),
+    ],
+)
+def test_a_malformed_config_file_is_named_and_nothing_is_written(tmp_path, capsys, name, text, says):
+    config_file = tmp_path / name
+    config_file.write_text(text)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {config_file}: ") and says in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_config_with_resume_or_missing_is_refused_and_static_drops_plastic_settings(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "none.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "none.json: no such settings file" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    assert main(["train", "--resume", "--config", str(out / "config.json"), "--out", str(out)]) == 2
+    assert "--config starts a new run; --resume continues one" in capsys.readouterr().err
+    assert (out / "checkpoint.npz").read_bytes() == before
+    static = tmp_path / "static"
+    args = ["train", "--config", str(out / "config.json"), "--policy", "static", "--out", str(static)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "policy_config: init, normalisation, rule, sharing" in err
+    assert json.loads((static / "config.json").read_text())["policy_config"] == {"hidden": [8]}
