@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from hebb_agents.checkpoint import check_new_run_folder
+from hebb_agents.checkpoint import check_new_run_folder, hold_run_folder
 from hebb_agents.cli import json_object, natural, positive
 from hebb_agents.evaluation import Agent
 from hebb_agents.rollout import make_env
@@ -184,41 +184,45 @@ def train_baseline(
         algo_class("MlpPolicy", DummyVecEnv([lambda: build(log=False)]), device="cpu", **_sb3_kwargs(params))
     except (TypeError, AssertionError) as err:
         raise ValueError(f"bad {algo} hyperparameter values {params}: {err}") from err
-    out.mkdir(parents=True, exist_ok=True)
+    # held from here to the end: another run into the folder meanwhile is refused (hebb train too)
+    release = hold_run_folder(out)
+    try:
+        check_new_run_folder(out, "baseline")  # again: another run may have saved before the hold
+        venv = DummyVecEnv([build])
+        venv.seed(seed)
+        gamma = float(params.get("gamma", 0.99))
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=norm_reward, gamma=gamma)
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        model = algo_class("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **_sb3_kwargs(params))
+        start = time.perf_counter()
 
-    venv = DummyVecEnv([build])
-    venv.seed(seed)
-    gamma = float(params.get("gamma", 0.99))
-    venv = VecNormalize(venv, norm_obs=True, norm_reward=norm_reward, gamma=gamma)
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    model = algo_class("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **_sb3_kwargs(params))
-    start = time.perf_counter()
+        class _Deadline(BaseCallback):
+            def _on_step(self) -> bool:
+                return time_limit is None or time.perf_counter() - start < time_limit
 
-    class _Deadline(BaseCallback):
-        def _on_step(self) -> bool:
-            return time_limit is None or time.perf_counter() - start < time_limit
-
-    model.learn(total_timesteps=int(steps), progress_bar=progress, callback=_Deadline())
-    wall = time.perf_counter() - start
-    model.save(out / "model.zip")
-    venv.save(str(out / "vecnormalize.pkl"))
-    venv.close()
-    info = {
-        "algo": algo,
-        "env_id": env_id,
-        "env_kwargs": env_kwargs,
-        "max_episode_steps": max_episode_steps,
-        "steps": int(steps),
-        "steps_done": int(model.num_timesteps),
-        "time_limit": time_limit,
-        "seed": int(seed),
-        "zoo_entry": entry,
-        "hyperparams": params,
-        "normalize": {"obs": True, "reward": norm_reward},
-        "wall_time": wall,
-    }
-    (out / "baseline.json").write_text(json.dumps(info, indent=2))
+        model.learn(total_timesteps=int(steps), progress_bar=progress, callback=_Deadline())
+        wall = time.perf_counter() - start
+        model.save(out / "model.zip")
+        venv.save(str(out / "vecnormalize.pkl"))
+        venv.close()
+        info = {
+            "algo": algo,
+            "env_id": env_id,
+            "env_kwargs": env_kwargs,
+            "max_episode_steps": max_episode_steps,
+            "steps": int(steps),
+            "steps_done": int(model.num_timesteps),
+            "time_limit": time_limit,
+            "seed": int(seed),
+            "zoo_entry": entry,
+            "hyperparams": params,
+            "normalize": {"obs": True, "reward": norm_reward},
+            "wall_time": wall,
+        }
+        (out / "baseline.json").write_text(json.dumps(info, indent=2))
+    finally:
+        release()
     return out
 
 

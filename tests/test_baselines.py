@@ -121,3 +121,18 @@ def test_baseline_command_rejects_an_unknown_eval_body_before_training(tmp_path,
     )  # fmt: skip
     with pytest.raises(ValueError, match="unknown half_cheetah damage 'bogus'"):
         args.func(args)
+
+
+def test_a_baseline_into_a_folder_another_run_holds_is_refused_before_it_writes(tmp_path, held_elsewhere):
+    """Was: `hebb baseline` took no hold, so it wrote monitor.csv and its model into the folder of an
+    ES run (or another baseline) still running there."""
+    out = tmp_path / "busy"
+    small = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
+    with held_elsewhere(out):
+        with pytest.raises(ValueError, match="is in use by another run"):
+            baselines.train_baseline("ppo", CHEETAH, {}, 64, 0, out, max_episode_steps=16, hyperparams=small)
+        assert sorted(path.name for path in out.iterdir()) == [".lock"]  # no monitor.csv, no model
+    baselines.train_baseline("ppo", CHEETAH, {}, 64, 0, out, max_episode_steps=16, hyperparams=small)
+    assert (out / "model.zip").exists()
+    with held_elsewhere(out):  # let go at the end: another process takes it
+        pass

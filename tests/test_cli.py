@@ -271,36 +271,20 @@ def test_workers_lost_beyond_retries_end_in_one_line_with_the_resume_command(tmp
     assert f"checkpoint at generation 2; continue with: hebb train --resume --out {out}" in err
 
 
-def test_a_second_run_into_a_folder_in_use_is_refused_before_it_touches_it(tmp_path, capsys):
+def test_a_second_run_into_a_folder_in_use_is_refused_before_it_touches_it(tmp_path, capsys, held_elsewhere):
     out = tmp_path / "run"
     assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
     rows = (out / "progress.csv").read_text().splitlines()
     next_row = "2" + rows[-1][rows[-1].index(",") :]  # the first run went on past its checkpoint
     (out / "progress.csv").write_text("\n".join([*rows, next_row]) + "\n")
     before = {name: (out / name).read_bytes() for name in ("progress.csv", "checkpoint.npz", "config.json")}
-    holder = subprocess.Popen(  # another process training into the folder
-        [sys.executable, "-c", HOLD_FOLDER, str(out)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_elsewhere(out):  # another process training into the folder
         # was: a refused --resume had already truncated the log (and a racing one wrote into it)
         resume = ["train", "--resume", "--out", str(out), "--generations", "3", "--backend", "serial"]
         assert main(resume) == 2
         assert f"{out.resolve()} is in use by another run" in capsys.readouterr().err
         assert {name: (out / name).read_bytes() for name in before} == before
-    finally:
-        holder.kill()
-        holder.wait()
     assert main(["train", "--resume", "--out", str(out), "--generations", "2", "--backend", "serial"]) == 0
-
-
-HOLD_FOLDER = """
-import sys, time
-from hebb_agents.checkpoint import hold_run_folder
-hold_run_folder(sys.argv[1])
-print("held", flush=True)
-time.sleep(120)
-"""
 
 
 def test_resume_changes_checkpoint_every_and_tensorboard(tmp_path, capsys):
