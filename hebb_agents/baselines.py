@@ -278,7 +278,14 @@ def add_baseline_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     )
     p.add_argument("--steps", type=positive, required=True, help="environment steps of training")
     p.add_argument("--seed", type=natural, default=0)
-    p.add_argument("--max-episode-steps", type=positive, default=None, help="episode cap during training")
+    p.add_argument(
+        "--max-steps",
+        "--max-episode-steps",
+        dest="max_episode_steps",
+        type=positive,
+        default=None,
+        help="episode cap during training and evaluation (default: the env's own)",
+    )
     p.add_argument("--hyperparams", type=json_object, default={}, help="JSON overrides of the rl-zoo3 entry")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(

@@ -136,3 +136,10 @@ def test_a_baseline_into_a_folder_another_run_holds_is_refused_before_it_writes(
     assert (out / "model.zip").exists()
     with held_elsewhere(out):  # let go at the end: another process takes it
         pass
+
+
+def test_baseline_takes_max_steps_as_the_other_commands_do():
+    for flag in ("--max-steps", "--max-episode-steps"):
+        command = ["baseline", "--algo", "ppo", "--env", CHEETAH, "--steps", "8", "--out", "x"]
+        args = _parser().parse_args([*command, flag, "7"])
+        assert args.max_episode_steps == 7
