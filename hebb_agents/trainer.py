@@ -145,7 +145,7 @@ class TrainConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     policy: str = "hebbian"
     policy_config: dict[str, Any] = field(default_factory=dict)
-    generations: int = 50
+    generations: int = 30
     popsize: int = 64
     sigma: float = 0.1
     lr: float = 0.2
