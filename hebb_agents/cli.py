@@ -17,8 +17,9 @@ from hebb_agents.backends import BACKENDS, WorkersLost
 from hebb_agents.checkpoint import check_new_run_folder
 from hebb_agents.es import OPTIMIZERS
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
+from hebb_agents.options import constructor_keywords
 from hebb_agents.policy import POLICIES
-from hebb_agents.rollout import EARLY_STOPS, is_number, make_env, parse_lockstep_size
+from hebb_agents.rollout import EARLY_STOPS, FITNESS_AUTO, parse_lockstep_size, resolve_fitness
 from hebb_agents.rules import RULES
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "generations": 30,
     "episodes": 1,
     "max_steps": 0,
-    "fitness": None,
+    "fitness": FITNESS_AUTO,
     "early_stop": "none",
     "backend": "process",
     "workers": None,
@@ -139,8 +140,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--max-steps", "cap on episode length, 0: the env's own", type=natural)
     option(
         "--fitness",
-        "return, distance, or an info key summed per episode",
-        shown="distance where the env reports info['x_position'], else return",
+        "return, distance, an info key summed per episode, or auto: distance where the env reports "
+        "info['x_position'], else return",
     )
     option("--early-stop", choices=EARLY_STOPS)
     option("--backend", choices=BACKENDS)
@@ -158,33 +159,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--tensorboard", "log to tb/", shown="off", action=argparse.BooleanOptionalAction)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_train)
-
-
-def resolve_fitness(fitness: str | None, env_id: str, env_kwargs: dict[str, Any]) -> str:
-    """Check ``fitness`` against what ``env_id`` reports, before any worker starts.
-
-    ``None`` picks ``distance`` for environments that report ``info["x_position"]`` (locomotion)
-    and ``return`` otherwise; an ``info`` key must appear in the info of a step.
-    """
-    if fitness == "return":
-        return fitness
-    env = make_env(env_id, **env_kwargs)
-    try:
-        _, info = env.reset(seed=0)
-        walks = "x_position" in info
-        if fitness is None:
-            return "distance" if walks else "return"
-        if fitness == "distance" and walks:
-            return fitness
-        env.action_space.seed(0)
-        step_info = env.step(env.action_space.sample())[4]
-    finally:
-        env.close()
-    numeric = sorted(key for key, value in step_info.items() if is_number(value))
-    if fitness != "distance" and fitness in numeric:
-        return fitness
-    accepted = ["return", *(["distance"] if walks else []), *numeric]
-    raise ValueError(f"fitness {fitness!r} is not available on {env_id}; accepted: {', '.join(accepted)}")
 
 
 def _warn_ignored(
@@ -241,7 +215,8 @@ def _new_run_config(args: argparse.Namespace) -> TrainConfig:
         policy_config.update({name: value(name) for name in PLASTIC_OPTIONS})
     else:
         _warn_ignored(args, PLASTIC_OPTIONS, f"--policy {settings['policy']} has no plasticity")
-        dropped = sorted(set(PLASTIC_OPTIONS) & set(file_policy))
+        accepted = constructor_keywords(POLICIES[settings["policy"]])
+        dropped = sorted(key for key in file_policy if key not in accepted)  # rule, output_activation, ...
         if dropped:
             print(
                 f"warning: the {settings['policy']} policy has no plasticity; ignored from {args.config}'s "
@@ -251,7 +226,15 @@ def _new_run_config(args: argparse.Namespace) -> TrainConfig:
         for name in dropped:
             del policy_config[name]
     settings["max_steps"] = settings["max_steps"] or None  # 0 on the command line: the env's own cap
-    settings["fitness"] = resolve_fitness(settings["fitness"], settings["env_id"], settings["env_kwargs"])
+    file_env, file_fitness = from_file.get("env_id"), from_file.get("fitness", FITNESS_AUTO)
+    if args.fitness is None and file_fitness != FITNESS_AUTO and args.env not in (None, file_env):
+        # a run's config.json holds the fitness chosen for its own env: choose again for this one
+        settings["fitness"] = resolve_fitness(FITNESS_AUTO, settings["env_id"], settings["env_kwargs"])
+        print(
+            f"note: fitness {settings['fitness']!r} for {args.env} ({args.config} has {file_fitness!r} for "
+            f"{file_env}); pass --fitness to choose",
+            file=sys.stderr,
+        )
     extra = {key: item for key, item in from_file.items() if key not in settings and key != "policy_config"}
     return TrainConfig.from_dict({**settings, **extra, "policy_config": policy_config})
 
@@ -284,6 +267,7 @@ def _train(args: argparse.Namespace) -> int:
         kept = {"resume", "out", "func", "command", *given, "address"} - {"ray_address"}
         trainer = ESTrainer.resume(args.out, progress=True, **overrides)
         saved = {**vars(trainer.config), **trainer.config.policy_config, "env": trainer.config.env_id}
+        saved["max_steps"] = saved["max_steps"] or 0  # --max-steps 0 is the saved None
         _warn_ignored(  # flags repeating the saved values change nothing: no warning for them
             args,
             [name for name in vars(args) if name not in kept],
@@ -299,7 +283,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"resuming {args.out} at generation {trainer.generation}")
     else:
         config = _new_run_config(args)
-        trainer = ESTrainer(config, out_dir=args.out, progress=True)
+        try:
+            trainer = ESTrainer(config, out_dir=args.out, progress=True)  # checks env, policy and fitness
+        except ValueError as err:
+            if args.config is None:
+                raise
+            raise ValueError(f"{err} (settings from {args.config} and the command line)") from None
         print(f"{config.policy} policy, {trainer.policy.num_params} parameters, env {config.env_id}")
     if args.address is not None and trainer.config.backend != "ray":
         print(

@@ -155,6 +155,38 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         raise ValueError(f"{env_id} could not be built with {kwargs}: {type(err).__name__}: {err}") from err
 
 
+FITNESS_AUTO = "auto"  # distance where the env reports info["x_position"], else return
+
+
+def resolve_fitness(fitness: str | None, env_id: str, env_kwargs: dict[str, Any]) -> str:
+    """Check ``fitness`` against what ``env_id`` reports, before any worker starts.
+
+    ``auto`` (or ``None``) picks ``distance`` for environments that report ``info["x_position"]``
+    (locomotion) and ``return`` otherwise; an ``info`` key must appear in the info of a step.
+    """
+    if fitness == "return":
+        return fitness
+    if not isinstance(fitness, str) and fitness is not None:
+        raise ValueError(f"fitness must be a name (auto, return, distance or an info key), got {fitness!r}")
+    env = make_env(env_id, **env_kwargs)
+    try:
+        _, info = env.reset(seed=0)
+        walks = "x_position" in info
+        if fitness in (None, FITNESS_AUTO):
+            return "distance" if walks else "return"
+        if fitness == "distance" and walks:
+            return fitness
+        env.action_space.seed(0)
+        step_info = env.step(env.action_space.sample())[4]
+    finally:
+        env.close()
+    numeric = sorted(key for key, value in step_info.items() if is_number(value))
+    if fitness != "distance" and fitness in numeric:
+        return fitness
+    accepted = [FITNESS_AUTO, "return", *(["distance"] if walks else []), *numeric]
+    raise ValueError(f"fitness {fitness!r} is not available on {env_id}; accepted: {', '.join(accepted)}")
+
+
 def _env_keywords(env_id: str) -> set[str]:
     """Keyword arguments ``gym.make(env_id, ...)`` takes: ``gym.make``'s own and the env class's,
     following ``**kwargs`` up its base classes (the damaged envs pass theirs on to Gymnasium's)."""

@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -47,7 +48,14 @@ from hebb_agents.checkpoint import (
 from hebb_agents.es import OPTIMIZERS, OpenES
 from hebb_agents.options import check_decay, check_positive, constructor_keywords
 from hebb_agents.policy import POLICIES
-from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec, parse_lockstep_size
+from hebb_agents.rollout import (
+    FITNESS_AUTO,
+    EvalResult,
+    LockstepEvaluator,
+    RolloutSpec,
+    parse_lockstep_size,
+    resolve_fitness,
+)
 
 CSV_COLUMNS = (
     "generation",
@@ -129,7 +137,9 @@ class TrainConfig:
     :param weight_decay: L2 fitness penalty coefficient (reference: 0.01 * mean(h^2)).
     :param episodes: episodes per evaluation.
     :param max_steps: cap on steps per episode (``None``: the environment's limit).
-    :param fitness: ``return``, ``distance`` or an ``info`` key summed over the episode.
+    :param fitness: ``return``, ``distance``, an ``info`` key summed over the episode, or ``auto``
+        (``None`` in a file): ``distance`` where the env reports ``info["x_position"]``, else
+        ``return``, chosen when a trainer is built (which then holds the choice).
     :param early_stop: ``none``, ``locomotion`` or ``negative_reward``.
     :param backend: ``serial``, ``process`` or ``ray``.
     :param workers: worker count for ``process`` / ``ray`` (``None``: all cores).
@@ -157,7 +167,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     episodes: int = 1
     max_steps: int | None = None
-    fitness: str = "return"
+    fitness: str = FITNESS_AUTO
     early_stop: str = "none"
     backend: str = "process"
     workers: int | None = None
@@ -207,6 +217,15 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if not _is_integer(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.fitness is None:  # null in a settings file
+            self.fitness = FITNESS_AUTO
+        if not isinstance(self.fitness, str):
+            raise ValueError(
+                f"fitness must be a name (auto, return, distance or an info key), got {self.fitness!r}"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1 or None (all cores), got {self.workers}")
+        self.rollout_spec()  # checks episodes, max_steps, early_stop
         # the ES checks these again; checked here too so that a settings file's error names the file
         check_positive("sigma", self.sigma)
         check_positive("lr", self.lr)
@@ -266,22 +285,24 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no such settings file")
     decode, errors = json.loads, (UnicodeDecodeError, json.JSONDecodeError)
     if path.suffix == ".toml":
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ImportError:  # Python 3.10
-            raise ValueError(f"{path}: TOML settings need Python >= 3.11; write them as JSON") from None
+        else:  # the same parser, as a package (a dependency on 3.10)
+            import tomli as tomllib
         decode, errors = tomllib.loads, (UnicodeDecodeError, tomllib.TOMLDecodeError)
     try:
-        data = decode(path.read_text())
+        data = decode(path.read_bytes().decode("utf-8"))  # as TOML requires, whatever the locale
+    except OSError as err:  # a folder, no permission, ...
+        raise ValueError(f"{path}: cannot read the settings file ({err})") from None
     except errors as err:
         raise ValueError(f"{path}: not readable {path.suffix[1:].upper()} ({err})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object of training settings, got {type(data).__name__}")
     try:
-        TrainConfig.from_dict(data)
+        checked = TrainConfig.from_dict(data)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from None
-    return data
+    return {key: getattr(checked, key) for key in data}  # as TrainConfig holds them (pairs made dicts)
 
 
 def _warn_if_config_edited(config_file: Path, saved: dict[str, Any]) -> None:
@@ -385,6 +406,8 @@ class ESTrainer:
     def _build(self, config: TrainConfig, callbacks: Sequence[Callback], progress: bool) -> None:
         self.callbacks = list(callbacks)
         self.progress = progress
+        # auto becomes the run's choice (saved, kept on resume); an info key is checked before any worker
+        config.fitness = resolve_fitness(config.fitness, config.env_id, config.env_kwargs)
         self.spec = config.rollout_spec()
         # A local evaluator builds the policy (checks env id and options before any worker starts).
         probe = LockstepEvaluator(self.spec)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hebb_agents.cli import main, resolve_fitness
+from hebb_agents.cli import main
+from hebb_agents.rollout import resolve_fitness
 
 TRAIN = [
     "train",
@@ -99,7 +100,7 @@ def test_unavailable_fitness_fails_before_training_and_lists_what_the_env_offers
     args = ["train", "--hidden", "8", "--popsize", "4", "--generations", "1", "--backend", "serial"]
     assert main([*args, "--fitness", "distanc", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    assert "fitness 'distanc' is not available on CartPole-v1; accepted: return" in err
+    assert "fitness 'distanc' is not available on CartPole-v1; accepted: auto, return" in err
     assert "distance" not in err.split("accepted:")[1]  # CartPole reports no x_position
     assert not (tmp_path / "a").exists()  # nothing written
     cheetah = ["--env", "hebb/HalfCheetahDamage-v0", "--fitness", "damage", "--out", str(tmp_path / "b")]
@@ -107,7 +108,7 @@ def test_unavailable_fitness_fails_before_training_and_lists_what_the_env_offers
     accepted = capsys.readouterr().err.split("accepted:")[1]
     assert "reward_forward" in accepted and "damage" not in accepted
     assert main([*args, "--fitness", "distance", "--out", str(tmp_path / "b")]) == 2
-    assert "accepted: return" in capsys.readouterr().err
+    assert "accepted: auto, return" in capsys.readouterr().err
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path, capsys):
@@ -402,6 +403,12 @@ def test_toml_presets_in_configs_train(tmp_path):
         ("decay.toml", "lr_decay = 1.5", "lr_decay must be in (0, 1]"),
         ("odd.json", '{"popsize": 7}', "popsize must be an even integer >= 2 (the ES samples antithetic"),
         ("settings.yaml", "popsize: 8", "settings files are .json or .toml, got '.yaml'"),
+        ("stop.json", '{"early_stop": "bogus"}', "unknown early_stop 'bogus'; accepted: none, locomotion"),
+        ("workers.json", '{"workers": 0}', "workers must be >= 1 or None"),
+        ("episodes.json", '{"episodes": 0}', "episodes must be >= 1"),
+        ("fitness.json", '{"fitness": 3}', "fitness must be a name"),
+        ("rule.json", '{"policy_config": {"rule": "bogus"}}', "(settings from "),
+        ("key.json", '{"fitness": "bogus"}', "fitness 'bogus' is not available on CartPole-v1"),
     ],
 )
 def test_a_malformed_config_file_is_named_and_nothing_is_written(tmp_path, capsys, name, text, says):
@@ -410,7 +417,10 @@ def test_a_malformed_config_file_is_named_and_nothing_is_written(tmp_path, capsy
     out = tmp_path / "run"
     assert main(["train", "--config", str(config_file), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {config_file}: ") and says in err and len(err.strip().splitlines()) == 1
+    assert str(config_file) in err and says in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {config_file}: ") or err.endswith(
+        f"(settings from {config_file} and the command line)\n"
+    )
     assert not out.exists()
 
 
@@ -429,3 +439,46 @@ def test_config_with_resume_or_missing_is_refused_and_static_drops_plastic_setti
     err = capsys.readouterr().err
     assert "policy_config: init, normalisation, rule, sharing" in err
     assert json.loads((static / "config.json").read_text())["policy_config"] == {"hidden": [8]}
+
+
+def test_config_json_of_another_env_older_pairs_and_static_extras(tmp_path, capsys):
+    """A run's config.json on another --env chooses the fitness again; env_kwargs saved as pairs (older
+    runs) work; --policy static drops every Hebbian-only key of the file's policy_config."""
+    out = tmp_path / "cartpole"
+    assert main([*TRAIN, "--generations", "1", "--backend", "serial", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["fitness"] == "return"
+    small = ["--max-steps", "10", "--generations", "1", "--popsize", "4"]
+    cheetah = tmp_path / "cheetah"
+    args = ["train", "--config", str(out / "config.json"), "--env", "hebb/HalfCheetahDamage-v0", *small]
+    capsys.readouterr()
+    assert main([*args, "--out", str(cheetah)]) == 0
+    assert "note: fitness 'distance' for hebb/HalfCheetahDamage-v0" in capsys.readouterr().err
+    assert json.loads((cheetah / "config.json").read_text())["fitness"] == "distance"
+    assert main([*args, "--fitness", "return", "--out", str(tmp_path / "kept")]) == 0
+    assert json.loads((tmp_path / "kept" / "config.json").read_text())["fitness"] == "return"
+
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"env_id": "hebb/HalfCheetahDamage-v0", "env_kwargs": [["damage", "seen"]]}))
+    assert main(["train", "--config", str(pairs), *small, "--hidden", "4", "--out", str(tmp_path / "p")]) == 0
+    saved = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert saved["env_kwargs"] == {"damage": "seen"} and saved["fitness"] == "distance"
+
+    hebbian = json.loads((out / "config.json").read_text())
+    hebbian["policy_config"]["output_activation"] = "tanh"
+    extras = tmp_path / "extras.json"
+    extras.write_text(json.dumps(hebbian))
+    static = tmp_path / "static"
+    assert main(["train", "--config", str(extras), "--policy", "static", *small, "--out", str(static)]) == 0
+    assert "policy_config: init, normalisation, output_activation, rule, sharing" in capsys.readouterr().err
+    assert json.loads((static / "config.json").read_text())["policy_config"] == {"hidden": [8]}
+
+
+def test_resume_with_max_steps_0_repeats_the_saved_cap_without_a_warning(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = [*TRAIN[:-2], "--max-steps", "0", "--backend", "serial", "--out", str(out)]
+    assert main([*base, "--generations", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--generations", "2", "--max-steps", "0"]) == 0
+    assert "ignored" not in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--generations", "3", "--max-steps", "5"]) == 0
+    assert "ignored: --max-steps" in capsys.readouterr().err

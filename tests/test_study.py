@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -252,3 +254,15 @@ def test_video_of_an_env_without_a_frame_size_option(tmp_path):
             ev.load_agent(tmp_path / "policy.npz"), "CartPole-v1", out, steps=2, size=(320, 240)
         )
     assert result["size"] == (600, 400)
+
+
+def test_torch_after_a_video_does_not_crash_the_process():
+    """Was: with Mesa's software OpenGL (MUJOCO_GL=egl without a GPU), building an SB3 model or any
+    torch optimiser after a video loaded Triton after Mesa's LLVM, and the process died (SIGSEGV)."""
+    code = (
+        "from hebb_agents.evaluation import max_frame_size; max_frame_size(); import torch; "
+        "torch.optim.Adam([torch.zeros(1, requires_grad=True)]); print('trained after rendering')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained after rendering" in done.stdout

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hebb_agents import es as es_module
+from hebb_agents import trainer as trainer_module
 from hebb_agents.es import OpenES
 from hebb_agents.policy import EvolvablePolicy
 from hebb_agents.trainer import CSV_COLUMNS, ESTrainer, TrainConfig, noise_drawn_meanwhile
@@ -358,9 +359,16 @@ def test_a_second_ctrl_c_while_saving_still_leaves_the_checkpoint(tmp_path, monk
     assert ESTrainer.resume(tmp_path).generation == 3
 
 
-def test_a_backend_that_cannot_start_writes_no_run_folder(tmp_path):
-    config = TrainConfig(**{**TINY, "backend": "process", "workers": 0}, generations=2)
-    with pytest.raises(ValueError, match="workers must be >= 1"):
+def test_a_backend_that_cannot_start_writes_no_run_folder(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="workers must be >= 1"):  # refused before any trainer
+        TrainConfig(**{**TINY, "backend": "process", "workers": 0}, generations=2)
+
+    def cannot_start(*args, **kwargs):
+        raise ValueError("no worker could start")
+
+    monkeypatch.setattr(trainer_module, "make_backend", cannot_start)
+    config = TrainConfig(**{**TINY, "backend": "process", "workers": 1}, generations=2)
+    with pytest.raises(ValueError, match="no worker could start"):
         ESTrainer(config, out_dir=tmp_path / "run").train()
     assert not (tmp_path / "run").exists()
 
@@ -415,3 +423,19 @@ def test_a_trainer_holds_its_folder_until_closed_and_refuses_a_folder_that_moved
     ):
         trainer.train(generations=1)
     assert ESTrainer.resume(tmp_path).generation == 3
+
+
+def test_auto_fitness_is_chosen_when_the_trainer_is_built_and_saved_as_chosen(tmp_path):
+    """TrainConfig's default fitness is auto, as hebb train's: distance where the env reports
+    x_position, else return; the run saves (and a resume keeps) the choice."""
+    assert TrainConfig(**TINY).fitness == "auto"
+    assert TrainConfig(**{**TINY, "fitness": None}).fitness == "auto"
+    assert ESTrainer(TrainConfig(**TINY)).config.fitness == "return"
+    cheetah = TrainConfig(**{**TINY, "env_id": "hebb/HalfCheetahDamage-v0", "max_steps": 5}, generations=1)
+    trainer = ESTrainer(cheetah, out_dir=tmp_path / "run")
+    trainer.train()
+    trainer.close()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["fitness"] == "distance"
+    assert ESTrainer.resume(tmp_path / "run").config.fitness == "distance"
+    with pytest.raises(ValueError, match="fitness 'bogus' is not available on CartPole-v1; accepted: auto"):
+        ESTrainer(TrainConfig(**{**TINY, "fitness": "bogus"}))
