@@ -478,10 +478,14 @@ class ESTrainer:
                 log.replace(log.with_name("progress.previous.csv"))
         stats_this_call: list[GenerationStats] = []
         bar = None
+        redirect = contextlib.ExitStack()
         if self.progress:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
             bar = tqdm(total=target, initial=self.generation, unit="gen")
+            # notices (a worker restarted) print on their own line above the bar, not inside it
+            redirect.enter_context(logging_redirect_tqdm())  # the root logger's console handlers
         try:
             while self.generation < target:
                 stats = self.step()
@@ -518,6 +522,7 @@ class ESTrainer:
                     warnings.warn(f"could not save generation {self.generation}: {save_error}", stacklevel=2)
             raise
         finally:
+            redirect.close()
             if bar is not None:
                 bar.close()
             self._stop()  # the folder stays held until close()

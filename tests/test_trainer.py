@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import threading
 
 import numpy as np
@@ -439,3 +440,15 @@ def test_auto_fitness_is_chosen_when_the_trainer_is_built_and_saved_as_chosen(tm
     assert ESTrainer.resume(tmp_path / "run").config.fitness == "distance"
     with pytest.raises(ValueError, match="fitness 'bogus' is not available on CartPole-v1; accepted: auto"):
         ESTrainer(TrainConfig(**{**TINY, "fitness": "bogus"}))
+
+
+def test_notices_during_training_print_on_their_own_line_not_inside_the_progress_bar(capsys):
+    def notice(stats, trainer):
+        logging.getLogger("hebb_agents.backends").warning("worker 0 died; restarting it")
+
+    ESTrainer(TrainConfig(**TINY, generations=2), callbacks=[notice], progress=True).train()
+    err = capsys.readouterr().err
+    assert err.count("worker 0 died; restarting it") == 2
+    for line in err.split("\n"):
+        if "worker 0 died" in line:
+            assert line.split("\r")[-1] == "worker 0 died; restarting it"  # nothing of the bar before it
