@@ -227,7 +227,8 @@ def _new_run_config(args: argparse.Namespace) -> TrainConfig:
             del policy_config[name]
     settings["max_steps"] = settings["max_steps"] or None  # 0 on the command line: the env's own cap
     file_env, file_fitness = from_file.get("env_id"), from_file.get("fitness", FITNESS_AUTO)
-    if args.fitness is None and file_fitness != FITNESS_AUTO and args.env not in (None, file_env):
+    other_env = file_env is not None and args.env not in (None, file_env)
+    if args.fitness is None and file_fitness != FITNESS_AUTO and other_env:
         # a run's config.json holds the fitness chosen for its own env: choose again for this one
         settings["fitness"] = resolve_fitness(FITNESS_AUTO, settings["env_id"], settings["env_kwargs"])
         print(
