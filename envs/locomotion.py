@@ -53,6 +53,7 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
+from hebb_envs._checks import check_bool, check_int, check_real
 from hebb_envs.morphology import (
     DamageLike,
     Morphology,
@@ -131,6 +132,29 @@ class EnvBatch:
         return self._step(envs, np.ascontiguousarray(actions))
 
 
+def _height_range(value: Any) -> tuple[float, float]:
+    """``healthy_z_range`` as two finite heights, lower first."""
+    try:
+        low, high = value
+        low, high = check_real("healthy_z_range[0]", low), check_real("healthy_z_range[1]", high)
+    except (TypeError, ValueError):
+        low = high = None
+    if low is None or high is None or not low < high:
+        raise ValueError(f"healthy_z_range must be two finite heights (low, high), low < high; got {value!r}")
+    return low, high
+
+
+def _physics_diverged(start: Any, end: Any, step_time: float) -> Any:
+    """Whether MuJoCo reset the state during a step that began at time ``start`` and ended at ``end``.
+
+    A state that blows up (NaN, Inf or huge ``qpos``/``qvel``/``qacc``) is never returned: MuJoCo
+    warns, resets the data to the model's defaults (time 0) and simulates the step's remaining
+    substeps, so the robot reappears at its start pose, healthy. Only the clock shows it: it fell
+    short of advancing by the step's duration. Scalars or arrays.
+    """
+    return end < start + 0.5 * step_time
+
+
 class _DamageMixin:
     """The body-swapping part shared by the damaged envs; mixed in before Gymnasium's env class."""
 
@@ -139,16 +163,13 @@ class _DamageMixin:
     data: mujoco.MjData
 
     def _init_damage(self, damage: Any, termination_grace_steps: int) -> None:
-        steps = termination_grace_steps
-        whole = isinstance(steps, float) and steps.is_integer()  # 5.0 means 5
-        if not (whole or isinstance(steps, (int, np.integer))) or isinstance(steps, bool) or steps < 0:
-            raise ValueError(f"termination_grace_steps must be an integer >= 0, got {steps!r}")
-        self._grace_steps = int(termination_grace_steps)
+        self._grace_steps = check_int("termination_grace_steps", termination_grace_steps, 0)
         # morphology -> model; the stock body is the one Gymnasium built, damaged ones come from the cache
         self._bodies: dict[Morphology, mujoco.MjModel] = {(): self.model}
         self._pool = resolve_pool(self.robot, damage)  # [(name, specs), ...]
         self._damage_name, self._damage_specs = "intact", ()
         self._elapsed = 0
+        self._diverged = False  # MuJoCo reset a blown-up state during the last step
         self._x_start = 0.0
         self._use_body(*self._pool[0], forward=False)  # the first reset computes everything
 
@@ -226,18 +247,19 @@ class _DamageMixin:
         info["x_progress"] = 0.0
         return obs, info
 
-    def _state_is_finite(self) -> bool:
-        return bool(np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all())
-
     def _simulate(self, action: Any) -> None:
-        """Gymnasium's ``do_simulation``: hold ``action`` for ``frame_skip`` physics steps."""
+        """Gymnasium's ``do_simulation``: hold ``action`` for ``frame_skip`` physics steps; notes in
+        ``_diverged`` whether MuJoCo reset a diverged state meanwhile (see :func:`_physics_diverged`)."""
         if np.shape(action) != (self.model.nu,):
             raise ValueError(
                 f"Action dimension mismatch. Expected {(self.model.nu,)}, found {np.shape(action)}"
             )
+        start = self.data.time
         self.data.ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         mujoco.mj_rnePostConstraint(self.model, self.data)  # contact forces, as Gymnasium computes them
+        step_time = self.model.opt.timestep * self.frame_skip
+        self._diverged = bool(_physics_diverged(start, self.data.time, step_time))
 
     # ----------------------------------------------------------------- batched stepping
     # Settings the batched arithmetic reads once for the whole batch (subclasses extend it).
@@ -281,32 +303,42 @@ class _DamageMixin:
         return EnvBatch(envs, cls._step_batch)
 
     @staticmethod
-    def _simulate_batch(envs: Sequence[Any], actions: np.ndarray) -> None:
-        """:meth:`_simulate` for every env, in one loop of physics calls."""
+    def _simulate_batch(envs: Sequence[Any], actions: np.ndarray) -> np.ndarray:
+        """:meth:`_simulate` for every env, in one loop of physics calls; returns which diverged."""
         first = envs[0]
         expected = (len(envs), first.model.nu)
         if np.shape(actions) != expected:
             raise ValueError(f"Action dimension mismatch. Expected {expected}, found {np.shape(actions)}")
         frame_skip = first.frame_skip
+        starts = np.array([env.data.time for env in envs])
         for env, action in zip(envs, actions):
             data, model = env.data, env.model
             data.ctrl[:] = action
             mujoco.mj_step(model, data, nstep=frame_skip)
             mujoco.mj_rnePostConstraint(model, data)
+        ends = np.array([env.data.time for env in envs])
+        return _physics_diverged(starts, ends, first.model.opt.timestep * frame_skip)
 
     @staticmethod
     def _finish_batch(
-        envs: Sequence[Any], obs: np.ndarray, reward: np.ndarray, terminated: np.ndarray, info: dict[str, Any]
+        envs: Sequence[Any],
+        obs: np.ndarray,
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        info: dict[str, Any],
+        diverged: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """:meth:`_finish_step` for a batch: counters, grace period, ``damage``, ``x_progress``."""
+        """:meth:`_finish_step` for a batch: counters, grace period, divergence, ``damage``,
+        ``x_progress``."""
         first = envs[0]
-        for env in envs:
+        for env, reset_by_mujoco in zip(envs, diverged.tolist()):
             env._elapsed += 1
+            env._diverged = reset_by_mujoco
         if first._grace_steps and terminated.any():
             for row in np.flatnonzero(terminated):
-                env = envs[row]
-                if env._elapsed <= env._grace_steps and env._state_is_finite():
+                if envs[row]._elapsed <= envs[row]._grace_steps:
                     terminated[row] = False
+        terminated |= diverged
         if first.render_mode == "human":
             for env in envs:
                 env.render()
@@ -317,8 +349,9 @@ class _DamageMixin:
     def _finish_step(self, obs: np.ndarray, reward: float, terminated: bool, info: dict[str, Any]):
         """The termination grace period, ``damage`` and ``x_progress`` in ``info``, human rendering."""
         self._elapsed += 1
-        if terminated and self._elapsed <= self._grace_steps and self._state_is_finite():
-            terminated = False  # the grace period forgives the height test, never a blown-up state
+        if terminated and self._elapsed <= self._grace_steps:
+            terminated = False  # the grace period forgives the height test
+        terminated = terminated or self._diverged  # ... never a state MuJoCo had to reset
         info["damage"] = self._damage_name
         info["x_progress"] = info["x_position"] - self._x_start  # both envs report qpos[0] there
         if self.render_mode == "human":
@@ -340,8 +373,7 @@ class AntDamageEnv(_DamageMixin, AntEnv):
                                                           (0.2, 1.0)
     terminate_when_unhealthy  bool            True        end the episode when unhealthy (as Ant-v5)
     termination_grace_steps   int             0           steps after reset during which a torso out of
-                                                          the healthy range does not terminate (a
-                                                          non-finite state still does)
+                                                          the healthy range does not terminate
     \\*\\*kwargs                                            any other ``AntEnv`` argument (reward weights,
                                                           ``reset_noise_scale``, ``render_mode``, ...)
     ========================  ==============  ==========  ==================================================
@@ -350,9 +382,13 @@ class AntDamageEnv(_DamageMixin, AntEnv):
     the Ant hops and its torso passes 1.0 m within a few dozen steps (measured: 20 episodes of random
     bang-bang actions on Ant-v5 ended after 11-89 steps, every one by exceeding z = 1.0), so Ant-v5's
     episodes end before a controller can learn anything. Observed hops stay below ~2.3 m, so (0.2, 3.0)
-    leaves termination for non-finite states (and a torso below the floor) only.
+    leaves termination for a torso below the floor only.
     ``healthy_z_range=(0.2, 1.0)`` restores Ant-v5 exactly; ``termination_grace_steps`` keeps a chosen
     range but ignores start-up transients.
+
+    Unlike Ant-v5, a step whose simulation diverged terminates the episode, grace period or not:
+    MuJoCo then resets the state to the start pose (with a warning), and Ant-v5 would go on from there
+    as if nothing happened, paying the survival reward.
     """
 
     robot = "ant"
@@ -374,6 +410,11 @@ class AntDamageEnv(_DamageMixin, AntEnv):
                     f"{taken} is set by AntDamageEnv (the body comes from `damage`, contact forces from "
                     f"`use_contact_forces`); remove it"
                 )
+        # checked here: Gymnasium takes them as they come and fails, if at all, inside a later step
+        use_contact_forces = check_bool("use_contact_forces", use_contact_forces)
+        terminate_when_unhealthy = check_bool("terminate_when_unhealthy", terminate_when_unhealthy)
+        healthy_z_range = _height_range(healthy_z_range)
+        termination_grace_steps = check_int("termination_grace_steps", termination_grace_steps, 0)
         AntEnv.__init__(
             self,
             xml_file=stock_xml_path("ant"),
@@ -473,7 +514,7 @@ class AntDamageEnv(_DamageMixin, AntEnv):
         """:meth:`step`'s arithmetic for a batch (see :class:`EnvBatch`), row by row the same operations."""
         body = envs[0]._main_body_id
         xy_before = np.array([env.data.xpos[body, :2] for env in envs])
-        cls._simulate_batch(envs, actions)
+        diverged = cls._simulate_batch(envs, actions)
         first = envs[0]
         qpos = np.array([env.data.qpos for env in envs])
         qvel = np.array([env.data.qvel for env in envs])
@@ -499,7 +540,7 @@ class AntDamageEnv(_DamageMixin, AntEnv):
             squared_forces.sum(axis=1),
         )
         terminated = ~healthy & bool(first._terminate_when_unhealthy)
-        return cls._finish_batch(envs, np.concatenate(parts, axis=1), reward, terminated, info)
+        return cls._finish_batch(envs, np.concatenate(parts, axis=1), reward, terminated, info, diverged)
 
 
 class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
@@ -512,7 +553,9 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
     \\*\\*kwargs                           any other ``HalfCheetahEnv`` argument
     ==========  ==============  =======  ==========================================================
 
-    HalfCheetah never terminates, so there is no healthy range or grace period.
+    HalfCheetah has no healthy range or grace period; unlike HalfCheetah-v5, an episode terminates at
+    a step whose simulation diverged (MuJoCo then resets the state to the start pose, with a warning,
+    and HalfCheetah-v5 would go on from there).
     """
 
     robot = "half_cheetah"
@@ -560,11 +603,12 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
     def _step_batch(cls, envs: Sequence[HalfCheetahDamageEnv], actions: np.ndarray) -> BatchStep:
         """:meth:`step`'s arithmetic for a batch (see :class:`EnvBatch`), row by row the same operations."""
         x_before = np.array([env.data.qpos[0] for env in envs])
-        cls._simulate_batch(envs, actions)
+        diverged = cls._simulate_batch(envs, actions)
         first = envs[0]
         qpos = np.array([env.data.qpos for env in envs])
         qvel = np.array([env.data.qvel for env in envs])
         reward, info = first._reward_and_info(x_before, qpos[:, 0], np.square(actions).sum(axis=1))
         position = qpos[:, 1:] if first._exclude_current_positions_from_observation else qpos
         terminated = np.zeros(len(envs), dtype=bool)
-        return cls._finish_batch(envs, np.concatenate((position, qvel), axis=1), reward, terminated, info)
+        obs = np.concatenate((position, qvel), axis=1)
+        return cls._finish_batch(envs, obs, reward, terminated, info, diverged)

@@ -167,10 +167,10 @@ class MemoryTask(gym.Env):
             if a.shape != (self.n_symbols,):
                 raise ValueError(f"action must have shape ({self.n_symbols},), got {np.shape(action)}")
             return int(np.argmax(a))
-        answer = int(action)
-        if not 0 <= answer < self.n_symbols:
-            raise ValueError(f"action {action!r} outside Discrete({self.n_symbols})")
-        return answer
+        value, n = np.asarray(action), self.n_symbols
+        if value.size != 1 or value.dtype.kind not in "iu" or not 0 <= int(value.reshape(())) < n:
+            raise ValueError(f"action must be an integer in [0, {n}) (Discrete({n})), got {action!r}")
+        return int(value.reshape(()))
 
     def render(self) -> np.ndarray | None:
         """The current observation as an ``(16, 16 * (K + 2), 3)`` uint8 image (``rgb_array`` mode)."""
@@ -189,11 +189,11 @@ class MemoryTask(gym.Env):
             raise RuntimeError("call reset() before step()")
         if self._t >= self.episode_length:
             raise RuntimeError("episode has terminated; call reset()")
+        answer = self._answer(action)  # checked at every step: a wrong action fails now, not after the delay
         at_query = self._t == self.episode_length - 1
         self._t += 1
         if not at_query:
             return self._observations[self._t].copy(), 0.0, False, False, self._info()
-        answer = self._answer(action)
         correct = answer == self._cue
         reward = self.correct_reward if correct else self.wrong_reward
         info = {"phase": "done", "cue": self._cue, "step": self._t, "answer": answer, "correct": correct}

@@ -63,6 +63,8 @@ import gymnasium
 import mujoco
 import numpy as np
 
+from hebb_envs._checks import check_real
+
 ROBOTS = ("ant", "half_cheetah")
 KINDS = ("shorten", "paralyse", "weaken", "lock", "mass")
 DEFAULT_SCALE = {"shorten": 0.25, "paralyse": 0.0, "weaken": 0.5, "lock": 0.0, "mass": 0.5}
@@ -141,7 +143,8 @@ class DamageSpec:
             raise ValueError(f"unknown limb {self.limb!r}; accepted: {accepted}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown damage kind {self.kind!r}; accepted: {', '.join(KINDS)}")
-        scale = DEFAULT_SCALE[self.kind] if self.scale is None else float(self.scale)
+        given = self.scale
+        scale = DEFAULT_SCALE[self.kind] if given is None else check_real(f"{self.kind} scale", given)
         if self.kind in ("paralyse", "lock"):
             if scale != 0.0:
                 raise ValueError(f"{self.kind} takes no scale (got {self.scale!r}); leave it out")

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -437,3 +438,48 @@ def test_halfcheetah_creation_is_quiet_and_leaves_mujoco_warnings_alone(capfd):
     env.close()
     assert "settotalmass" not in capfd.readouterr().err
     assert mujoco.get_mju_user_warning() is None
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"), [(AntDamageEnv, {"termination_grace_steps": 50}), (HalfCheetahDamageEnv, {})]
+)
+def test_a_step_whose_physics_diverged_terminates_even_in_the_grace_period(
+    cls, kwargs, tmp_path, monkeypatch
+):
+    """Was: MuJoCo resets a blown-up state to the start pose and the episode went on (the robot
+    teleported home, the Ant paid as healthy); the 'non-finite state terminates' check never fired."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warning to MUJOCO_LOG.TXT in the working folder
+    env = cls(**kwargs)
+    env.reset(seed=0)
+    zero = np.zeros(env.action_space.shape)
+    assert env.step(zero)[2] is False
+    env.data.qvel[:] = 1e12
+    _, _, terminated, truncated, _ = env.step(zero)
+    assert terminated is True and truncated is False
+    assert env.step(zero)[2] is False  # a step after it (the reset state) is an ordinary one
+    envs = [cls(**kwargs) for _ in range(3)]
+    for seed, member in enumerate(envs):
+        member.reset(seed=seed)
+        member.step(zero)
+    envs[1].data.qvel[:] = 1e12
+    terminated = cls.batch(envs).step(np.zeros((3, *env.action_space.shape)))[2]
+    assert terminated.tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"healthy_z_range": 0.5}, "healthy_z_range must be two finite heights (low, high), low < high"),
+        ({"healthy_z_range": (3.0, 0.2)}, "healthy_z_range must be two finite heights"),
+        ({"terminate_when_unhealthy": "no"}, "terminate_when_unhealthy must be a bool"),
+        ({"use_contact_forces": "no"}, "use_contact_forces must be a bool"),
+        ({"termination_grace_steps": 2.5}, "termination_grace_steps must be an integer >= 0"),
+    ],
+)
+def test_ants_own_arguments_are_checked_when_built(kwargs, says):
+    """Was: passed on to Gymnasium unchecked; 0.5 failed at the first step, (3.0, 0.2) ended every
+    episode at once, 'no' read as True."""
+    with pytest.raises(ValueError, match=re.escape(says)):
+        gym.make("hebb/AntDamage-v0", **kwargs)
+    env = gym.make("hebb/AntDamage-v0", healthy_z_range=[0.3, 2], termination_grace_steps=np.float32(5))
+    assert env.unwrapped._healthy_z_range == (0.3, 2.0) and env.unwrapped._grace_steps == 5

@@ -231,6 +231,19 @@ def test_bad_actions_are_rejected():
         env.step(7)
 
 
+@pytest.mark.parametrize("action", [99, -1, "1", 1.7, True, np.array([0, 1]), np.float32(1.0)])
+def test_a_bad_action_fails_at_the_first_step_not_after_the_delay(action):
+    """Was: actions were checked only at the query step (after up to 2**20 steps), and there int()
+    took "1", 1.7 and True as answer 1."""
+    env = MemoryTask(n_symbols=4, delay=50)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action must be an integer in \[0, 4\) \(Discrete\(4\)\)"):
+        env.step(action)
+    for good in (np.int64(3), np.array(2), np.array([1]), 0):  # integer scalars and one-element arrays
+        env.reset(seed=0)
+        assert env.step(good)[2] is False
+
+
 def test_memory_task_renders_rgb_and_works_with_sb3_make_vec_env():
     from stable_baselines3.common.env_util import make_vec_env
 

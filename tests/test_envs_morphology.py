@@ -295,6 +295,12 @@ def test_resolve_damage_and_pools():
         (lambda: DamageSpec("front_left", "shorten", 0.0), "0 < scale <= 1"),
         (lambda: DamageSpec("front_left", "weaken", 1.5), "0 <= scale <= 1"),
         (lambda: DamageSpec("front_left", "paralyse", 0.5), "takes no scale"),
+        (lambda: DamageSpec("front_left", "shorten", "0.5"), "shorten scale must be a finite number"),
+        (lambda: DamageSpec("front_left", "weaken", True), "weaken scale must be a finite number, got True"),
+        (
+            lambda: resolve_damage("ant", {"limb": "front_left", "kind": "mass", "scale": "abc"}),
+            "mass scale must be a finite number, got 'abc'",
+        ),
         (lambda: resolve_damage("ant", "front_left_gone"), "accepted: intact, front_left_short"),
         (
             lambda: resolve_damage("ant", DamageSpec("back_shin", "lock")),
