@@ -66,11 +66,12 @@ from hebb_envs.morphology import (
 
 
 @contextlib.contextmanager
-def _without_settotalmass_warning() -> Iterator[None]:
+def without_settotalmass_warning() -> Iterator[None]:
     """Drop MuJoCo's deprecation warning for ``settotalmass`` while Gymnasium compiles its own XML.
 
     Stock HalfCheetah-v5's XML uses the attribute, so MuJoCo 4 prints the warning for every env
     (every worker, every run); the damaged models never use it (see :mod:`hebb_envs.morphology`).
+    ``hebb_agents`` builds Gymnasium's own MuJoCo envs inside it too.
     Any other MuJoCo warning is still printed, in MuJoCo's own format.
     """
 
@@ -566,7 +567,7 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
             raise ValueError(
                 "xml_file is set by HalfCheetahDamageEnv (the body comes from `damage`); remove it"
             )
-        with _without_settotalmass_warning():
+        with without_settotalmass_warning():
             HalfCheetahEnv.__init__(self, xml_file=stock_xml_path("half_cheetah"), **kwargs)
         utils.EzPickle.__init__(self, damage=damage, **kwargs)
         self._init_damage(damage, 0)

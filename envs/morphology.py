@@ -304,7 +304,7 @@ def resolve_damage(robot: str, damage: DamageLike) -> tuple[str, Morphology]:
         if damage not in CATALOGUE[robot]:
             raise ValueError(
                 f"unknown {robot} damage {damage!r}; accepted: {', '.join(CATALOGUE[robot])}, or "
-                "limb:kind:scale (e.g. front_left:shorten:0.5)"
+                f"limb:kind:scale (e.g. {_example_body(robot)})"
             )
         return damage, CATALOGUE[robot][damage]
     if isinstance(damage, DamageSpec):
@@ -324,6 +324,11 @@ def resolve_damage(robot: str, damage: DamageLike) -> tuple[str, Morphology]:
     return damage_name(specs), specs
 
 
+def _example_body(robot: str) -> str:
+    """A body written out for ``robot``'s error messages: its first limb, shortened to half."""
+    return f"{next(iter(LIMBS[robot]))}:shorten:0.5"
+
+
 def resolve_pool(robot: str, damage: object) -> list[tuple[str, Morphology]]:
     """The morphologies to draw from: a split name or a *list* (or tuple of non-specs) gives several,
     anything :func:`resolve_damage` accepts gives one. A tuple of ``DamageSpec`` is one combined body."""
@@ -332,7 +337,7 @@ def resolve_pool(robot: str, damage: object) -> list[tuple[str, Morphology]]:
     if isinstance(damage, str) and damage not in CATALOGUE[robot] and ":" not in damage:
         raise ValueError(
             f"unknown {robot} damage {damage!r}; accepted: {', '.join(CATALOGUE[robot])}, "
-            f"a split: {', '.join(SPLITS[robot])}, or limb:kind:scale (e.g. front_left:shorten:0.5)"
+            f"a split: {', '.join(SPLITS[robot])}, or limb:kind:scale (e.g. {_example_body(robot)})"
         )
     is_combination = isinstance(damage, tuple) and all(isinstance(d, DamageSpec) for d in damage)
     if isinstance(damage, (list, tuple)) and not is_combination:

@@ -282,9 +282,9 @@ def add_baseline_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
         "--max-steps",
         "--max-episode-steps",
         dest="max_episode_steps",
-        type=positive,
+        type=natural,
         default=None,
-        help="episode cap during training and evaluation (default: the env's own)",
+        help="episode cap during training and evaluation (default, or 0: the env's own)",
     )
     p.add_argument("--hyperparams", type=json_object, default={}, help="JSON overrides of the rl-zoo3 entry")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -320,7 +320,7 @@ def _baseline_command(args: argparse.Namespace) -> int:
         args.steps,
         args.seed,
         args.out,
-        max_episode_steps=args.max_episode_steps,
+        max_episode_steps=args.max_episode_steps or None,
         hyperparams=args.hyperparams,
     )
     info = json.loads((args.out / "baseline.json").read_text())
@@ -337,7 +337,7 @@ def _baseline_command(args: argparse.Namespace) -> int:
             episodes=args.eval_episodes,
             seed=args.eval_seed,
             env_kwargs=args.env_kwargs,
-            max_steps=args.max_episode_steps,
+            max_steps=args.max_episode_steps or None,
         )
         write_csv(rows, MORPHOLOGY_COLUMNS, args.out / "eval.csv")
         table = markdown_table(rows, MORPHOLOGY_COLUMNS)

@@ -228,6 +228,18 @@ def _new_run_config(args: argparse.Namespace) -> TrainConfig:
     settings["max_steps"] = settings["max_steps"] or None  # 0 on the command line: the env's own cap
     file_env, file_fitness = from_file.get("env_id"), from_file.get("fitness", FITNESS_AUTO)
     other_env = file_env is not None and args.env not in (None, file_env)
+    kept = [  # env-specific settings of the file that this command line leaves as they are
+        name
+        for name in ("env_kwargs", "early_stop", "max_steps")
+        if getattr(args, name) is None and from_file.get(name) not in ({}, "none", None)
+    ]
+    if other_env and kept:
+        settings_kept = ", ".join(f"{name} {from_file[name]!r}" for name in kept)
+        print(
+            f"note: {args.config} was written for {file_env}; its {settings_kept} stay for {args.env} "
+            f"(override with {', '.join('--' + name.replace('_', '-') for name in kept)})",
+            file=sys.stderr,
+        )
     if args.fitness is None and file_fitness != FITNESS_AUTO and other_env:
         # a run's config.json holds the fitness chosen for its own env: choose again for this one
         settings["fitness"] = resolve_fitness(FITNESS_AUTO, settings["env_id"], settings["env_kwargs"])
@@ -283,11 +295,11 @@ def _train(args: argparse.Namespace) -> int:
             return 0
         print(f"resuming {args.out} at generation {trainer.generation}")
     else:
-        config = _new_run_config(args)
         try:
+            config = _new_run_config(args)
             trainer = ESTrainer(config, out_dir=args.out, progress=True)  # checks env, policy and fitness
         except ValueError as err:
-            if args.config is None:
+            if args.config is None or str(err).startswith(str(args.config)):
                 raise
             raise ValueError(f"{err} (settings from {args.config} and the command line)") from None
         print(f"{config.policy} policy, {trainer.policy.num_params} parameters, env {config.env_id}")
@@ -335,7 +347,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="JSON object passed to gym.make (default: the run's own on its env; '{}': the env's defaults)",
     )
     p.add_argument("--episodes", type=positive, default=10)
-    p.add_argument("--max-steps", type=positive, default=None, help="default: the training run's")
+    p.add_argument(
+        "--max-steps",
+        type=natural,
+        default=None,
+        help="episode cap, 0: the env's own (default: the training run's)",
+    )
     p.add_argument("--seed", type=natural, default=1000)
     p.set_defaults(func=_eval)
 
@@ -391,7 +408,7 @@ def _eval(args: argparse.Namespace) -> int:
     env_kwargs = args.env_kwargs
     if env_kwargs is None:
         env_kwargs = run_config.get("env_kwargs", {}) if own_env else {}
-    max_steps = args.max_steps if args.max_steps is not None else run_config.get("max_steps")
+    max_steps = (args.max_steps or None) if args.max_steps is not None else run_config.get("max_steps")
     check_spaces((policy.observation_space, policy.action_space), env_id, env_kwargs, source=str(path))
     stats = run_episodes(policy, env_id, args.episodes, args.seed, env_kwargs, max_steps).summary()
     settings = f" {json.dumps(env_kwargs)}" if env_kwargs else ""

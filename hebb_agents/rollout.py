@@ -16,6 +16,7 @@ bookkeeping (returns, lengths, early stopping) is array arithmetic over the runn
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 from collections.abc import Callable
@@ -133,8 +134,14 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     if env_id not in gym.registry:  # Gymnasium's own ids need no MuJoCo import (nor a working MUJOCO_GL)
         import hebb_envs  # noqa: F401  (registers the hebb/ ids)
 
+    quiet = contextlib.nullcontext()
+    if "mujoco" in str(getattr(gym.registry.get(env_id), "entry_point", "")):  # HalfCheetah-v5's XML
+        from hebb_envs.locomotion import without_settotalmass_warning
+
+        quiet = without_settotalmass_warning()
     try:
-        return gym.make(env_id, **kwargs)
+        with quiet:
+            return gym.make(env_id, **kwargs)
     except gym.error.Error as err:
         if env_id not in gym.registry:
             close = sorted(

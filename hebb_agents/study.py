@@ -301,7 +301,9 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
     )
     p.add_argument("--episodes", type=positive, default=10)
     p.add_argument("--seed", type=natural, default=1000, help="episode e uses seed + e")
-    p.add_argument("--max-steps", type=positive, default=None, help="episode length (default: the env's)")
+    p.add_argument(
+        "--max-steps", type=natural, default=None, help="episode length (default, or 0: the env's own)"
+    )
     p.add_argument(
         "--seen", nargs="*", default=None, help="morphologies of the seen group (default: catalogue)"
     )
@@ -337,7 +339,7 @@ def _compare_command(args: argparse.Namespace) -> int:
         env_kwargs=args.env_kwargs,
         episodes=args.episodes,
         seed=args.seed,
-        max_steps=args.max_steps,
+        max_steps=args.max_steps or None,
         groups=groups,
         damage_step=args.damage_step,
         damages=args.damages,

@@ -136,7 +136,7 @@ class TrainConfig:
     :param optimizer: ``sgd`` (the reference) or ``adam``.
     :param weight_decay: L2 fitness penalty coefficient (reference: 0.01 * mean(h^2)).
     :param episodes: episodes per evaluation.
-    :param max_steps: cap on steps per episode (``None``: the environment's limit).
+    :param max_steps: cap on steps per episode (``None`` or 0: the environment's limit).
     :param fitness: ``return``, ``distance``, an ``info`` key summed over the episode, or ``auto``
         (``None`` in a file): ``distance`` where the env reports ``info["x_position"]``, else
         ``return``, chosen when a trainer is built (which then holds the choice).
@@ -178,6 +178,8 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        if _is_integer(self.max_steps) and self.max_steps == 0:
+            self.max_steps = None  # 0, as on the command line (and TOML has no null): the env's own cap
         for name in ("generations", "popsize", "episodes", "checkpoint_every", "max_steps", "workers"):
             value = getattr(self, name)
             optional = name in ("max_steps", "workers")

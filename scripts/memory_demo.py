@@ -94,8 +94,9 @@ HELP = {
     "heads": "attention heads",
     "bucket_size": "LSH bucket (chunk) size",
     "n_hashes": "LSH hash rounds",
-    "max_steps": "PPO decisions (= episodes) per LSH training stage at most; each curriculum stage and the "
-    "final delay get this many",
+    "max_steps": "PPO decisions (= episodes) after which an LSH training stage stops; checked between "
+    "blocks of --eval-every decisions, so a stage ends at the first whole block that reaches it; each "
+    "curriculum stage and the final delay get this many",
     "max_minutes": "wall-clock budget per training stage (minutes)",
     "curriculum": "shorter delays the LSH agent trains at first, comma-separated ('' for none)",
     "position": "HistoryEncoder position features: none, sinusoidal or learned",

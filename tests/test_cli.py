@@ -453,6 +453,12 @@ def test_config_json_of_another_env_older_pairs_and_static_extras(tmp_path, caps
     capsys.readouterr()
     assert main([*args, "--out", str(cheetah)]) == 0
     assert "note: fitness 'distance' for hebb/HalfCheetahDamage-v0" in capsys.readouterr().err
+    preset = Path(__file__).parents[1] / "configs" / "paper_ant_damage.toml"
+    ant = ["train", "--config", str(preset), "--env", "CartPole-v1", "--hidden", "4"]
+    assert main([*ant, *small, "--backend", "serial", "--out", str(tmp_path / "ant")]) == 2
+    err = capsys.readouterr().err  # the file's env-specific settings named, and where the error came from
+    assert "its env_kwargs {'damage': 'paper_seen'}, early_stop 'locomotion' stay for CartPole-v1" in err
+    assert err.rstrip().endswith(f"(settings from {preset} and the command line)")
     assert json.loads((cheetah / "config.json").read_text())["fitness"] == "distance"
     assert main([*args, "--fitness", "return", "--out", str(tmp_path / "kept")]) == 0
     assert json.loads((tmp_path / "kept" / "config.json").read_text())["fitness"] == "return"
@@ -482,3 +488,21 @@ def test_resume_with_max_steps_0_repeats_the_saved_cap_without_a_warning(tmp_pat
     assert "ignored" not in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(out), "--generations", "3", "--max-steps", "5"]) == 0
     assert "ignored: --max-steps" in capsys.readouterr().err
+
+
+def test_max_steps_0_is_the_envs_own_cap_everywhere(tmp_path, capsys):
+    """Was: 0 meant the env's own cap for hebb train only; a settings file (TOML has no null), hebb eval,
+    baseline and compare refused it."""
+    from hebb_agents.trainer import TrainConfig
+
+    assert TrainConfig(max_steps=0).max_steps is None
+    settings = tmp_path / "settings.toml"
+    settings.write_text('env_id = "CartPole-v1"\nmax_steps = 0\npopsize = 4\ngenerations = 1\n')
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--config", str(settings), "--hidden", "4", "--backend", "serial", "--out", str(out)])
+        == 0
+    )
+    assert json.loads((out / "config.json").read_text())["max_steps"] is None
+    assert main(["eval", str(out), "--episodes", "1", "--max-steps", "0"]) == 0
+    assert "CartPole-v1" in capsys.readouterr().out

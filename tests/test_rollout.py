@@ -354,3 +354,15 @@ def test_a_replacement_worker_that_dies_while_starting_is_started_again():
         os.kill(backend.pids[0], signal.SIGKILL)
         with pytest.raises(WorkersLost, match="worker 0 died while starting"):
             backend.evaluate(params, seed=0, generation=0)
+
+
+def test_stock_halfcheetah_is_built_without_mujocos_settotalmass_deprecation(capfd):
+    """Was: Gymnasium's HalfCheetah-v5 XML made MuJoCo print the deprecation once per env built (six
+    times a run, twice an eval); a CartPole build imports no MuJoCo for it."""
+    import mujoco
+
+    env = make_env("HalfCheetah-v5")
+    env.reset(seed=0)
+    env.close()
+    assert "settotalmass" not in capfd.readouterr().err
+    assert mujoco.get_mju_user_warning() is None  # the hook is restored
