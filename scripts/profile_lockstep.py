@@ -9,7 +9,12 @@ recorded, then each repeat times, back to back:
 - the whole loop stepping each env in turn (``RolloutSpec(batch_envs=False)``);
 - raw physics: the recorded controls through ``mj_step`` alone, env after env;
 - the batched env step alone, on the recorded controls;
-- the policy alone: the same number of ``act`` calls with no physics in between.
+- the policy alone: the same number of ``act`` calls with no physics in between;
+- the batched env step's own cost: call by call, a group step of raw physics (``mj_step`` and the
+  contact forces Gymnasium computes, env after env) then one ``EnvBatch.step``, alternating on the
+  same envs with random controls, medians over ``--env-calls`` of each; the difference is the
+  Python and numpy work around the physics (observation, reward, ``info``), its median spread far
+  narrower than that of separate timing blocks.
 
 A shared machine's speed drifts by up to 2x over minutes, so ratios are taken within a repeat
 (seconds apart) and summarised by their median over ``--repeats``.
@@ -39,6 +44,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=9, help="lockstep group size")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--env-calls", type=int, default=2000, help="calls of each for the env-step cost")
     args = parser.parse_args()
 
     envs = [make_env(args.env).unwrapped for _ in range(args.members)]
@@ -121,6 +127,27 @@ def main() -> None:
     print(f"raw physics / each-env loop: median {mid:.2f}x (range {low:.2f}-{high:.2f})")
     low, mid, high = (np.percentile(ratios["batched vs each env"], q) for q in (0, 50, 100))
     print(f"batched loop speed-up over each-env loop: median {mid:.2f}x (range {low:.2f}-{high:.2f})")
+
+    reset()
+    rng = np.random.default_rng(1)
+    low_action, high_action = envs[0].action_space.low, envs[0].action_space.high
+    raw_calls, batch_calls = [], []
+    for _ in range(args.env_calls):
+        actions = rng.uniform(low_action, high_action, (args.members, len(low_action))).astype(np.float32)
+        start = time.perf_counter()
+        for env, action in zip(envs, actions):
+            env.data.ctrl[:] = action
+            mujoco.mj_step(env.model, env.data, nstep=env.frame_skip)
+            mujoco.mj_rnePostConstraint(env.model, env.data)
+        middle = time.perf_counter()
+        batched(actions)
+        raw_calls.append(middle - start)
+        batch_calls.append(time.perf_counter() - middle)
+    raw_step, batch_step = (1e6 * np.median(calls) / args.members for calls in (raw_calls, batch_calls))
+    print(
+        f"env step, call by call: raw physics {raw_step:.1f}, EnvBatch.step {batch_step:.1f}, "
+        f"its own work {batch_step - raw_step:.1f} us per member-step"
+    )
 
 
 if __name__ == "__main__":
