@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
+import numbers
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -53,7 +55,7 @@ from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from hebb_envs._checks import check_bool, check_int, check_real
+from hebb_envs._checks import check_bool, check_int
 from hebb_envs.morphology import (
     DamageLike,
     Morphology,
@@ -134,26 +136,42 @@ class EnvBatch:
 
 
 def _height_range(value: Any) -> tuple[float, float]:
-    """``healthy_z_range`` as two finite heights, lower first."""
+    """``healthy_z_range`` as two heights, lower first (``inf`` for no bound, as Gymnasium allows)."""
     try:
         low, high = value
-        low, high = check_real("healthy_z_range[0]", low), check_real("healthy_z_range[1]", high)
+        numbers_given = all(
+            isinstance(h, numbers.Real) and not isinstance(h, (bool, np.bool_)) and not math.isnan(h)
+            for h in (low, high)
+        )
     except (TypeError, ValueError):
-        low = high = None
-    if low is None or high is None or not low < high:
-        raise ValueError(f"healthy_z_range must be two finite heights (low, high), low < high; got {value!r}")
-    return low, high
+        numbers_given = False
+    if not numbers_given or not low < high:
+        raise ValueError(
+            f"healthy_z_range must be two heights (low, high), low < high (inf: no bound); got {value!r}"
+        )
+    return float(low), float(high)
 
 
-def _physics_diverged(start: Any, end: Any, step_time: float) -> Any:
-    """Whether MuJoCo reset the state during a step that began at time ``start`` and ended at ``end``.
+# MuJoCo's warnings for a state it had to reset: positions, velocities or accelerations blown up
+_BAD_STATE = [
+    int(mujoco.mjtWarning.mjWARN_BADQPOS),
+    int(mujoco.mjtWarning.mjWARN_BADQVEL),
+    int(mujoco.mjtWarning.mjWARN_BADQACC),
+]
+
+
+def _physics_diverged(data: mujoco.MjData, start: float, step_time: float) -> bool:
+    """Whether MuJoCo reset ``data`` during the step that began at time ``start``.
 
     A state that blows up (NaN, Inf or huge ``qpos``/``qvel``/``qacc``) is never returned: MuJoCo
     warns, resets the data to the model's defaults (time 0) and simulates the step's remaining
-    substeps, so the robot reappears at its start pose, healthy. Only the clock shows it: it fell
-    short of advancing by the step's duration. Scalars or arrays.
+    substeps, so the robot reappears at its start pose, healthy. The clock shows it, falling short of
+    the step's duration, except in the first step after a reset (it starts at time 0); there the
+    warning counters, which a reset clears, show it.
     """
-    return end < start + 0.5 * step_time
+    if data.time < start + 0.5 * step_time:
+        return True
+    return start < 0.5 * step_time and bool(data.warning.number[_BAD_STATE].any())
 
 
 class _DamageMixin:
@@ -259,8 +277,7 @@ class _DamageMixin:
         self.data.ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         mujoco.mj_rnePostConstraint(self.model, self.data)  # contact forces, as Gymnasium computes them
-        step_time = self.model.opt.timestep * self.frame_skip
-        self._diverged = bool(_physics_diverged(start, self.data.time, step_time))
+        self._diverged = _physics_diverged(self.data, start, self.model.opt.timestep * self.frame_skip)
 
     # ----------------------------------------------------------------- batched stepping
     # Settings the batched arithmetic reads once for the whole batch (subclasses extend it).
@@ -317,8 +334,12 @@ class _DamageMixin:
             data.ctrl[:] = action
             mujoco.mj_step(model, data, nstep=frame_skip)
             mujoco.mj_rnePostConstraint(model, data)
-        ends = np.array([env.data.time for env in envs])
-        return _physics_diverged(starts, ends, first.model.opt.timestep * frame_skip)
+        step_time = first.model.opt.timestep * frame_skip
+        # _physics_diverged for every env: the clock vectorised, the counters read in first steps only
+        diverged = np.array([env.data.time for env in envs]) < starts + 0.5 * step_time
+        for row in np.flatnonzero(starts < 0.5 * step_time):
+            diverged[row] = _physics_diverged(envs[row].data, starts[row], step_time)
+        return diverged
 
     @staticmethod
     def _finish_batch(

@@ -189,12 +189,6 @@ def _new_run_config(args: argparse.Namespace) -> TrainConfig:
     offer (``lr_decay``, ``sigma_min``, ...) from the file, else TrainConfig's defaults."""
     from hebb_agents.trainer import TrainConfig, read_config_file
 
-    if args.popsize is not None and args.popsize % 2:
-        raise ValueError(
-            f"--popsize must be even (the ES samples antithetic pairs), got {args.popsize}; "
-            f"use {args.popsize + 1}"
-        )
-    check_new_run_folder(args.out, "es")  # before the settings: a taken folder is the first thing to know
     from_file = read_config_file(args.config) if args.config is not None else {}
     file_policy = dict(from_file.get("policy_config", {}))
 
@@ -295,11 +289,18 @@ def _train(args: argparse.Namespace) -> int:
             return 0
         print(f"resuming {args.out} at generation {trainer.generation}")
     else:
+        if args.popsize is not None and args.popsize % 2:
+            raise ValueError(
+                f"--popsize must be even (the ES samples antithetic pairs), got {args.popsize}; "
+                f"use {args.popsize + 1}"
+            )
+        check_new_run_folder(args.out, "es")  # before the settings: a taken folder is the first thing to know
         try:
             config = _new_run_config(args)
             trainer = ESTrainer(config, out_dir=args.out, progress=True)  # checks env, policy and fitness
         except ValueError as err:
-            if args.config is None or str(err).startswith(str(args.config)):
+            about_the_folder = any(str(path) in str(err) for path in (args.out, args.out.resolve()))
+            if args.config is None or str(err).startswith(str(args.config)) or about_the_folder:
                 raise
             raise ValueError(f"{err} (settings from {args.config} and the command line)") from None
         print(f"{config.policy} policy, {trainer.policy.num_params} parameters, env {config.env_id}")

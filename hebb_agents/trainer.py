@@ -30,7 +30,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +178,6 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        if _is_integer(self.max_steps) and self.max_steps == 0:
-            self.max_steps = None  # 0, as on the command line (and TOML has no null): the env's own cap
         for name in ("generations", "popsize", "episodes", "checkpoint_every", "max_steps", "workers"):
             value = getattr(self, name)
             optional = name in ("max_steps", "workers")
@@ -189,6 +187,8 @@ class TrainConfig:
             if not (_is_integer(value) or (optional and value is None)):
                 accepted = "an integer" + (" or None" if optional else "")
                 raise ValueError(f"{name} must be {accepted}, got {value!r}")
+        if self.max_steps == 0:
+            self.max_steps = None  # 0, as on the command line (and TOML has no null): the env's own cap
         for name in ("env_kwargs", "policy_config"):
             given = getattr(self, name)
             try:  # a mapping, or (key, value) pairs as older configs stored them
@@ -387,7 +387,7 @@ class ESTrainer:
         callbacks: Sequence[Callback] = (),
         progress: bool = False,
     ) -> None:
-        self.config = config
+        self.config = replace(config)  # its own copy: building settles choices such as an auto fitness
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._release_folder: Callable[[], None] | None = None
         if self.out_dir is not None:  # resume() sets out_dir after building
@@ -395,7 +395,7 @@ class ESTrainer:
         try:
             if self.out_dir is not None:
                 check_new_run_folder(self.out_dir, "es")
-            self._build(config, callbacks, progress)
+            self._build(self.config, callbacks, progress)
         except BaseException:
             self.close()  # lets the folder go
             raise

@@ -432,6 +432,9 @@ def test_config_with_resume_or_missing_is_refused_and_static_drops_plastic_setti
     before = (out / "checkpoint.npz").read_bytes()
     assert main(["train", "--resume", "--config", str(out / "config.json"), "--out", str(out)]) == 2
     assert "--config starts a new run; --resume continues one" in capsys.readouterr().err
+    assert main(["train", "--config", str(out / "config.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err  # a taken folder is not the settings' fault: no "(settings from ...)"
+    assert "already holds an ES run" in err and "settings from" not in err
     assert (out / "checkpoint.npz").read_bytes() == before
     static = tmp_path / "static"
     args = ["train", "--config", str(out / "config.json"), "--policy", "static", "--out", str(static)]
@@ -495,14 +498,18 @@ def test_max_steps_0_is_the_envs_own_cap_everywhere(tmp_path, capsys):
     baseline and compare refused it."""
     from hebb_agents.trainer import TrainConfig
 
-    assert TrainConfig(max_steps=0).max_steps is None
+    assert TrainConfig(max_steps=0).max_steps is None and TrainConfig(max_steps=0.0).max_steps is None
     settings = tmp_path / "settings.toml"
     settings.write_text('env_id = "CartPole-v1"\nmax_steps = 0\npopsize = 4\ngenerations = 1\n')
     out = tmp_path / "run"
-    assert (
-        main(["train", "--config", str(settings), "--hidden", "4", "--backend", "serial", "--out", str(out)])
-        == 0
-    )
+    train = ["train", "--config", str(settings), "--hidden", "4", "--backend", "serial"]
+    assert main([*train, "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["max_steps"] is None
-    assert main(["eval", str(out), "--episodes", "1", "--max-steps", "0"]) == 0
-    assert "CartPole-v1" in capsys.readouterr().out
+    capped = tmp_path / "capped"  # a run capped at 5 steps: eval keeps its cap, unless told 0
+    assert main([*TRAIN[:-1], "5", "--generations", "1", "--backend", "serial", "--out", str(capped)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(capped), "--episodes", "3"]) == 0
+    assert "length   5.0 ± 0.0" in capsys.readouterr().out
+    assert main(["eval", str(capped), "--episodes", "3", "--max-steps", "0"]) == 0
+    lengths = capsys.readouterr().out.split("length")[1].split()
+    assert float(lengths[0]) > 5  # CartPole's own cap is 500: these episodes outlast 5 steps

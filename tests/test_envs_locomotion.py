@@ -457,20 +457,27 @@ def test_a_step_whose_physics_diverged_terminates_even_in_the_grace_period(
     _, _, terminated, truncated, _ = env.step(zero)
     assert terminated is True and truncated is False
     assert env.step(zero)[2] is False  # a step after it (the reset state) is an ordinary one
-    envs = [cls(**kwargs) for _ in range(3)]
+    env.reset(seed=1)  # the first step of an episode starts at time 0: the clock alone cannot tell
+    env.data.qvel[:] = 1e12
+    assert env.step(zero)[2] is True
+    assert env.step(zero)[2] is False
+    envs = [cls(**kwargs) for _ in range(4)]
     for seed, member in enumerate(envs):
         member.reset(seed=seed)
-        member.step(zero)
-    envs[1].data.qvel[:] = 1e12
-    terminated = cls.batch(envs).step(np.zeros((3, *env.action_space.shape)))[2]
-    assert terminated.tolist() == [False, True, False]
+        if seed < 2:
+            member.step(zero)
+    envs[1].data.qvel[:] = 1e12  # after a step
+    envs[3].data.qvel[:] = 1e12  # at the first step
+    terminated = cls.batch(envs).step(np.zeros((4, *env.action_space.shape)))[2]
+    assert terminated.tolist() == [False, True, False, True]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "says"),
     [
-        ({"healthy_z_range": 0.5}, "healthy_z_range must be two finite heights (low, high), low < high"),
-        ({"healthy_z_range": (3.0, 0.2)}, "healthy_z_range must be two finite heights"),
+        ({"healthy_z_range": 0.5}, "healthy_z_range must be two heights (low, high), low < high"),
+        ({"healthy_z_range": (3.0, 0.2)}, "healthy_z_range must be two heights"),
+        ({"healthy_z_range": (0.2, float("nan"))}, "healthy_z_range must be two heights"),
         ({"terminate_when_unhealthy": "no"}, "terminate_when_unhealthy must be a bool"),
         ({"use_contact_forces": "no"}, "use_contact_forces must be a bool"),
         ({"termination_grace_steps": 2.5}, "termination_grace_steps must be an integer >= 0"),
@@ -483,3 +490,6 @@ def test_ants_own_arguments_are_checked_when_built(kwargs, says):
         gym.make("hebb/AntDamage-v0", **kwargs)
     env = gym.make("hebb/AntDamage-v0", healthy_z_range=[0.3, 2], termination_grace_steps=np.float32(5))
     assert env.unwrapped._healthy_z_range == (0.3, 2.0) and env.unwrapped._grace_steps == 5
+    unbounded = gym.make("hebb/AntDamage-v0", healthy_z_range=(0.2, float("inf")))  # as Gymnasium takes it
+    unbounded.reset(seed=0)
+    assert unbounded.step(np.zeros(8))[2] is False

@@ -431,7 +431,9 @@ def test_auto_fitness_is_chosen_when_the_trainer_is_built_and_saved_as_chosen(tm
     x_position, else return; the run saves (and a resume keeps) the choice."""
     assert TrainConfig(**TINY).fitness == "auto"
     assert TrainConfig(**{**TINY, "fitness": None}).fitness == "auto"
-    assert ESTrainer(TrainConfig(**TINY)).config.fitness == "return"
+    mine = TrainConfig(**TINY)
+    assert ESTrainer(mine).config.fitness == "return"
+    assert mine.fitness == "auto"  # the caller's config is not changed: it may go to another env next
     cheetah = TrainConfig(**{**TINY, "env_id": "hebb/HalfCheetahDamage-v0", "max_steps": 5}, generations=1)
     trainer = ESTrainer(cheetah, out_dir=tmp_path / "run")
     trainer.train()
