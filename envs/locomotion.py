@@ -65,6 +65,7 @@ from hebb_envs.morphology import (
     resolve_pool,
     stock_xml_path,
 )
+from hebb_envs.rendering import load_triton_before_opengl
 
 
 @contextlib.contextmanager
@@ -239,6 +240,13 @@ class _DamageMixin:
             for viewer in renderer._viewers.values():
                 viewer.model = model
         self._damage_name, self._damage_specs = name, specs
+
+    def render(self) -> Any:
+        """Gymnasium's ``render``, with Triton loaded before the first OpenGL context (see
+        :mod:`hebb_envs.rendering`)."""
+        if self.render_mode is not None:
+            load_triton_before_opengl()
+        return super().render()
 
     def set_damage(self, damage: DamageLike, name: str | None = None) -> str:
         """Switch body now; time, qpos, qvel, act and ctrl carry over unchanged.

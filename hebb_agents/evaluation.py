@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import abc
 import argparse
-import contextlib
 import csv
-import importlib
-import importlib.util
 import math
 import os
 import warnings
@@ -729,20 +726,6 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
 VIDEO_SIZE = (480, 360)  # default frame size of hebb video (MuJoCo envs)
 
 
-def load_triton_before_opengl() -> None:
-    """Load Triton's compiler library, where Triton is installed, before an OpenGL context exists.
-
-    Without a GPU, ``MUJOCO_GL=egl`` or ``osmesa`` renders with Mesa's llvmpipe, which loads the
-    system's LLVM; Triton's library (which bundles its own LLVM) loaded after it crashed the process
-    with a segmentation fault (seen here: an SB3 model built after a video, as torch's optimisers
-    import Triton). Loaded first, both work. Costs ~0.2 s, once per process.
-    """
-    if importlib.util.find_spec("triton") is None:
-        return
-    with contextlib.suppress(Exception):  # a broken Triton install is torch's business, not the video's
-        importlib.import_module("triton._C.libtriton")
-
-
 def max_frame_size() -> int:
     """The largest frame side MuJoCo's OpenGL backend can render offscreen (``GL_MAX_RENDERBUFFER_SIZE``).
 
@@ -751,6 +734,8 @@ def max_frame_size() -> int:
     """
     import mujoco
     from OpenGL import GL
+
+    from hebb_envs.rendering import load_triton_before_opengl
 
     load_triton_before_opengl()
     backend = os.environ.get("MUJOCO_GL", "unset, so glfw")
@@ -804,6 +789,8 @@ def record_video(
     if width < 1 or height < 1:
         raise ValueError(f"size (--size W H) must be positive pixel counts, got {width} x {height}")
     check_spaces(agent.spaces, env_id, env_kwargs, source=f"agent {agent.name!r}")
+    from hebb_envs.rendering import load_triton_before_opengl  # not at import: CartPole needs no MuJoCo
+
     load_triton_before_opengl()
     kwargs = {**dict(env_kwargs or {}), "render_mode": "rgb_array"}
     try:  # MuJoCo envs take a frame size; others (CartPole, ...) render at their own size

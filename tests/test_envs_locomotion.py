@@ -493,3 +493,19 @@ def test_ants_own_arguments_are_checked_when_built(kwargs, says):
     unbounded = gym.make("hebb/AntDamage-v0", healthy_z_range=(0.2, float("inf")))  # as Gymnasium takes it
     unbounded.reset(seed=0)
     assert unbounded.step(np.zeros(8))[2] is False
+
+
+def test_torch_after_rendering_a_damaged_env_does_not_crash_the_process():
+    """Was: under Mesa's software EGL (MUJOCO_GL=egl without a GPU), an SB3 model or any torch optimiser
+    built after a rendered frame loaded Triton after Mesa's LLVM, and the process died (SIGSEGV)."""
+    code = (
+        "import gymnasium as gym, hebb_envs; env = gym.make('hebb/HalfCheetahDamage-v0', "
+        "render_mode='rgb_array', width=32, height=32); env.reset(seed=0); env.render(); import torch; "
+        "torch.optim.Adam([torch.zeros(1, requires_grad=True)]); print('trained after rendering')"
+    )
+    environment = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=environment
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained after rendering" in done.stdout
