@@ -3,6 +3,8 @@
 import copy
 import importlib.util
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -217,3 +219,19 @@ def test_bench_es_replay_reproduces_the_recorded_physics():
     assert steps == 80 and seconds > 0
     for got, want in zip(replayed, finals):
         np.testing.assert_array_equal(got, want)
+
+
+def test_compiled_env_step_prototype_matches_env_step_and_times_all_three():
+    """scripts/bench_compiled_env_step.py: its numba group step (mj_step through libmujoco's C pointer)
+    gives env.step's observation and reward, and the three methods are timed."""
+    pytest.importorskip("numba", reason="the prototype compiles with numba (the fast extra)")
+    script = REPO / "scripts" / "bench_compiled_env_step.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--members", "2", "--calls", "30"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "compiled step equals env.step: observation True, reward True" in done.stdout
+    assert "us per member-step (medians): raw" in done.stdout and "batch over compiled" in done.stdout
