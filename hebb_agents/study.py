@@ -202,15 +202,13 @@ def compare(
             written["figures"].append(plots.plot_learning_curves(runs, curves_path, title=env_id))
 
         traced: set[str] = set()
-        base = {k: v for k, v in dict(env_kwargs or {}).items() if k != "damage"}
+        intact = {**dict(env_kwargs or {}), "damage": "intact"}  # (a damage in env_kwargs was refused)
         for name, agent in loaded.items():
             fam = family_of(name)
             if fam in traced or not ev.is_hebbian(agent):
                 continue
             traced.add(fam)
-            norms, snaps = ev.trace_weights(
-                agent, env_id, seed, {**base, "damage": "intact"}, max_steps, trace_steps
-            )
+            norms, snaps = ev.trace_weights(agent, env_id, seed, intact, max_steps, trace_steps)
             written["figures"].append(
                 plots.plot_weight_norms(
                     norms, out / f"weight_norms_{fam}.png", title=f"{name}: weight norms, intact"
