@@ -42,6 +42,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from hebb_agents.rollout import make_env
 from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv, _DamageMixin
 from hebb_envs.morphology import CATALOGUE, clear_model_cache
 
@@ -136,6 +137,7 @@ def layer_cost(n: int = 200_000) -> float:
 
     bare, layered = Base(), Layered()
     layered._elapsed, layered._grace_steps, layered._damage_name, layered._x_start = 0, 0, "intact", 0.0
+    layered._diverged = False  # what _simulate notes (the stub steps no physics)
     best = [np.inf, np.inf]
     for _ in range(5):  # best of 5: the least disturbed pass
         for i, env in enumerate((bare, layered)):
@@ -162,7 +164,7 @@ def reset_time(env, n: int, clear_body_cache: bool, clear_models: bool) -> float
 
 def bench_robot(robot: str, cfg: Config) -> bool:
     stock_id, stock_kwargs, env_cls, env_kwargs = ROBOTS[robot]
-    make_stock = lambda: gym.make(stock_id, **stock_kwargs).unwrapped  # noqa: E731
+    make_stock = lambda: make_env(stock_id, **stock_kwargs).unwrapped  # noqa: E731 (quiet MuJoCo build)
     stock = make_stock()
     frame_skip = stock.frame_skip
     actions = np.random.default_rng(0).uniform(-1, 1, (cfg.steps, stock.action_space.shape[0]))

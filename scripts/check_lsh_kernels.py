@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 import torch
@@ -116,6 +117,11 @@ def main() -> None:
         compile_check(args.compile_for, args.widths, args.buckets, [DTYPES[name] for name in args.dtypes])
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        parser.error(
+            "no CUDA GPU here: run the kernels through Triton's interpreter on the CPU "
+            "(TRITON_INTERPRET=1 python scripts/check_lsh_kernels.py --small), or use --compile-for"
+        )
     bucket = 16 if args.small else 64
     lengths = (100, 257) if args.small else (100, 1000, 4099)
     # (length, dim, dim_v, hashes, causal, masked): rounds, masks and odd lengths at width 32, then

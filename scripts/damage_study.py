@@ -450,10 +450,10 @@ def main(argv: list[str] | None = None) -> int:
                     study[key] = before[key]
             # the budget the agents were trained with (training caps and generations); the top-level
             # budget is this evaluation's
+            # (a study.json written by an earlier --skip-train run already holds it under "trained")
+            trained = before.get("trained", {})
             study["trained"] = {
-                "started": before.get("started"),
-                "command": before.get("command"),
-                "budget": before.get("trained", {}).get("budget", before.get("budget")),
+                key: trained.get(key, before.get(key)) for key in ("started", "command", "budget")
             }
 
     t1 = time.perf_counter()

@@ -465,3 +465,21 @@ def test_damage_study_quick_run_never_writes_into_the_committed_study() -> None:
     assert study.study_folders(Path("a"), Path("b"), quick=True, large=False) == (Path("a"), Path("b"))
     with pytest.raises(SystemExit):  # a new temporary folder would hold no agents to evaluate
         study.main(["--quick", "--skip-train"])
+
+
+def test_damage_study_re_evaluation_keeps_the_training_runs_record(tmp_path) -> None:
+    """Was: a --skip-train run copied the top-level start and command of the study.json before it, so
+    a second re-evaluation recorded the agents as trained by `... --skip-train`."""
+    script = REPO / "scripts" / "damage_study.py"
+    out, runs = tmp_path / "study", tmp_path / "runs"
+    base = [sys.executable, str(script), "--quick", "--robots", "half_cheetah", "--jobs", "1"]
+    base += ["--out", str(out), "--runs", str(runs)]
+    for extra in ([], ["--skip-train"], ["--skip-train"]):
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        record = json.loads((out / "study.json").read_text())
+        if not extra:
+            trained_by = (record["started"], record["command"])
+    assert "--skip-train" in record["command"]  # this evaluation's own command
+    assert (record["trained"]["started"], record["trained"]["command"]) == trained_by
+    assert "--skip-train" not in record["trained"]["command"]
