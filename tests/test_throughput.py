@@ -235,3 +235,15 @@ def test_compiled_env_step_prototype_matches_env_step_and_times_all_three():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "compiled step equals env.step: observation True, reward True" in done.stdout
     assert "us per member-step (medians): raw" in done.stdout and "batch over compiled" in done.stdout
+
+
+def test_bench_envs_script_runs_to_its_summary():
+    """scripts/bench_envs.py's stub of the damage layer broke once unnoticed (a new attribute of the
+    layer); its exit status says whether every body was within 5% of the stock env, timing noise
+    included, so only a crash fails here."""
+    script = REPO / "scripts" / "bench_envs.py"
+    command = [sys.executable, str(script), "--robots", "half_cheetah", "--steps", "200", "--block", "50"]
+    done = subprocess.run([*command, "--resets", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    assert "damage layer per step" in done.stdout
+    assert "every damaged env within 5% of the stock env" in done.stdout
