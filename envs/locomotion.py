@@ -361,9 +361,8 @@ class _DamageMixin:
         """:meth:`_finish_step` for a batch: counters, grace period, divergence, ``damage``,
         ``x_progress``."""
         first = envs[0]
-        for env, reset_by_mujoco in zip(envs, diverged.tolist()):
+        for env in envs:
             env._elapsed += 1
-            env._diverged = reset_by_mujoco
         if first._grace_steps and terminated.any():
             for row in np.flatnonzero(terminated):
                 if envs[row]._elapsed <= envs[row]._grace_steps:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +20,13 @@ from hebb_agents.checkpoint import check_new_run_folder
 from hebb_agents.es import OPTIMIZERS
 from hebb_agents.network import INIT_SCHEMES, NORMALISATIONS, SHARING
 from hebb_agents.options import constructor_keywords
-from hebb_agents.policy import POLICIES
+from hebb_agents.policy import POLICIES, HebbianPolicy
 from hebb_agents.rollout import EARLY_STOPS, FITNESS_AUTO, parse_lockstep_size, resolve_fitness
 from hebb_agents.rules import RULES
+from hebb_agents.trainer import TrainConfig, read_config_file
 
 if TYPE_CHECKING:
-    from hebb_agents.trainer import ESTrainer, TrainConfig
+    from hebb_agents.trainer import ESTrainer
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -65,40 +68,55 @@ def lockstep_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-# Defaults of the `hebb train` options. Their argparse defaults are None, so that an option given on
-# the command line can be told from one left out: a left-out option takes the --config file's value,
-# else the default here.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "env": "CartPole-v1",
-    "env_kwargs": {},
-    "policy": "hebbian",
-    "rule": "ABCD_lr",
-    "hidden": [128, 64],
-    "init": "uniform",
-    "normalisation": "max_abs",
-    "sharing": "per_synapse",
-    "encoder": None,
-    "popsize": 64,
-    "sigma": 0.1,
-    "lr": 0.2,
-    "optimizer": "sgd",
-    "weight_decay": 0.01,
-    "generations": 30,
-    "episodes": 1,
-    "max_steps": 0,
-    "fitness": FITNESS_AUTO,
-    "early_stop": "none",
-    "backend": "process",
-    "workers": None,
-    "lockstep_size": "auto",
-    "address": None,
-    "seed": 0,
-    "checkpoint_every": 10,
-    "tensorboard": False,
-}
+# The `hebb train` options, each named as its TrainConfig field (but FIELD_OF_OPTION) or as its
+# HebbianPolicy keyword (POLICY_OPTIONS, kept in TrainConfig.policy_config).
+TRAIN_OPTIONS = (
+    "env",
+    "env_kwargs",
+    "policy",
+    "rule",
+    "hidden",
+    "init",
+    "normalisation",
+    "sharing",
+    "encoder",
+    "popsize",
+    "sigma",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "generations",
+    "episodes",
+    "max_steps",
+    "fitness",
+    "early_stop",
+    "backend",
+    "workers",
+    "lockstep_size",
+    "address",
+    "seed",
+    "checkpoint_every",
+    "tensorboard",
+)
 PLASTIC_OPTIONS = ("rule", "init", "normalisation", "sharing")  # Hebbian policies only
 POLICY_OPTIONS = ("hidden", "encoder", *PLASTIC_OPTIONS)  # kept in TrainConfig.policy_config
 FIELD_OF_OPTION = {"env": "env_id", "address": "ray_address"}  # other options are named as their field
+
+
+def _train_defaults() -> dict[str, Any]:
+    """Each ``hebb train`` option's default, read where it is defined (TrainConfig's fields,
+    HebbianPolicy's keywords), so the command and the Python API cannot drift apart. Their argparse
+    defaults are None, so that an option given on the command line can be told from one left out:
+    a left-out option takes the ``--config`` file's value, else this default."""
+    config = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(TrainConfig)}
+    keywords = inspect.signature(HebbianPolicy.__init__).parameters
+    return {
+        name: keywords[name].default if name in POLICY_OPTIONS else config[FIELD_OF_OPTION.get(name, name)]
+        for name in TRAIN_OPTIONS
+    }
+
+
+TRAIN_DEFAULTS = _train_defaults()
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -137,7 +155,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--weight-decay", type=float)
     option("--generations", "total generations", type=positive)
     option("--episodes", "episodes per evaluation", type=positive)
-    option("--max-steps", "cap on episode length, 0: the env's own", type=natural)
+    option("--max-steps", "cap on episode length, 0: the env's own", shown=0, type=natural)
     option(
         "--fitness",
         "return, distance, an info key summed per episode, or auto: distance where the env reports "
@@ -187,8 +205,6 @@ def _new_run_config(args: argparse.Namespace) -> TrainConfig:
     """The settings of a new run: each option from the command line if given, else from the
     ``--config`` file if it sets it, else :data:`TRAIN_DEFAULTS`; fields the command line does not
     offer (``lr_decay``, ``sigma_min``, ...) from the file, else TrainConfig's defaults."""
-    from hebb_agents.trainer import TrainConfig, read_config_file
-
     from_file = read_config_file(args.config) if args.config is not None else {}
     file_policy = dict(from_file.get("policy_config", {}))
 
@@ -200,7 +216,7 @@ def _new_run_config(args: argparse.Namespace) -> TrainConfig:
         return from_file.get(FIELD_OF_OPTION.get(name, name), TRAIN_DEFAULTS[name])
 
     settings = {
-        FIELD_OF_OPTION.get(name, name): value(name) for name in TRAIN_DEFAULTS if name not in POLICY_OPTIONS
+        FIELD_OF_OPTION.get(name, name): value(name) for name in TRAIN_OPTIONS if name not in POLICY_OPTIONS
     }
     policy_config = {**file_policy, "hidden": value("hidden")}
     if value("encoder") is not None:
@@ -360,8 +376,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _run_config(config_file: Path) -> dict[str, Any]:
     """A run's ``config.json``, checked as :class:`~hebb_agents.trainer.TrainConfig` checks its fields."""
-    from hebb_agents.trainer import TrainConfig
-
     fallback = "fix it, or pass --env-kwargs and --max-steps, or evaluate the policy file from another folder"
     try:
         data = json.loads(config_file.read_text())
