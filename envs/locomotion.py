@@ -56,6 +56,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from hebb_envs._checks import check_bool, check_int
+from hebb_envs.batch_physics import Region, resolve_env_kernel, step_physics
 from hebb_envs.morphology import (
     DamageLike,
     Morphology,
@@ -107,9 +108,12 @@ class EnvBatch:
     ``HalfCheetahDamageEnv.batch(envs)``.
     """
 
-    def __init__(self, envs: list[Any], step: Callable[[Sequence[Any], np.ndarray], BatchStep]) -> None:
+    def __init__(
+        self, envs: list[Any], step: Callable[[Sequence[Any], np.ndarray, str], BatchStep], kernel: str
+    ) -> None:
         self.envs = envs
         self._step = step
+        self.kernel = kernel  # how the physics runs: "numba" or "python" (see hebb_envs.batch_physics)
 
     def step(self, actions: np.ndarray, rows: Sequence[int] | np.ndarray | None = None) -> BatchStep:
         """Step ``envs[rows]`` (every env when ``rows`` is None) with ``actions`` ``(len(rows), nu)``."""
@@ -133,7 +137,7 @@ class EnvBatch:
         if not envs:
             raise ValueError("EnvBatch.step needs at least one row to step")
         # one memory order for the per-row sums, whatever layout the caller's array has
-        return self._step(envs, np.ascontiguousarray(actions))
+        return self._step(envs, np.ascontiguousarray(actions), self.kernel)
 
 
 def _height_range(value: Any) -> tuple[float, float]:
@@ -299,12 +303,15 @@ class _DamageMixin:
     )
 
     @classmethod
-    def batch(cls, envs: Sequence[Any]) -> EnvBatch:
+    def batch(cls, envs: Sequence[Any], kernel: str | None = None) -> EnvBatch:
         """Step ``envs`` together: see :class:`EnvBatch`.
 
         ``envs`` are unwrapped envs of this class built with the same arguments (their bodies may
-        differ); a ``ValueError`` names what differs.
+        differ); a ``ValueError`` names what differs. ``kernel``: how the physics calls run,
+        ``auto``, ``numba`` or ``python`` (``None``: the ``HEBB_ENV_KERNEL`` environment variable, see
+        :mod:`hebb_envs.batch_physics`); the results are the same.
         """
+        kernel = resolve_env_kernel(kernel)
         envs = list(envs)
         if not envs:
             raise ValueError(f"{cls.__name__}.batch needs at least one env")
@@ -326,28 +333,29 @@ class _DamageMixin:
                     f"{cls.__name__}.batch needs envs built with the same arguments (bodies may differ); "
                     f"these differ: {', '.join(differs)}"
                 )
-        return EnvBatch(envs, cls._step_batch)
+        return EnvBatch(envs, cls._step_batch, kernel)
 
     @staticmethod
-    def _simulate_batch(envs: Sequence[Any], actions: np.ndarray) -> np.ndarray:
-        """:meth:`_simulate` for every env, in one loop of physics calls; returns which diverged."""
+    def _simulate_batch(
+        envs: Sequence[Any],
+        actions: np.ndarray,
+        before: Sequence[Region],
+        after: Sequence[Region],
+        kernel: str,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_simulate` for every env in one call (see :mod:`hebb_envs.batch_physics`), reading the
+        ``before`` and ``after`` regions of each env's data; returns them and which envs diverged."""
         first = envs[0]
         expected = (len(envs), first.model.nu)
         if np.shape(actions) != expected:
             raise ValueError(f"Action dimension mismatch. Expected {expected}, found {np.shape(actions)}")
-        frame_skip = first.frame_skip
-        starts = np.array([env.data.time for env in envs])
-        for env, action in zip(envs, actions):
-            data, model = env.data, env.model
-            data.ctrl[:] = action
-            mujoco.mj_step(model, data, nstep=frame_skip)
-            mujoco.mj_rnePostConstraint(model, data)
-        step_time = first.model.opt.timestep * frame_skip
+        values_before, values_after, starts, ends = step_physics(envs, actions, before, after, kernel)
+        step_time = first.model.opt.timestep * first.frame_skip
         # _physics_diverged for every env: the clock vectorised, the counters read in first steps only
-        diverged = np.array([env.data.time for env in envs]) < starts + 0.5 * step_time
+        diverged = ends < starts + 0.5 * step_time
         for row in np.flatnonzero(starts < 0.5 * step_time):
             diverged[row] = _physics_diverged(envs[row].data, starts[row], step_time)
-        return diverged
+        return values_before, values_after, diverged
 
     @staticmethod
     def _finish_batch(
@@ -539,21 +547,22 @@ class AntDamageEnv(_DamageMixin, AntEnv):
     )
 
     @classmethod
-    def _step_batch(cls, envs: Sequence[AntDamageEnv], actions: np.ndarray) -> BatchStep:
+    def _step_batch(cls, envs: Sequence[AntDamageEnv], actions: np.ndarray, kernel: str) -> BatchStep:
         """:meth:`step`'s arithmetic for a batch (see :class:`EnvBatch`), row by row the same operations."""
-        body = envs[0]._main_body_id
-        xy_before = np.array([env.data.xpos[body, :2] for env in envs])
-        diverged = cls._simulate_batch(envs, actions)
         first = envs[0]
-        qpos = np.array([env.data.qpos for env in envs])
-        qvel = np.array([env.data.qvel for env in envs])
-        xy = np.array([env.data.xpos[body, :2] for env in envs])
+        body, nq, nv, nbody = first._main_body_id, first.model.nq, first.model.nv, first.model.nbody
+        torso_xy = Region("xpos", 3 * body, 2)
+        after = (Region("qpos", 0, nq), Region("qvel", 0, nv), torso_xy, Region("cfrc_ext", 0, 6 * nbody))
+        xy_before, values, diverged = cls._simulate_batch(envs, actions, (torso_xy,), after, kernel)
+        qpos, qvel = values[:, :nq], values[:, nq : nq + nv]
+        xy = values[:, nq + nv : nq + nv + 2]
         # the same operations on the same operands as step, one row per env
         x_velocity, y_velocity = ((xy - xy_before) / (first.model.opt.timestep * first.frame_skip)).T
         min_z, max_z = first._healthy_z_range
         z = qpos[:, 2]
         healthy = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1) & (min_z <= z) & (z <= max_z)
-        contact_forces = np.clip(np.array([env.data.cfrc_ext for env in envs]), *first._contact_force_range)
+        forces = values[:, nq + nv + 2 :].reshape(len(envs), nbody, 6)
+        contact_forces = np.clip(forces, *first._contact_force_range)
         squared_forces = np.square(contact_forces).reshape(len(envs), -1)  # rows as step's ravelled sum
         parts = [qpos[:, 2:] if first._exclude_current_positions_from_observation else qpos, qvel]
         if first._include_cfrc_ext_in_observation:
@@ -629,13 +638,13 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
         return forward_reward - ctrl_cost, info
 
     @classmethod
-    def _step_batch(cls, envs: Sequence[HalfCheetahDamageEnv], actions: np.ndarray) -> BatchStep:
+    def _step_batch(cls, envs: Sequence[HalfCheetahDamageEnv], actions: np.ndarray, kernel: str) -> BatchStep:
         """:meth:`step`'s arithmetic for a batch (see :class:`EnvBatch`), row by row the same operations."""
-        x_before = np.array([env.data.qpos[0] for env in envs])
-        diverged = cls._simulate_batch(envs, actions)
         first = envs[0]
-        qpos = np.array([env.data.qpos for env in envs])
-        qvel = np.array([env.data.qvel for env in envs])
+        nq, nv = first.model.nq, first.model.nv
+        after = (Region("qpos", 0, nq), Region("qvel", 0, nv))
+        before, values, diverged = cls._simulate_batch(envs, actions, (Region("qpos", 0, 1),), after, kernel)
+        x_before, qpos, qvel = before[:, 0], values[:, :nq], values[:, nq:]
         reward, info = first._reward_and_info(x_before, qpos[:, 0], np.square(actions).sum(axis=1))
         position = qpos[:, 1:] if first._exclude_current_positions_from_observation else qpos
         terminated = np.zeros(len(envs), dtype=bool)

@@ -273,8 +273,10 @@ class EvolvablePolicy(abc.ABC):
         if isinstance(self.action_space, gym.spaces.Discrete):
             return np.argmax(out, axis=1) + int(self.action_space.start)
         actions = (self._action_centre + self._action_half * out).astype(self.action_space.dtype, copy=False)
-        # a saturated tanh (exactly +-1) can round past a bound by one float step
-        np.clip(actions, self._action_low, self._action_high, out=actions)
+        # a saturated tanh (exactly +-1) can round past a bound by one float step: clip, as two ufunc
+        # calls (np.clip's Python wrapper costs as much again per step; NaN passes through both ways)
+        np.maximum(actions, self._action_low, out=actions)
+        np.minimum(actions, self._action_high, out=actions)
         return actions.reshape((out.shape[0], *self.action_space.shape))
 
     def predict(

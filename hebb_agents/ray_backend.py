@@ -32,7 +32,7 @@ from hebb_agents.rollout import EvalResult, LockstepEvaluator, RolloutSpec
 logger = logging.getLogger(__name__)
 
 # Environment variables an actor copies from the driver, so workers everywhere pick the same kernel.
-FORWARDED_ENV = ("HEBB_KERNEL",)
+FORWARDED_ENV = ("HEBB_KERNEL", "HEBB_ENV_KERNEL")
 
 
 def _import_ray() -> Any:

@@ -10,10 +10,14 @@ call on the same envs (medians over ``--calls``, alternating):
   the controls, calls libmujoco's ``mj_step`` and ``mj_rnePostConstraint`` through their C pointers
   (ctypes) on each env's ``MjModel`` / ``MjData`` addresses, and computes the observation and
   HalfCheetah-v5's reward (the same operations as ``HalfCheetahDamageEnv.step``; checked equal below);
-- ``batch``: ``HalfCheetahDamageEnv.batch(envs).step`` as the rollout uses it.
+- ``batch``: ``HalfCheetahDamageEnv.batch(envs).step`` as the rollout uses it, its physics one compiled
+  call (``hebb_envs.batch_physics``, numba);
+- ``batch_python``: the same with its physics stepped from Python (``kernel="python"``).
 
-It is a prototype of a design (compiled env steps, with the policy step compiled beside them),
-not the library's code path: it leaves out ``info``, the episode counters and the divergence check.
+``compiled`` is a prototype of a design (the whole env step compiled, with the policy step compiled
+beside it), not the library's code path: it leaves out ``info``, the episode counters and the
+divergence check. The library compiles the physics calls only and keeps the reward arithmetic in
+numpy, where its bit-for-bit equality with Gymnasium's ``step`` rests on numpy's own rounding.
 
     python scripts/bench_compiled_env_step.py --members 9 --calls 3000
 """
@@ -108,7 +112,8 @@ def main() -> None:
     for seed, env in enumerate(envs):
         env.reset(seed=seed)
     first = envs[0]
-    batch = type(first).batch(envs)
+    batch = type(first).batch(envs, kernel="numba")
+    batch_python = type(first).batch(envs, kernel="python")
     addresses = [
         np.array([(env.model if field == "model" else env.data)._address for env in envs], np.uint64)
         for field in ("model", "data")
@@ -150,23 +155,24 @@ def main() -> None:
         f"reward {got_reward == want_reward}"
     )
 
-    times: dict[str, list[float]] = {"raw": [], "compiled": [], "batch": []}
-    methods = {"raw": raw, "compiled": compiled, "batch": batch.step}
+    methods = {"raw": raw, "compiled": compiled, "batch": batch.step, "batch_python": batch_python.step}
+    times: dict[str, list[float]] = {name: [] for name in methods}
     names = list(methods)
     for call in range(args.calls):
-        name = names[call % 3]
+        name = names[call % len(names)]
         actions = draw()
         start = time.perf_counter()
         methods[name](actions)
         times[name].append(time.perf_counter() - start)
     per = {name: 1e6 * np.median(values) / args.members for name, values in times.items()}
     print(
-        f"{args.members} HalfCheetahs, {args.calls // 3} calls each; us per member-step (medians): "
+        f"{args.members} HalfCheetahs, {args.calls // len(names)} calls each; us per member-step (medians): "
         + ", ".join(f"{name} {value:.1f}" for name, value in per.items())
     )
     print(
         f"compiled / raw time: {per['compiled'] / per['raw']:.2f}x; "
         f"batch / raw: {per['batch'] / per['raw']:.2f}x; "
+        f"batch with python physics / raw: {per['batch_python'] / per['raw']:.2f}x; "
         f"batch over compiled: {per['batch'] - per['compiled']:.1f} us per member-step"
     )
 

@@ -142,14 +142,17 @@ def test_step_equals_gymnasiums_step_bit_for_bit(cls, kwargs, dtype):
     ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batch_step_equals_each_envs_own_step_bit_for_bit(cls, kwargs, dtype):
-    """EnvBatch.step gives, row by row, exactly what each env's step gives (subsets of rows too)."""
+@pytest.mark.parametrize("kernel", ["numba", "python"])
+def test_batch_step_equals_each_envs_own_step_bit_for_bit(cls, kwargs, dtype, kernel):
+    """EnvBatch.step gives, row by row, exactly what each env's step gives (subsets of rows too), with
+    the physics compiled (one numba call for the batch) or stepped from Python."""
     n = 4
     batched, single = (
         [cls(damage="all", **kwargs) for _ in range(n)],
         [cls(damage="all", **kwargs) for _ in range(n)],
     )
-    batch = cls.batch(batched)
+    batch = cls.batch(batched, kernel=kernel)
+    assert batch.kernel == kernel
     rng = np.random.default_rng(1)
     checked = terminations = 0
     for episode in range(2):
@@ -443,8 +446,9 @@ def test_halfcheetah_creation_is_quiet_and_leaves_mujoco_warnings_alone(capfd):
 @pytest.mark.parametrize(
     ("cls", "kwargs"), [(AntDamageEnv, {"termination_grace_steps": 50}), (HalfCheetahDamageEnv, {})]
 )
+@pytest.mark.parametrize("kernel", ["numba", "python"])
 def test_a_step_whose_physics_diverged_terminates_even_in_the_grace_period(
-    cls, kwargs, tmp_path, monkeypatch
+    cls, kwargs, kernel, tmp_path, monkeypatch
 ):
     """Was: MuJoCo resets a blown-up state to the start pose and the episode went on (the robot
     teleported home, the Ant paid as healthy); the 'non-finite state terminates' check never fired."""
@@ -468,7 +472,7 @@ def test_a_step_whose_physics_diverged_terminates_even_in_the_grace_period(
             member.step(zero)
     envs[1].data.qvel[:] = 1e12  # after a step
     envs[3].data.qvel[:] = 1e12  # at the first step
-    terminated = cls.batch(envs).step(np.zeros((4, *env.action_space.shape)))[2]
+    terminated = cls.batch(envs, kernel=kernel).step(np.zeros((4, *env.action_space.shape)))[2]
     assert terminated.tolist() == [False, True, False, True]
 
 
