@@ -67,50 +67,62 @@ def resolve_env_kernel(kernel: str | None = None) -> str:
     return "python"
 
 
+class Layout:
+    """What a group step reads: ``before`` and ``after`` regions of each env's data, and the number of
+    actuators. Build one per env structure and keep it: the envs cache their addresses against it."""
+
+    def __init__(self, before: Sequence[Region], after: Sequence[Region], n_actuators: int) -> None:
+        self.before, self.after = tuple(before), tuple(after)
+        self.n_actuators = n_actuators
+        self.before_lengths = np.array([r.length for r in self.before], dtype=np.int64)
+        self.after_lengths = np.array([r.length for r in self.after], dtype=np.int64)
+        # address columns: model, data, ctrl, then the before and after regions
+        self.control = Region("ctrl", 0, n_actuators)
+        self.before_columns = slice(3, 3 + len(self.before))
+        self.after_columns = slice(3 + len(self.before), 3 + len(self.before) + len(self.after))
+
+
 def step_physics(
-    envs: Sequence[Any],
-    actions: np.ndarray,
-    before: Sequence[Region],
-    after: Sequence[Region],
-    kernel: str = "python",
+    envs: Sequence[Any], actions: np.ndarray, layout: Layout, kernel: str = "python"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Step each env's physics once with its action row and read ``before`` / ``after`` regions.
+    """Step each env's physics once with its action row and read the ``layout``'s regions.
 
     ``envs`` have ``model``, ``data`` and ``frame_skip`` (all the same ``frame_skip``). Returns
     ``(values_before (n, sum of lengths), values_after (n, ...), time_before (n,), time_after (n,))``.
     """
     frame_skip = envs[0].frame_skip
-    starts = np.array([env.data.time for env in envs])
     if kernel == "numba":
-        values_before = np.empty((len(envs), sum(r.length for r in before)))
-        values_after = np.empty((len(envs), sum(r.length for r in after)))
+        n = len(envs)
+        values_before = np.empty((n, int(layout.before_lengths.sum())))
+        values_after = np.empty((n, int(layout.after_lengths.sum())))
+        starts, ends = np.empty(n), np.empty(n)
         functions = _compiled()
-        models = np.array([env.model._address for env in envs], dtype=np.uint64)
-        control = Region("ctrl", 0, envs[0].model.nu)
-        addresses = _addresses(envs, (control, *before, *after))  # columns: data, ctrl, before, after
+        addresses = _addresses(envs, layout)
         functions.step(
             functions.mj_step,
             functions.mj_rne_post_constraint,
-            models,
-            addresses[:, 0],
-            addresses[:, 1],
+            functions.mj_get_state,
+            addresses,
             actions,
             frame_skip,
-            addresses[:, 2 : 2 + len(before)],
-            np.array([r.length for r in before], dtype=np.int64),
+            layout.before_columns.start,
+            layout.before_lengths,
             values_before,
-            addresses[:, 2 + len(before) :],
-            np.array([r.length for r in after], dtype=np.int64),
+            layout.after_lengths,
             values_after,
+            starts,
+            ends,
+            int(mujoco.mjtState.mjSTATE_TIME),  # mj_getState's signature for the clock alone
         )
-    else:
-        values_before = _read(envs, before)  # the envs are independent: all reads, then all steps
-        for env, action in zip(envs, actions):
-            data, model = env.data, env.model
-            data.ctrl[:] = action
-            mujoco.mj_step(model, data, nstep=frame_skip)
-            mujoco.mj_rnePostConstraint(model, data)  # contact forces, as Gymnasium computes them
-        values_after = _read(envs, after)
+        return values_before, values_after, starts, ends
+    starts = np.array([env.data.time for env in envs])
+    values_before = _read(envs, layout.before)  # the envs are independent: all reads, then all steps
+    for env, action in zip(envs, actions):
+        data, model = env.data, env.model
+        data.ctrl[:] = action
+        mujoco.mj_step(model, data, nstep=frame_skip)
+        mujoco.mj_rnePostConstraint(model, data)  # contact forces, as Gymnasium computes them
+    values_after = _read(envs, layout.after)
     ends = np.array([env.data.time for env in envs])
     return values_before, values_after, starts, ends
 
@@ -121,18 +133,20 @@ def _read(envs: Sequence[Any], regions: Sequence[Region]) -> np.ndarray:
     return np.concatenate(columns, axis=1) if columns else np.empty((len(envs), 0))
 
 
-def _addresses(envs: Sequence[Any], regions: tuple[Region, ...]) -> np.ndarray:
-    """``(n, 1 + len(regions))``: each env's ``MjData`` address, then the regions' start addresses;
-    cached on each env for as long as it keeps its ``MjData``."""
+def _addresses(envs: Sequence[Any], layout: Layout) -> np.ndarray:
+    """``(n, 3 + regions)`` addresses: each env's ``MjModel``, ``MjData``, ``ctrl`` and regions.
+
+    Cached on each env for as long as it keeps its model, data and the layout.
+    """
     rows = []
     for env in envs:
-        cache = env.__dict__.get("_region_addresses")
-        if cache is None or cache[0] is not env.data:
-            cache = env.__dict__["_region_addresses"] = (env.data, {})
-        row = cache[1].get(regions)
-        if row is None:
-            row = cache[1][regions] = [env.data._address, *(r.address(env.data) for r in regions)]
-        rows.append(row)
+        model, data = env.model, env.data
+        cache = env.__dict__.get("_physics_addresses")
+        if cache is None or cache[0] is not layout or cache[1] is not model or cache[2] is not data:
+            regions = (layout.control, *layout.before, *layout.after)
+            row = [model._address, data._address, *(r.address(data) for r in regions)]
+            cache = env.__dict__["_physics_addresses"] = (layout, model, data, row)
+        rows.append(cache[3])
     return np.array(rows, dtype=np.uint64)
 
 
@@ -164,6 +178,7 @@ class _Functions:
     step: Callable[..., None]
     mj_step: int
     mj_rne_post_constraint: int
+    mj_get_state: int
 
 
 _FUNCTIONS: _Functions | None = None
@@ -186,7 +201,7 @@ def _compiled() -> _Functions:
     library = ctypes.CDLL(path)  # the library the bindings already loaded: one MuJoCo, one state
     addresses = {
         name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
-        for name in ("mj_step", "mj_rnePostConstraint")
+        for name in ("mj_step", "mj_rnePostConstraint", "mj_getState")
     }
 
     @intrinsic
@@ -217,11 +232,25 @@ def _compiled() -> _Functions:
 
         return array_type(address, length), codegen
 
+    @intrinsic
+    def call_get_state(typingctx, function, model, data, destination, signature):  # pragma: no cover
+        """Call ``void mj_getState(const mjModel*, const mjData*, mjtNum* state, int sig)``."""
+
+        def codegen(context, builder, signature_, args):
+            pointer = cgutils.voidptr_t
+            function_type = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, ir.IntType(32)])
+            target = builder.inttoptr(args[0], function_type.as_pointer())
+            pointers = [builder.inttoptr(value, pointer) for value in args[1:4]]
+            builder.call(target, [*pointers, builder.trunc(args[4], ir.IntType(32))])
+            return context.get_dummy_value()
+
+        return types.void(function, model, data, destination, signature), codegen
+
     @numba.njit(cache=True)
-    def copy_regions(row, addresses, lengths, out):  # pragma: no cover - compiled
+    def copy_regions(row, addresses, first_column, lengths, out):  # pragma: no cover - compiled
         column = 0
         for r in range(lengths.shape[0]):
-            values = float64_array(addresses[row, r], lengths[r])
+            values = float64_array(addresses[row, first_column + r], lengths[r])
             for k in range(lengths[r]):
                 out[row, column + k] = values[k]
             column += lengths[r]
@@ -230,28 +259,36 @@ def _compiled() -> _Functions:
     def step(
         mj_step,
         mj_rne_post_constraint,
-        models,
-        datas,
-        ctrls,
+        mj_get_state,
+        addresses,
         actions,
         frame_skip,
-        before,
+        first_before,
         before_lengths,
         values_before,
-        after,
         after_lengths,
         values_after,
+        starts,
+        ends,
+        time_only,
     ):  # pragma: no cover - compiled
+        # addresses rows: model, data, ctrl, the before regions, then the after regions
         n_actuators = actions.shape[1]
-        for row in range(models.shape[0]):
-            copy_regions(row, before, before_lengths, values_before)
-            ctrl = float64_array(ctrls[row], n_actuators)
+        first_after = first_before + before_lengths.shape[0]
+        for row in range(addresses.shape[0]):
+            model, data = addresses[row, 0], addresses[row, 1]
+            call_get_state(mj_get_state, model, data, starts.ctypes.data + 8 * row, time_only)
+            copy_regions(row, addresses, first_before, before_lengths, values_before)
+            ctrl = float64_array(addresses[row, 2], n_actuators)
             for j in range(n_actuators):
                 ctrl[j] = actions[row, j]  # float32 -> float64 is exact, as numpy's assignment
             for _ in range(frame_skip):
-                call_with_model_and_data(mj_step, models[row], datas[row])
-            call_with_model_and_data(mj_rne_post_constraint, models[row], datas[row])
-            copy_regions(row, after, after_lengths, values_after)
+                call_with_model_and_data(mj_step, model, data)
+            call_with_model_and_data(mj_rne_post_constraint, model, data)
+            copy_regions(row, addresses, first_after, after_lengths, values_after)
+            call_get_state(mj_get_state, model, data, ends.ctypes.data + 8 * row, time_only)
 
-    _FUNCTIONS = _Functions(step, addresses["mj_step"], addresses["mj_rnePostConstraint"])
+    _FUNCTIONS = _Functions(
+        step, addresses["mj_step"], addresses["mj_rnePostConstraint"], addresses["mj_getState"]
+    )
     return _FUNCTIONS

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import numbers
 import sys
@@ -56,7 +57,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from hebb_envs._checks import check_bool, check_int
-from hebb_envs.batch_physics import Region, resolve_env_kernel, step_physics
+from hebb_envs.batch_physics import Layout, Region, resolve_env_kernel, step_physics
 from hebb_envs.morphology import (
     DamageLike,
     Morphology,
@@ -337,19 +338,15 @@ class _DamageMixin:
 
     @staticmethod
     def _simulate_batch(
-        envs: Sequence[Any],
-        actions: np.ndarray,
-        before: Sequence[Region],
-        after: Sequence[Region],
-        kernel: str,
+        envs: Sequence[Any], actions: np.ndarray, layout: Layout, kernel: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_simulate` for every env in one call (see :mod:`hebb_envs.batch_physics`), reading the
-        ``before`` and ``after`` regions of each env's data; returns them and which envs diverged."""
+        ``layout``'s regions of each env's data; returns them and which envs diverged."""
         first = envs[0]
         expected = (len(envs), first.model.nu)
         if np.shape(actions) != expected:
             raise ValueError(f"Action dimension mismatch. Expected {expected}, found {np.shape(actions)}")
-        values_before, values_after, starts, ends = step_physics(envs, actions, before, after, kernel)
+        values_before, values_after, starts, ends = step_physics(envs, actions, layout, kernel)
         step_time = first.model.opt.timestep * first.frame_skip
         # _physics_diverged for every env: the clock vectorised, the counters read in first steps only
         diverged = ends < starts + 0.5 * step_time
@@ -369,8 +366,11 @@ class _DamageMixin:
         """:meth:`_finish_step` for a batch: counters, grace period, divergence, ``damage``,
         ``x_progress``."""
         first = envs[0]
-        for env in envs:
+        names, x_starts = [], np.empty(len(envs))
+        for row, env in enumerate(envs):
             env._elapsed += 1
+            names.append(env._damage_name)
+            x_starts[row] = env._x_start
         if first._grace_steps and terminated.any():
             for row in np.flatnonzero(terminated):
                 if envs[row]._elapsed <= envs[row]._grace_steps:
@@ -379,8 +379,8 @@ class _DamageMixin:
         if first.render_mode == "human":
             for env in envs:
                 env.render()
-        info["damage"] = [env._damage_name for env in envs]
-        info["x_progress"] = info["x_position"] - np.array([env._x_start for env in envs])
+        info["damage"] = names
+        info["x_progress"] = info["x_position"] - x_starts
         return obs, reward, terminated, np.zeros(len(envs), dtype=bool), info
 
     def _finish_step(self, obs: np.ndarray, reward: float, terminated: bool, info: dict[str, Any]):
@@ -395,6 +395,20 @@ class _DamageMixin:
             self.render()
         # truncated is False: gym.make's TimeLimit wrapper ends episodes, as for Gymnasium's envs
         return obs, reward, terminated, False, info
+
+
+@functools.cache
+def _ant_layout(torso: int, nq: int, nv: int, nbody: int, nu: int) -> Layout:
+    """What a batched Ant step reads: torso x, y before; qpos, qvel, torso x, y, contact forces after."""
+    torso_xy = Region("xpos", 3 * torso, 2)
+    after = (Region("qpos", 0, nq), Region("qvel", 0, nv), torso_xy, Region("cfrc_ext", 0, 6 * nbody))
+    return Layout((torso_xy,), after, nu)
+
+
+@functools.cache
+def _cheetah_layout(nq: int, nv: int, nu: int) -> Layout:
+    """What a batched HalfCheetah step reads: x before; qpos and qvel after."""
+    return Layout((Region("qpos", 0, 1),), (Region("qpos", 0, nq), Region("qvel", 0, nv)), nu)
 
 
 class AntDamageEnv(_DamageMixin, AntEnv):
@@ -550,10 +564,9 @@ class AntDamageEnv(_DamageMixin, AntEnv):
     def _step_batch(cls, envs: Sequence[AntDamageEnv], actions: np.ndarray, kernel: str) -> BatchStep:
         """:meth:`step`'s arithmetic for a batch (see :class:`EnvBatch`), row by row the same operations."""
         first = envs[0]
-        body, nq, nv, nbody = first._main_body_id, first.model.nq, first.model.nv, first.model.nbody
-        torso_xy = Region("xpos", 3 * body, 2)
-        after = (Region("qpos", 0, nq), Region("qvel", 0, nv), torso_xy, Region("cfrc_ext", 0, 6 * nbody))
-        xy_before, values, diverged = cls._simulate_batch(envs, actions, (torso_xy,), after, kernel)
+        nq, nv, nbody = first.model.nq, first.model.nv, first.model.nbody
+        layout = _ant_layout(first._main_body_id, nq, nv, nbody, first.model.nu)
+        xy_before, values, diverged = cls._simulate_batch(envs, actions, layout, kernel)
         qpos, qvel = values[:, :nq], values[:, nq : nq + nv]
         xy = values[:, nq + nv : nq + nv + 2]
         # the same operations on the same operands as step, one row per env
@@ -641,9 +654,9 @@ class HalfCheetahDamageEnv(_DamageMixin, HalfCheetahEnv):
     def _step_batch(cls, envs: Sequence[HalfCheetahDamageEnv], actions: np.ndarray, kernel: str) -> BatchStep:
         """:meth:`step`'s arithmetic for a batch (see :class:`EnvBatch`), row by row the same operations."""
         first = envs[0]
-        nq, nv = first.model.nq, first.model.nv
-        after = (Region("qpos", 0, nq), Region("qvel", 0, nv))
-        before, values, diverged = cls._simulate_batch(envs, actions, (Region("qpos", 0, 1),), after, kernel)
+        nq = first.model.nq
+        layout = _cheetah_layout(nq, first.model.nv, first.model.nu)
+        before, values, diverged = cls._simulate_batch(envs, actions, layout, kernel)
         x_before, qpos, qvel = before[:, 0], values[:, :nq], values[:, nq:]
         reward, info = first._reward_and_info(x_before, qpos[:, 0], np.square(actions).sum(axis=1))
         position = qpos[:, 1:] if first._exclude_current_positions_from_observation else qpos

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hebb_envs import batch_physics
-from hebb_envs.batch_physics import Region, resolve_env_kernel, step_physics
+from hebb_envs.batch_physics import Layout, Region, resolve_env_kernel, step_physics
 from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
 
 
@@ -20,12 +20,13 @@ def test_compiled_and_python_physics_give_the_same_states_and_reads():
     nbody = compiled[0].model.nbody
     before = (Region("qpos", 0, 3), Region("xpos", 3, 2))
     after = (Region("qvel", 0, 14), Region("cfrc_ext", 0, 6 * nbody), Region("qpos", 2, 1))
+    layout = Layout(before, after, 8)
     rng = np.random.default_rng(0)
     largest_force = 0.0
     for _ in range(30):
         actions = rng.uniform(-1, 1, (2, 8)).astype(np.float32)
-        got = step_physics(compiled, actions, before, after, kernel="numba")
-        want = step_physics(python, actions, before, after, kernel="python")
+        got = step_physics(compiled, actions, layout, kernel="numba")
+        want = step_physics(python, actions, layout, kernel="python")
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
         largest_force = max(largest_force, np.abs(got[1][:, 14:-1]).max())
