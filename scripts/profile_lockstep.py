@@ -10,6 +10,11 @@ recorded, then each repeat times, back to back:
 - raw physics: the recorded controls through ``mj_step`` alone, env after env;
 - the batched env step alone, on the recorded controls;
 - the policy alone: the same number of ``act`` calls with no physics in between;
+- compiled against Python physics in the whole loop: two identical groups (same envs, seeds and
+  evolved vectors), one whose ``EnvBatch`` runs its physics as one compiled call (the default with
+  numba), one stepping it from Python; the two advance step by step in turn (first one, then the
+  other, alternating), every group-step timed, and the median of the per-step ratios reported
+  (their observations are checked equal: the same episode, bit for bit);
 - the batched env step's own cost: call by call, a group step of raw physics (``mj_step`` and the
   contact forces Gymnasium computes, env after env) then one ``EnvBatch.step``, alternating on the
   same envs with random controls, medians over ``--env-calls`` of each; the difference is the
@@ -34,6 +39,7 @@ import numpy as np
 
 from hebb_agents.policy import make_policy
 from hebb_agents.rollout import make_env
+from hebb_envs.batch_physics import resolve_env_kernel
 
 
 def main() -> None:
@@ -45,6 +51,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--env-calls", type=int, default=2000, help="calls of each for the env-step cost")
+    parser.add_argument(
+        "--ab-episodes", type=int, default=5, help="episodes of the compiled / Python physics comparison"
+    )
     args = parser.parse_args()
 
     envs = [make_env(args.env).unwrapped for _ in range(args.members)]
@@ -128,6 +137,8 @@ def main() -> None:
     low, mid, high = (np.percentile(ratios["batched vs each env"], q) for q in (0, 50, 100))
     print(f"batched loop speed-up over each-env loop: median {mid:.2f}x (range {low:.2f}-{high:.2f})")
 
+    compiled_against_python_physics(args)
+
     reset()
     rng = np.random.default_rng(1)
     low_action, high_action = envs[0].action_space.low, envs[0].action_space.high
@@ -147,6 +158,44 @@ def main() -> None:
     print(
         f"env step, call by call: raw physics {raw_step:.1f}, EnvBatch.step {batch_step:.1f}, "
         f"its own work {batch_step - raw_step:.1f} us per member-step"
+    )
+
+
+def compiled_against_python_physics(args: argparse.Namespace) -> None:
+    """The whole loop on two identical groups, physics compiled or from Python, stepped in turn."""
+    if resolve_env_kernel("auto") != "numba":
+        print("compiled physics unavailable here (numba not installed): no comparison")
+        return
+    groups = {}
+    for kernel in ("numba", "python"):
+        envs = [make_env(args.env).unwrapped for _ in range(args.members)]
+        policy = make_policy("hebbian", envs[0].observation_space, envs[0].action_space)
+        groups[kernel] = (envs, type(envs[0]).batch(envs, kernel=kernel), policy)
+    rng = np.random.default_rng(2)
+    params = np.stack([groups["numba"][2].initial_params(rng) for _ in range(args.members)])
+    times: dict[str, list[float]] = {kernel: [] for kernel in groups}
+    for episode in range(args.ab_episodes + 1):  # the first is a warm-up (the kernel's compilation)
+        obs = {}
+        for kernel, (envs, _, policy) in groups.items():
+            policy.set_params(params)
+            policy.reset(list(range(episode * args.members, (episode + 1) * args.members)))
+            obs[kernel] = np.stack([env.reset(seed=1000 * episode + i)[0] for i, env in enumerate(envs)])
+        for step in range(args.steps):
+            for kernel in ("numba", "python") if step % 2 == 0 else ("python", "numba"):
+                _, batch, policy = groups[kernel]
+                start = time.perf_counter()
+                obs[kernel] = batch.step(policy.act(obs[kernel]))[0]
+                if episode:
+                    times[kernel].append(time.perf_counter() - start)
+        if not np.array_equal(obs["numba"], obs["python"]):
+            raise AssertionError("compiled and Python physics gave different episodes")
+    compiled, python = (np.array(times[kernel]) for kernel in ("numba", "python"))
+    low, mid, high = np.percentile(python / compiled, [25, 50, 75])
+    per = [1e6 * np.median(t) / args.members for t in (compiled, python)]
+    print(
+        f"whole loop, compiled vs Python physics, {len(compiled)} group-steps each, stepped in turn: "
+        f"{per[0]:.1f} against {per[1]:.1f} us per member-step (medians); per-step speed-up "
+        f"median {mid:.2f}x (quartiles {low:.2f}-{high:.2f})"
     )
 
 
