@@ -23,6 +23,7 @@ import ctypes
 import glob
 import importlib.util
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -133,19 +134,24 @@ def _read(envs: Sequence[Any], regions: Sequence[Region]) -> np.ndarray:
     return np.concatenate(columns, axis=1) if columns else np.empty((len(envs), 0))
 
 
+# env -> (layout, model, data, address row). Kept beside the env, not in it: a copied env (copy.deepcopy
+# copies MjModel and MjData) must never inherit the raw addresses of the original's.
+_ADDRESSES: weakref.WeakKeyDictionary[Any, tuple[Layout, Any, Any, list[int]]] = weakref.WeakKeyDictionary()
+
+
 def _addresses(envs: Sequence[Any], layout: Layout) -> np.ndarray:
     """``(n, 3 + regions)`` addresses: each env's ``MjModel``, ``MjData``, ``ctrl`` and regions.
 
-    Cached on each env for as long as it keeps its model, data and the layout.
+    Cached per env for as long as it keeps its model, data and the layout.
     """
     rows = []
     for env in envs:
         model, data = env.model, env.data
-        cache = env.__dict__.get("_physics_addresses")
+        cache = _ADDRESSES.get(env)
         if cache is None or cache[0] is not layout or cache[1] is not model or cache[2] is not data:
             regions = (layout.control, *layout.before, *layout.after)
             row = [model._address, data._address, *(r.address(data) for r in regions)]
-            cache = env.__dict__["_physics_addresses"] = (layout, model, data, row)
+            cache = _ADDRESSES[env] = (layout, model, data, row)
         rows.append(cache[3])
     return np.array(rows, dtype=np.uint64)
 

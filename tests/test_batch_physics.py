@@ -56,3 +56,18 @@ def test_without_the_compiled_path_auto_falls_back_and_numba_says_why(monkeypatc
     assert resolve_env_kernel("auto") == "python"
     with pytest.raises(ValueError, match="env kernel 'numba' is unavailable: numba is not installed"):
         resolve_env_kernel("numba")
+
+
+def test_a_copied_env_steps_its_own_physics_not_the_originals():
+    """Addresses are cached per env object: a deep copy (own MjModel and MjData) must not reuse them."""
+    import copy
+
+    original = HalfCheetahDamageEnv()
+    original.reset(seed=0)
+    batch_actions = np.full((1, 6), 0.5, dtype=np.float32)
+    HalfCheetahDamageEnv.batch([original], kernel="numba").step(batch_actions)  # fills the cache
+    clone = copy.deepcopy(original)
+    qpos_before = original.data.qpos.copy()
+    HalfCheetahDamageEnv.batch([clone], kernel="numba").step(batch_actions)
+    np.testing.assert_array_equal(original.data.qpos, qpos_before)  # the original did not move
+    assert not np.array_equal(clone.data.qpos, qpos_before)
