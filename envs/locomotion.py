@@ -102,9 +102,11 @@ class EnvBatch:
     ``step(actions, rows=None)`` steps ``envs[rows]`` (all by default) with one action row each and
     returns :data:`BatchStep`: ``info`` holds one array per key of the envs' own ``step`` (``damage``: a
     list of names). Every value equals what each env's ``step`` gives, bit for bit (tested): the same
-    operations on the same operands, with the physics calls in one loop and the reward arithmetic
-    done once for the batch. In the ES's lockstep loop on a 2-vCPU machine that made a member-step
-    1.23x faster on HalfCheetah and 1.14x on Ant (medians, ``scripts/profile_lockstep.py``).
+    operations on the same operands, with the physics of all envs in one call (compiled where numba
+    is installed, see :mod:`hebb_envs.batch_physics`; :attr:`kernel` says which) and the reward
+    arithmetic done once for the batch. In the ES's lockstep loop on a 2-vCPU machine that made a
+    member-step 1.48x faster than stepping each env on HalfCheetah and 1.16x on Ant (medians,
+    ``scripts/profile_lockstep.py``).
     Episodes still start with each env's own ``reset``. Build it with ``AntDamageEnv.batch(envs)`` /
     ``HalfCheetahDamageEnv.batch(envs)``.
     """
@@ -334,6 +336,8 @@ class _DamageMixin:
                     f"{cls.__name__}.batch needs envs built with the same arguments (bodies may differ); "
                     f"these differ: {', '.join(differs)}"
                 )
+        if len({id(env.data) for env in envs}) != len(envs):
+            raise ValueError(f"{cls.__name__}.batch needs envs with their own MjData (one is shared)")
         return EnvBatch(envs, cls._step_batch, kernel)
 
     @staticmethod

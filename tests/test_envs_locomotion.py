@@ -146,6 +146,8 @@ def test_step_equals_gymnasiums_step_bit_for_bit(cls, kwargs, dtype):
 def test_batch_step_equals_each_envs_own_step_bit_for_bit(cls, kwargs, dtype, kernel):
     """EnvBatch.step gives, row by row, exactly what each env's step gives (subsets of rows too), with
     the physics compiled (one numba call for the batch) or stepped from Python."""
+    if kernel == "numba":
+        pytest.importorskip("numba", reason="the compiled path needs numba (the fast extra)")
     n = 4
     batched, single = (
         [cls(damage="all", **kwargs) for _ in range(n)],
@@ -452,6 +454,8 @@ def test_a_step_whose_physics_diverged_terminates_even_in_the_grace_period(
 ):
     """Was: MuJoCo resets a blown-up state to the start pose and the episode went on (the robot
     teleported home, the Ant paid as healthy); the 'non-finite state terminates' check never fired."""
+    if kernel == "numba":
+        pytest.importorskip("numba", reason="the compiled path needs numba (the fast extra)")
     monkeypatch.chdir(tmp_path)  # MuJoCo writes its warning to MUJOCO_LOG.TXT in the working folder
     env = cls(**kwargs)
     env.reset(seed=0)
