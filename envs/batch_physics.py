@@ -89,14 +89,17 @@ class Layout:
 
     @property
     def control(self) -> Region:
+        """The controls the step writes."""
         return Region("ctrl", 0, self.n_actuators)
 
     @functools.cached_property
     def before_lengths(self) -> np.ndarray:
+        """Lengths of the ``before`` regions, as the kernel takes them."""
         return np.array([r.length for r in self.before], dtype=np.int64)
 
     @functools.cached_property
     def after_lengths(self) -> np.ndarray:
+        """Lengths of the ``after`` regions, as the kernel takes them."""
         return np.array([r.length for r in self.after], dtype=np.int64)
 
 
