@@ -25,6 +25,7 @@ import functools
 import glob
 import importlib.util
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,7 +68,8 @@ def resolve_env_kernel(kernel: str | None = None) -> str:
     """``numba`` or ``python``: the path :func:`step_physics` takes (see the module docstring)."""
     name = kernel if kernel is not None else os.environ.get("HEBB_ENV_KERNEL", "auto")
     if name not in ENV_KERNELS:
-        raise ValueError(f"unknown env kernel {name!r} (HEBB_ENV_KERNEL); accepted: {', '.join(ENV_KERNELS)}")
+        source = " (HEBB_ENV_KERNEL)" if kernel is None else ""
+        raise ValueError(f"unknown env kernel {name!r}{source}; accepted: {', '.join(ENV_KERNELS)}")
     if name == "python":
         return name
     reason = _compiled_unavailable()
@@ -111,6 +113,8 @@ def step_physics(
     ``envs`` have ``model``, ``data`` and ``frame_skip`` (all the same ``frame_skip``). Returns
     ``(values_before (n, sum of lengths), values_after (n, ...), time_before (n,), time_after (n,))``.
     """
+    if not envs:
+        raise ValueError("step_physics needs at least one env")
     if kernel not in ("numba", "python"):
         raise ValueError(f"unknown env kernel {kernel!r}; accepted: numba, python (see resolve_env_kernel)")
     expected = (len(envs), layout.n_actuators)
@@ -192,8 +196,9 @@ def _library_path() -> str | None:
     return None
 
 
+@functools.cache
 def _compiled_unavailable() -> str | None:
-    """Why the compiled path cannot run here, or None."""
+    """Why the compiled path cannot run here, or None (found out once per process)."""
     if importlib.util.find_spec("numba") is None:
         return "numba is not installed (pip install 'hebb-agents[fast]')"
     if _library_path() is None:
@@ -201,7 +206,9 @@ def _compiled_unavailable() -> str | None:
     try:
         _compiled()
     except Exception as error:  # e.g. a numba release that does not support this numpy
-        return f"{type(error).__name__}: {error}"
+        reason = f"{type(error).__name__}: {error}"
+        warnings.warn(f"compiled env physics unavailable ({reason}); stepping from Python", stacklevel=2)
+        return reason
     return None
 
 

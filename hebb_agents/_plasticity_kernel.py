@@ -53,3 +53,15 @@ def network_update(w, a, b, c, d, acts, table, max_abs, w_bits, sign_off, top_bi
                     segment = w[p, start:stop]
                     for k in range(segment.shape[0]):
                         segment[k] = segment[k] / scale
+
+
+def compile_now() -> None:
+    """Type and compile the float32 update (or load it from the cache) on an empty population: a numba
+    that cannot compile it fails here, where ``auto`` can still fall back, not at a rollout's first step."""
+    empty = np.zeros((0, 1), np.float32)
+    bits = empty.view(np.int32)
+    sign_off = np.int32(np.iinfo(np.int32).max)
+    top = np.zeros(1, np.float32)
+    table = np.zeros((0, 6), np.int64)
+    terms = (empty, empty, empty, empty, empty)  # w, a, b, c, d
+    network_update(*terms, empty, table, True, bits, sign_off, top.view(np.int32), top)

@@ -444,12 +444,14 @@ def _numba_kernels() -> Callable[..., None]:
     global _NUMBA_KERNEL
     if _NUMBA_KERNEL is not None:
         return _NUMBA_KERNEL
-    if importlib.util.find_spec("numba") is None:
+    try:
+        from hebb_agents import _plasticity_kernel
+    except ImportError as error:  # numba missing, or installed but not importable here
         raise ValueError(
-            "kernel 'numba' needs numba: pip install 'hebb-agents[fast]' (or use kernel='numpy')"
-        )
-    from hebb_agents import _plasticity_kernel
-
+            f"kernel 'numba' needs a working numba ({error}): pip install 'hebb-agents[fast]' "
+            "(or use kernel='numpy')"
+        ) from None
+    _plasticity_kernel.compile_now()
     _NUMBA_KERNEL = _plasticity_kernel.network_update
     return _NUMBA_KERNEL
 
