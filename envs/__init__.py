@@ -27,8 +27,9 @@ Keyword arguments pass through ``gym.make``:
 Damage in the middle of an episode: :class:`hebb_envs.wrappers.MidEpisodeDamage`. Stepping many damage
 envs at once (as an ES does): ``AntDamageEnv.batch(envs)`` / ``HalfCheetahDamageEnv.batch(envs)``, an
 :class:`EnvBatch` (Gymnasium's vector form, bit-identical to each env's own ``step``); with numba
-installed its physics runs as one compiled call per batch step (:mod:`hebb_envs.batch_physics`;
-``HEBB_ENV_KERNEL=python`` steps it from Python instead, with the same results).
+installed (and the bindings' libmujoco found) its physics runs as one compiled call per batch step
+(:mod:`hebb_envs.batch_physics`; ``HEBB_ENV_KERNEL=python`` steps it from Python instead, with the
+same results).
 
 Registration is idempotent: importing the package again (or reloading it) never registers an id twice.
 """

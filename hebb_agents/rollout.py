@@ -34,7 +34,7 @@ EARLY_STOPS = ("none", "locomotion", "negative_reward")
 # bytes. Measured on HalfCheetah (~54K parameters, 215 KB a member): groups of 8-16 ran 1.15-1.18x
 # faster per member-step than all 100-200 members at once, whose rule terms no cache holds. Since the
 # env's physics became one compiled call per group step, the per-call Python weighs more against the
-# cache: groups of 18 ran 1.135x faster than 9 (median of 16 interleaved rounds, faster in all 16), 27,
+# cache: groups of 18 ran 1.135x faster than 9 (median of 16 interleaved rounds, 15 faster, 1 equal), 27,
 # 36 and 72 no faster than 18, and Ant's 16 1.10x faster than 8. 4 MiB: 19 HalfCheetahs, 17 Ants.
 LOCKSTEP_BYTES = 4 * 2**20
 _MISSING = object()  # an info key a member's step did not report
