@@ -35,6 +35,7 @@ import mujoco
 import numpy as np
 
 ENV_KERNELS = ("auto", "numba", "python")
+_TIME_ONLY = int(mujoco.mjtState.mjSTATE_TIME)  # mj_getState's signature for the clock alone
 
 
 class Region(NamedTuple):
@@ -45,8 +46,8 @@ class Region(NamedTuple):
     length: int
 
     def read(self, data: mujoco.MjData) -> np.ndarray:
-        """The values as a view (the Python path)."""
-        return self._checked(data).reshape(-1)[self.start : self.start + self.length]
+        """The values as a view (the Python path; checked once per env, with its addresses)."""
+        return getattr(data, self.field).reshape(-1)[self.start : self.start + self.length]
 
     def address(self, data: mujoco.MjData) -> int:
         """Where the values start in memory (the compiled path)."""
@@ -104,6 +105,11 @@ class Layout:
         """Lengths of the ``after`` regions, as the kernel takes them."""
         return np.array([r.length for r in self.after], dtype=np.int64)
 
+    @functools.cached_property
+    def widths(self) -> tuple[int, int]:
+        """Values read per env before and after the step."""
+        return int(self.before_lengths.sum()), int(self.after_lengths.sum())
+
 
 def step_physics(
     envs: Sequence[Any], actions: np.ndarray, layout: Layout, kernel: str = "python"
@@ -121,17 +127,18 @@ def step_physics(
     if np.shape(actions) != expected:
         raise ValueError(f"actions must have shape {expected} (envs, actuators), got {np.shape(actions)}")
     frame_skip = envs[0].frame_skip
+    rows = _address_rows(envs, layout)  # also checks the regions against each env's data, once per env
     if kernel == "numba":
         n = len(envs)
-        values_before = np.empty((n, int(layout.before_lengths.sum())))
-        values_after = np.empty((n, int(layout.after_lengths.sum())))
+        width_before, width_after = layout.widths
+        values_before, values_after = np.empty((n, width_before)), np.empty((n, width_after))
         starts, ends = np.empty(n), np.empty(n)
         functions = _compiled()
         functions.step(
             functions.mj_step,
             functions.mj_rne_post_constraint,
             functions.mj_get_state,
-            _addresses(envs, layout),
+            np.array(rows, dtype=np.uint64),
             np.ascontiguousarray(actions, dtype=np.float64),  # exact, as numpy's assignment to ctrl
             frame_skip,
             3,  # the first region's column in the addresses: after model, data, ctrl
@@ -141,7 +148,7 @@ def step_physics(
             values_after,
             starts,
             ends,
-            int(mujoco.mjtState.mjSTATE_TIME),  # mj_getState's signature for the clock alone
+            _TIME_ONLY,
         )
         return values_before, values_after, starts, ends
     starts = np.array([env.data.time for env in envs])
@@ -167,10 +174,11 @@ def _read(envs: Sequence[Any], regions: Sequence[Region]) -> np.ndarray:
 _ADDRESSES: weakref.WeakKeyDictionary[Any, tuple[Layout, Any, Any, list[int]]] = weakref.WeakKeyDictionary()
 
 
-def _addresses(envs: Sequence[Any], layout: Layout) -> np.ndarray:
-    """``(n, 3 + regions)`` addresses: each env's ``MjModel``, ``MjData``, ``ctrl`` and regions.
+def _address_rows(envs: Sequence[Any], layout: Layout) -> list[list[int]]:
+    """Per env, ``3 + regions`` addresses: its ``MjModel``, ``MjData``, ``ctrl`` and regions.
 
-    Cached per env for as long as it keeps its model, data and the layout.
+    Working them out checks the layout against the env (actuators, each region's bounds); cached per
+    env for as long as it keeps its model, data and the layout.
     """
     rows = []
     for env in envs:
@@ -183,7 +191,7 @@ def _addresses(envs: Sequence[Any], layout: Layout) -> np.ndarray:
             row = [model._address, data._address, *(r.address(data) for r in regions)]
             cache = _ADDRESSES[env] = (layout, model, data, row)
         rows.append(cache[3])
-    return np.array(rows, dtype=np.uint64)
+    return rows
 
 
 def _library_path() -> str | None:
