@@ -194,6 +194,17 @@ def _address_rows(envs: Sequence[Any], layout: Layout) -> list[list[int]]:
     return rows
 
 
+def mujoco_functions() -> np.ndarray:
+    """libmujoco's ``mj_step``, ``mj_rnePostConstraint`` and ``mj_getState`` addresses and the
+    ``mj_getState`` signature of the clock (uint64), for compiled callers; an error says why not."""
+    reason = _compiled_unavailable()
+    if reason is not None:
+        raise ValueError(f"compiled env steps are unavailable: {reason}")
+    functions = _compiled()
+    addresses = (functions.mj_step, functions.mj_rne_post_constraint, functions.mj_get_state, _TIME_ONLY)
+    return np.array(addresses, dtype=np.uint64)
+
+
 def _library_path() -> str | None:
     """The libmujoco the bindings load (it sits beside them in the ``mujoco`` package)."""
     folder = os.path.dirname(mujoco.__file__)

@@ -47,7 +47,7 @@ import math
 import numbers
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import mujoco
@@ -57,7 +57,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from hebb_envs._checks import check_bool, check_int
-from hebb_envs.batch_physics import Layout, Region, resolve_env_kernel, step_physics
+from hebb_envs.batch_physics import Layout, Region, mujoco_functions, resolve_env_kernel, step_physics
 from hebb_envs.morphology import (
     DamageLike,
     Morphology,
@@ -182,6 +182,18 @@ def _physics_diverged(data: mujoco.MjData, start: float, step_time: float) -> bo
     return start < 0.5 * step_time and bool(data.warning.number[_BAD_STATE].any())
 
 
+class StepProgram(NamedTuple):
+    """What the compiled env step (``hebb_envs._step_kernel.locomotion_step``) needs of one env: libmujoco's
+    functions, the env's addresses (model, data, arrays read and written), sizes and settings (their
+    columns are named in ``hebb_envs._step_kernel``). Valid for the body in use when it was made."""
+
+    functions: np.ndarray  # uint64
+    addresses: np.ndarray  # uint64
+    sizes: np.ndarray  # int64
+    settings: np.ndarray  # float64
+    obs_dim: int
+
+
 class _DamageMixin:
     """The body-swapping part shared by the damaged envs; mixed in before Gymnasium's env class."""
 
@@ -247,6 +259,67 @@ class _DamageMixin:
             for viewer in renderer._viewers.values():
                 viewer.model = model
         self._damage_name, self._damage_specs = name, specs
+
+    def step_program(self) -> StepProgram:
+        """This env, as a compiled caller steps it (see :class:`StepProgram`); build it again after a
+        reset or a body switch. Each compiled step equals :meth:`step` bit for bit (tested), but leaves
+        the env's episode counter alone: report the steps taken with :meth:`record_steps`."""
+        if self.render_mode == "human":
+            raise ValueError("compiled steps cannot render; use render_mode None or rgb_array")
+        model, data = self.model, self.data
+        for name in ("qpos", "qvel", "ctrl", "xpos", "cfrc_ext"):
+            array = getattr(data, name)
+            if array.dtype != np.float64 or not array.flags.c_contiguous:
+                raise ValueError(f"MjData.{name} is not a contiguous float64 array")
+        ant = self.robot == "ant"
+        main = self._main_body_id if ant else 0
+        addresses = [
+            model._address,
+            data._address,
+            data.ctrl.ctypes.data,
+            data.qpos.ctypes.data,
+            data.qvel.ctypes.data,
+            data.xpos.ctypes.data + 8 * 3 * main,
+            data.cfrc_ext.ctypes.data,
+            data.warning.number.ctypes.data,
+        ]
+        sizes = [
+            int(ant),
+            model.nq,
+            model.nv,
+            model.nu,
+            model.nbody,
+            self.frame_skip,
+            int(self._exclude_current_positions_from_observation),
+            int(ant and self._include_cfrc_ext_in_observation),
+            int(ant and self._terminate_when_unhealthy),
+            self._grace_steps,
+            *_BAD_STATE,
+        ]
+        low_z, high_z = self._healthy_z_range if ant else (0.0, 0.0)
+        low_force, high_force = self._contact_force_range if ant else (0.0, 0.0)
+        settings = [
+            self.model.opt.timestep * self.frame_skip,
+            self._forward_reward_weight,
+            self._ctrl_cost_weight,
+            self._healthy_reward if ant else 0.0,
+            self._contact_cost_weight if ant else 0.0,
+            low_z,
+            high_z,
+            low_force,
+            high_force,
+        ]
+        return StepProgram(
+            mujoco_functions(),
+            np.array(addresses, dtype=np.uint64),
+            np.array(sizes, dtype=np.int64),
+            np.array(settings, dtype=np.float64),
+            int(self.observation_space.shape[0]),
+        )
+
+    def record_steps(self, steps: int) -> None:
+        """Count ``steps`` that a compiled caller took (the grace period and ``_elapsed`` read it)."""
+        self._elapsed += int(steps)
 
     def render(self) -> Any:
         """Gymnasium's ``render``, with Triton loaded before the first OpenGL context (see

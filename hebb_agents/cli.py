@@ -93,6 +93,7 @@ TRAIN_OPTIONS = (
     "backend",
     "workers",
     "lockstep_size",
+    "compiled_episodes",
     "address",
     "seed",
     "checkpoint_every",
@@ -169,6 +170,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "members a worker steps together: auto (groups sized to the cache), all, or a number; same "
         "results either way (up to float rounding with a torch encoder)",
         type=lockstep_size,
+    )
+    option(
+        "--compiled-episodes",
+        "run each member's whole episode as one compiled call: faster on the hebb/ Ant and HalfCheetah "
+        "with a plain Hebbian policy (numba), but the forward pass rounds differently, so results differ",
+        shown="off",
+        action=argparse.BooleanOptionalAction,
     )
     option("--address", "Ray cluster address (ray backend)", shown="none")
     option("--seed", type=natural)

@@ -392,25 +392,22 @@ class HebbianNetwork:
 
     def _update_numba(self, activations: Sequence[np.ndarray]) -> None:
         acts = np.concatenate([np.asarray(a, self.dtype) for a in activations], axis=1)  # (P, units)
-        a, b, c, d = self._terms
-        max_abs = self.normalisation == "max_abs"
+        w, a, b, c, d, *rest = self.kernel_arguments()
+        _numba_kernels()(w, a, b, c, d, acts, *rest)
+
+    def kernel_arguments(self, member: int | None = None) -> tuple[Any, ...]:
+        """What the numba update (:func:`hebb_agents._plasticity_kernel.network_update`) takes besides
+        the activations: weights, the four rule terms (zeros for absent ones), the layer table and the
+        max-|w| scratch; every member's rows, or ``(1, num_synapses)`` rows of ``member`` (views, so
+        the update writes this network's weights)."""
+        rows = slice(None) if member is None else slice(member, member + 1)
+        w = self._w[rows]
+        terms = tuple(np.zeros_like(w) if t is None else t[rows] for t in self._terms)
         ints = self._sign_off.dtype
         top = np.zeros(1, self.dtype)  # one scratch value, seen as integer and as float (views made here,
         # per call, so a copied or unpickled network never holds views that no longer share memory)
-        _numba_kernels()(
-            self._w,
-            a,
-            b,
-            c,
-            d,
-            acts,
-            self._layer_table,
-            max_abs,
-            self._w.view(ints),
-            self._sign_off,
-            top.view(ints),
-            top,
-        )
+        max_abs = self.normalisation == "max_abs"
+        return (w, *terms, self._layer_table, max_abs, w.view(ints), self._sign_off, top.view(ints), top)
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """Forward pass then plastic update; returns the output activations ``(P, n_output)``."""

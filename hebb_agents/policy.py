@@ -268,6 +268,14 @@ class EvolvablePolicy(abc.ABC):
         actions = self.to_actions(out)
         return actions[0] if single else actions
 
+    @property
+    def action_mapping(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(centre, half_range, low, high)`` of a ``Box`` action space: :meth:`to_actions` maps an
+        output ``o`` to ``clip(centre + half_range * o, low, high)``."""
+        if not isinstance(self.action_space, gym.spaces.Box):
+            raise ValueError(f"action_mapping needs a Box action space, got {self.action_space}")
+        return self._action_centre, self._action_half, self._action_low, self._action_high
+
     def to_actions(self, out: np.ndarray) -> np.ndarray:
         """Map activated outputs ``(P, act_dim)`` to environment actions."""
         if isinstance(self.action_space, gym.spaces.Discrete):

@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 
+from hebb_agents import compiled_episodes
 from hebb_agents.policy import EvolvablePolicy, make_policy, member_rng
 
 EARLY_STOPS = ("none", "locomotion", "negative_reward")
@@ -70,6 +71,10 @@ class RolloutSpec:
     :param batch_envs: step a group's environments with one call when their class offers
         ``batch`` (the ``hebb/`` locomotion envs); results are identical either way, so ``False``
         only serves to measure what it saves.
+    :param compiled_episodes: run each member's whole episode as one compiled call (see
+        :mod:`hebb_agents.compiled_episodes`: the ``hebb/`` Ant and HalfCheetah with a plain Hebbian
+        policy; numba). Faster, but its forward pass rounds differently, so fitness values differ
+        from the default path's; off by default.
     """
 
     env_id: str
@@ -83,6 +88,7 @@ class RolloutSpec:
     paired_seeds: bool = True
     lockstep_size: int | str = "auto"
     batch_envs: bool = True
+    compiled_episodes: bool = False
 
     def __post_init__(self) -> None:
         if self.early_stop not in EARLY_STOPS:
@@ -90,6 +96,9 @@ class RolloutSpec:
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         self.lockstep_size = parse_lockstep_size(self.lockstep_size)
+        if self.compiled_episodes not in (True, False):  # bool, numpy bool, 0 or 1
+            raise ValueError(f"compiled_episodes must be true or false, got {self.compiled_episodes!r}")
+        self.compiled_episodes = bool(self.compiled_episodes)
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
 
@@ -267,6 +276,15 @@ class LockstepEvaluator:
         self._ensure_envs(1)
         check_episode_cap(self.envs[0], self._limits[0], spec.env_id)
         self.policy = build_policy(spec, self.envs[0])
+        if spec.compiled_episodes:
+            reasons = compiled_episodes.unsupported(
+                self.policy, self.envs[0], spec.fitness, spec.early_stop, self._steps[0]
+            )
+            if reasons:
+                raise ValueError(
+                    f"compiled_episodes cannot run {spec.policy} policies on {spec.env_id} here: "
+                    f"{'; '.join(reasons)} (see hebb_agents.compiled_episodes)"
+                )
 
     @property
     def num_params(self) -> int:
@@ -307,9 +325,8 @@ class LockstepEvaluator:
         for lo in range(0, population, group):
             members = slice(lo, lo + group)
             for episode in range(self.spec.episodes):
-                f, r, n, steps = self._episode(
-                    params[members], member_ids[members], seed, generation, episode
-                )
+                run = self._compiled_episodes if self.spec.compiled_episodes else self._episode
+                f, r, n, steps = run(params[members], member_ids[members], seed, generation, episode)
                 fitness[members] += f
                 returns[members] += r
                 lengths[members] += n
@@ -327,6 +344,49 @@ class LockstepEvaluator:
             size = LOCKSTEP_BYTES // (4 * max(1, self.num_params))
         return max(1, min(population, int(size)))
 
+    def _start(
+        self, params: np.ndarray, member_ids: np.ndarray, seed: int, generation: int, episode: int
+    ) -> list[int]:
+        """Load ``params`` into the policy and draw each member's initial weights; returns the
+        members' stream keys (an antithetic pair (2j, 2j + 1) shares one when paired_seeds is on)."""
+        keys = [int(m) // 2 if self.spec.paired_seeds else int(m) for m in member_ids]
+        weight_seeds = [
+            int(member_rng(seed, generation, key, episode, 1).integers(2**63 - 1)) for key in keys
+        ]
+        self.policy.set_params(params)
+        self.policy.reset(weight_seeds)
+        return keys
+
+    def _reset(self, env: gym.Env, key: int, seed: int, generation: int, episode: int) -> tuple:
+        """Reset ``env`` for the member of stream ``key``; returns its observation and start x."""
+        env_seed = int(member_rng(seed, generation, key, episode, 0).integers(2**31 - 1))
+        obs, info = env.reset(seed=env_seed)
+        if self.spec.fitness == "distance" and "x_position" not in info:
+            raise ValueError(
+                f"fitness 'distance' needs info['x_position'], which {self.spec.env_id} does not report; "
+                "use fitness 'return' or an info key"
+            )
+        return obs, info.get("x_position", 0.0)
+
+    def _compiled_episodes(
+        self, params: np.ndarray, member_ids: np.ndarray, seed: int, generation: int, episode: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """:meth:`_episode` as compiled episodes (see :mod:`hebb_agents.compiled_episodes`): one env,
+        one member after another."""
+        population = params.shape[0]
+        keys = self._start(params, member_ids, seed, generation, episode)
+        returns, lengths, fitness = np.zeros(population), np.zeros(population, np.int64), np.zeros(population)
+        env = self.envs[0]
+        for p, key in enumerate(keys):
+            obs, x_start = self._reset(env, key, seed, generation, episode)
+            total, x_last, steps, diverged = compiled_episodes.run_episode(
+                self.policy, p, env, obs, self._limits[0], self.spec.early_stop
+            )
+            returns[p], lengths[p] = total, steps
+            distance = x_last - x_start
+            fitness[p] = np.nan if diverged else (total if self.spec.fitness == "return" else distance)
+        return fitness, returns, lengths, int(lengths.sum())
+
     def _episode(
         self, params: np.ndarray, member_ids: np.ndarray, seed: int, generation: int, episode: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -334,25 +394,12 @@ class LockstepEvaluator:
         population = params.shape[0]
         self._ensure_envs(population)
         policy = self.policy
-        policy.set_params(params)
-        # An antithetic pair (2j, 2j + 1) draws from one stream key when paired_seeds is on.
-        keys = [int(m) // 2 if spec.paired_seeds else int(m) for m in member_ids]
-        weight_seeds = [
-            int(member_rng(seed, generation, key, episode, 1).integers(2**63 - 1)) for key in keys
-        ]
-        policy.reset(weight_seeds)
+        keys = self._start(params, member_ids, seed, generation, episode)
         obs = []
         x_start = [0.0] * population
         for p, key in enumerate(keys):
-            env_seed = int(member_rng(seed, generation, key, episode, 0).integers(2**31 - 1))
-            o, info = self.envs[p].reset(seed=env_seed)
+            o, x_start[p] = self._reset(self.envs[p], key, seed, generation, episode)
             obs.append(o)
-            if spec.fitness == "distance" and "x_position" not in info:
-                raise ValueError(
-                    f"fitness 'distance' needs info['x_position'], which {spec.env_id} does not report; "
-                    "use fitness 'return' or an info key"
-                )
-            x_start[p] = info.get("x_position", 0.0)
         # Per-member state: arrays indexed by member; the policy's rows hold the members in row_member.
         obs_rows = np.stack(obs)  # (rows, obs_dim): observation of the member held by each policy row
         returns = np.zeros(population)

@@ -145,6 +145,9 @@ class TrainConfig:
     :param workers: worker count for ``process`` / ``ray`` (``None``: all cores).
     :param lockstep_size: members a worker steps together (``auto``, ``all`` or a number, see
         :class:`~hebb_agents.rollout.RolloutSpec`); does not change results without an encoder.
+    :param compiled_episodes: run each member's whole episode as one compiled call (see
+        :mod:`hebb_agents.compiled_episodes`): faster, but its forward pass rounds differently, so
+        results differ from the default path's.
     :param ray_address: address of a running Ray cluster (``ray`` backend only).
     :param seed: fixes ES noise, initial coefficients, weight draws and environment resets.
     :param checkpoint_every: save ``checkpoint.npz`` every this many generations (and at the end).
@@ -172,6 +175,7 @@ class TrainConfig:
     backend: str = "process"
     workers: int | None = None
     lockstep_size: int | str = "auto"
+    compiled_episodes: bool = False
     ray_address: str | None = None
     seed: int = 0
     checkpoint_every: int = 10
@@ -197,9 +201,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a dict (a JSON object), got {given!r}") from None
         if not isinstance(self.env_id, str):
             raise ValueError(f"env_id must be a string, got {self.env_id!r}")
-        if self.tensorboard not in (True, False):  # bool, numpy bool, 0 or 1
-            raise ValueError(f"tensorboard must be true or false, got {self.tensorboard!r}")
-        self.tensorboard = bool(self.tensorboard)
+        for name in ("tensorboard", "compiled_episodes"):
+            if getattr(self, name) not in (True, False):  # bool, numpy bool, 0 or 1
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            setattr(self, name, bool(getattr(self, name)))
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; accepted: {', '.join(BACKENDS)}")
         if self.generations < 0:
@@ -247,6 +252,7 @@ class TrainConfig:
             fitness=self.fitness,
             early_stop=self.early_stop,
             lockstep_size=self.lockstep_size,
+            compiled_episodes=self.compiled_episodes,
         )
 
     @classmethod

@@ -14,7 +14,9 @@ in this run:
 - gymnasium: one environment's ``env.step`` with random actions (the env's own Python per step);
 - ES: full generations (candidates from seeds -> lockstep rollouts on persistent workers ->
   ``OpenES.tell``) with 1 and 2 worker processes, per kernel, lockstep group size and env batching
-  (``--env-batching on,off``: one batched env call per step, or each env in turn); env-steps/s,
+  (``--env-batching on,off``: one batched env call per step, or each env in turn) and, with
+  ``--compiled-episodes off,on``, also with each member's whole episode as one compiled call
+  (:mod:`hebb_agents.compiled_episodes`; it rounds the forward pass differently); env-steps/s,
   the ES bookkeeping's share of the generation (candidates and ``tell`` in the driver, whose
   noise is drawn while the workers run, as ``hebb train`` does, plus the workers' rebuild of
   their candidates from the seeds, timed again for the largest slice), and the
@@ -256,6 +258,7 @@ def es_run(
     policy: str = "hebbian",
     lockstep_size: int | str = "auto",
     batch_envs: bool = True,
+    compiled_episodes: bool = False,
 ) -> dict:
     """Run warm-up + timed ES generations; env-steps/s, ES share, mean episode length."""
     os.environ["HEBB_KERNEL"] = kernel  # spawned workers read it when they build their network
@@ -265,6 +268,7 @@ def es_run(
         policy=policy,
         lockstep_size=lockstep_size,
         batch_envs=batch_envs,
+        compiled_episodes=compiled_episodes,
     )
     probe = LockstepEvaluator(spec)
     init = probe.policy.initial_params(np.random.default_rng(0))
@@ -453,6 +457,12 @@ def main() -> None:
         "where the env class offers it, or each env in turn; 'on,off' measures what batching saves",
     )
     parser.add_argument(
+        "--compiled-episodes",
+        default="off",
+        help="comma list of off, on (RolloutSpec.compiled_episodes): run each member's whole episode as "
+        "one compiled call (Hebbian policies on the hebb/ Ant and HalfCheetah; numba kernel rows only)",
+    )
+    parser.add_argument(
         "--replay-members", type=int, default=16, help="members whose episodes are replayed on raw mj_step"
     )
     parser.add_argument("--ref-steps", type=int, default=300, help="steps timed for the reference-style loop")
@@ -475,6 +485,11 @@ def main() -> None:
         if value not in ("on", "off"):
             parser.error(f"--env-batching takes a comma list of on, off; got {value!r}")
         batchings.append(value == "on")
+    compilings = []
+    for value in args.compiled_episodes.split(","):
+        if value not in ("on", "off"):
+            parser.error(f"--compiled-episodes takes a comma list of off, on; got {value!r}")
+        compilings.append(value == "on")
     print(
         f"popsize {args.popsize}, episodes capped at {args.episode_steps} steps, {args.generations} timed "
         f"generations after one warm-up; {os.cpu_count()} CPUs visible\n"
@@ -501,13 +516,20 @@ def main() -> None:
                 flush=True,
             )
         runs: dict[tuple[str, int], dict] = {}
-        rows = [(kernel, "hebbian", g, b) for kernel in kernels for g in groups for b in batchings]
-        rows += [("numpy", "static", "auto", b) for b in batchings] if args.static else []
-        for kernel, policy, group, batched in rows:
-            label = f"{policy}/{kernel}/lockstep {group}/{batched}"
-            envs = "batched" if batched else "per-env"
+        rows = [
+            (kernel, "hebbian", g, b, c)
+            for kernel in kernels
+            for c in compilings
+            for g in (groups if not c else ["auto"])  # compiled episodes run one member at a time
+            for b in (batchings if not c else [True])
+            if not c or kernel == "numba"
+        ]
+        rows += [("numpy", "static", "auto", b, False) for b in batchings] if args.static else []
+        for kernel, policy, group, batched, compiled in rows:
+            label = f"{policy}/{kernel}/lockstep {group}/{batched}/{compiled}"
+            envs = "compiled" if compiled else "batched" if batched else "per-env"
             for count in workers:
-                run = es_run(env_id, count, kernel, args, policy, group, batched)
+                run = es_run(env_id, count, kernel, args, policy, group, batched, compiled)
                 runs[(label, count)] = run
                 speedup = ""
                 first = runs.get((label, workers[0]))
@@ -522,7 +544,7 @@ def main() -> None:
                         f", {run['cpu_rate'] / adjacent:.2f}x replayed (replay then {adjacent:.0f}/s)"
                     )
                 print(
-                    f"ES {policy:<7} {kernel:<5} lockstep {run['group']:<8} {envs:<7} {count:>2} worker(s): "
+                    f"ES {policy:<7} {kernel:<5} lockstep {run['group']:<8} {envs:<8} {count:>2} worker(s): "
                     f"{run['cpu_rate']:7.0f} steps/s  "
                     f"{run['cpu_rate'] / physics:.2f}x raw{versus_replay} per core "
                     f"(wall {run['rate']:.0f} steps/s{speedup}; "
