@@ -12,6 +12,8 @@ the environment class can step a batch of its envs itself (``cls.batch(envs)``, 
 locomotion envs do, see :class:`hebb_envs.locomotion.EnvBatch`), one call steps every running
 member, with the same results; otherwise each member's env is stepped in turn. Per-member
 bookkeeping (returns, lengths, early stopping) is array arithmetic over the running members.
+With ``compiled_episodes`` (opt-in; other rounding, see :mod:`hebb_agents.compiled_episodes`) each
+member's whole episode runs as one compiled call instead, one member after another.
 """
 
 from __future__ import annotations
