@@ -7,11 +7,38 @@ modules (the plastic update, the env step), so every process compiles it once, o
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
 from hebb_agents._plasticity_kernel import network_update
 from hebb_envs._step_kernel import locomotion_step
+
+
+@numba.njit(inline="always", error_model="numpy")
+def tanh(x):  # pragma: no cover - compiled
+    """float32 ``tanh`` computed in float64 with no library call, so that a loop of it vectorises
+    (libm's ``tanhf`` is a call per value, 17-27 ns here). ``exp(-2|x|)`` is ``exp(r) ** 32`` for
+    ``r = -2|x| / 32`` in ``[-0.625, 0]``, from its Taylor polynomial of degree 12 (relative error
+    about 1e-11 at worst, after the five squarings), then ``(1 - e) / (1 + e)``; below 0.01 the odd
+    series. Both are far inside float32's precision: rounded to float32 they matched the correctly
+    rounded value for every one of 1.1M inputs (tested). NaN stays NaN; the sign of zero is kept."""
+    a = abs(np.float64(x))
+    r = -2.0 * min(a, 10.0) / 32.0  # tanh(10) is 1 in float32
+    e = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
+        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
+            1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600))))))))))))  # fmt: skip
+    e = e * e
+    e = e * e
+    e = e * e
+    e = e * e
+    e = e * e
+    a2 = a * a
+    series = a * (1.0 + a2 * (-1.0 / 3 + a2 * (2.0 / 15 + a2 * (-17.0 / 315))))
+    t = series if a < 0.01 else (1.0 - e) / (1.0 + e)
+    t = a if a != a else t  # NaN in, NaN out
+    return np.float32(math.copysign(t, np.float64(x)))
 
 
 @numba.njit(error_model="numpy")
@@ -78,7 +105,7 @@ def run_episode(
                 for j in range(n_out):
                     post[j] += oi * weights[j]
             for j in range(n_out):
-                acts[0, post_start + j] = np.tanh(post[j])
+                acts[0, post_start + j] = tanh(post[j])
         finite = True
         for j in range(n_act):
             out = acts[0, last_post + j]

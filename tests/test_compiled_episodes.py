@@ -76,6 +76,44 @@ def test_a_compiled_step_whose_physics_diverged_terminates(cls, tmp_path, monkey
     assert next(_compiled_steps(env, zero, 0))[4] is True
 
 
+def test_the_compiled_tanh_is_correctly_rounded_float32_tanh():
+    from hebb_agents._episode_kernel import tanh
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            rng.uniform(-3, 3, 400_000),
+            rng.standard_normal(400_000) * 0.01,
+            rng.uniform(-20, 20, 200_000),
+            rng.standard_normal(100_000) * 1e-6,
+            [0.0, 9.0, 9.1, 10.0, 1e-30, 0.0099999, 0.01, 0.010001, np.inf, 1e30],
+        ]
+    ).astype(np.float32)
+    x = np.concatenate([x, -x])
+    want = np.tanh(x.astype(np.float64)).astype(np.float32)
+    got = np.array([tanh(value) for value in x[:2000]] + [tanh(value) for value in x[-2000:]])
+    np.testing.assert_array_equal(got, np.concatenate([want[:2000], want[-2000:]]))
+    compiled = _vector_tanh(x)
+    np.testing.assert_array_equal(compiled, want)
+    np.testing.assert_array_equal(np.signbit(_vector_tanh(np.float32([0.0, -0.0]))), [False, True])
+    assert np.isnan(_vector_tanh(np.float32([np.nan, -np.nan]))).all()
+
+
+def _vector_tanh(x):
+    import numba
+
+    from hebb_agents._episode_kernel import tanh
+
+    @numba.njit(error_model="numpy")
+    def apply(values, out):
+        for k in range(values.shape[0]):
+            out[k] = tanh(values[k])
+
+    out = np.empty_like(x)
+    apply(x, out)
+    return out
+
+
 def _evaluators(**spec):
     spec = {"env_id": CHEETAH, "policy_config": {"hidden": [16, 8]}, **spec}
     compiled = LockstepEvaluator(RolloutSpec(**spec, compiled_episodes=True))
