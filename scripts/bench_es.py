@@ -316,7 +316,12 @@ def _listed(values: np.ndarray) -> str:
 
 
 def paired_scaling(
-    env_id: str, workers: list[int], kernel: str, rounds: int, args: argparse.Namespace
+    env_id: str,
+    workers: list[int],
+    kernel: str,
+    rounds: int,
+    args: argparse.Namespace,
+    compiled: bool = False,
 ) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
     """Worker speed-ups measured in turns on identical work, with the machine's ceiling beside them.
 
@@ -327,9 +332,10 @@ def paired_scaling(
     ratio from two runs minutes apart carries the machine's drift (up to 2x here); ratios within a
     round are seconds apart.
     Returns, per worker count (the first left out), the ES and the physics ratios of every round.
+    ``compiled``: the rollouts run as compiled episodes.
     """
     os.environ["HEBB_KERNEL"] = kernel
-    spec = RolloutSpec(env_id=env_id, max_steps=args.episode_steps)
+    spec = RolloutSpec(env_id=env_id, max_steps=args.episode_steps, compiled_episodes=compiled)
     probe = LockstepEvaluator(spec)
     init = probe.policy.initial_params(np.random.default_rng(0))
     candidates = Candidates.from_es(OpenES(probe.num_params, popsize=args.popsize, seed=0, init=init))
@@ -360,9 +366,10 @@ def paired_scaling(
     return es_ratios, physics_ratios
 
 
-def memory_run(env_id: str, args: argparse.Namespace) -> list[float]:
-    """RSS (driver + workers, MiB) after each of many small generations."""
-    spec = RolloutSpec(env_id=env_id, max_steps=args.memory_steps)
+def memory_run(env_id: str, args: argparse.Namespace, compiled: bool = False) -> list[float]:
+    """RSS (driver + workers, MiB) after each of many small generations (``compiled``: as compiled
+    episodes)."""
+    spec = RolloutSpec(env_id=env_id, max_steps=args.memory_steps, compiled_episodes=compiled)
     probe = LockstepEvaluator(spec)
     es = OpenES(probe.num_params, popsize=args.memory_popsize, seed=0)
     trace = []
@@ -460,7 +467,8 @@ def main() -> None:
         "--compiled-episodes",
         default="off",
         help="comma list of off, on (RolloutSpec.compiled_episodes): run each member's whole episode as "
-        "one compiled call (Hebbian policies on the hebb/ Ant and HalfCheetah; numba kernel rows only)",
+        "one compiled call (Hebbian policies on the hebb/ Ant and HalfCheetah; numba kernel rows only); "
+        "the paired scaling and the memory run take the last value",
     )
     parser.add_argument(
         "--replay-members", type=int, default=16, help="members whose episodes are replayed on raw mj_step"
@@ -566,10 +574,14 @@ def main() -> None:
         print(f"best {workers[0]}-worker ES vs reference-style loop: {best / ref_rate:.1f}x", flush=True)
         if args.paired_rounds and len(workers) > 1:
             kernel = "numba" if "numba" in kernels else kernels[0]
-            es_ratios, physics_ratios = paired_scaling(env_id, workers, kernel, args.paired_rounds, args)
+            compiled = compilings[-1] and kernel == "numba"
+            es_ratios, physics_ratios = paired_scaling(
+                env_id, workers, kernel, args.paired_rounds, args, compiled
+            )
+            how = "compiled episodes" if compiled else "lockstep auto, batched"
             print(
-                f"paired scaling ({kernel}, lockstep auto, batched; {args.paired_rounds} rounds, each the "
-                "same generation on every worker count in turn and back, then the physics ceiling):"
+                f"paired scaling ({kernel}, {how}; {args.paired_rounds} rounds, each the same generation "
+                "on every worker count in turn and back, then the physics ceiling):"
             )
             for count in workers[1:]:
                 ours, ceiling = np.array(es_ratios[count]), np.array(physics_ratios[count])
@@ -585,12 +597,14 @@ def main() -> None:
 
     if args.memory_generations:
         env_id = resolve_env(args.envs.split(",")[0])
-        trace = memory_run(env_id, args)
+        compiled = compilings[-1] and importlib.util.find_spec("numba") is not None
+        trace = memory_run(env_id, args, compiled)
         last = len(trace) - 1
         marks = sorted({0, *range(9, last, 10), last})
+        how = ", compiled episodes" if compiled else ""
         print(
             f"memory, {env_id}, {args.memory_generations} generations of popsize {args.memory_popsize} x "
-            f"{args.memory_steps} steps, 2 workers, RSS driver + workers:"
+            f"{args.memory_steps} steps, 2 workers{how}, RSS driver + workers:"
         )
         print("  " + ", ".join(f"gen {g + 1}: {trace[g]:.1f} MiB" for g in marks))
         first = 9 if last > 9 else 0  # from generation 10 (start-up done), or from 1 in short runs
