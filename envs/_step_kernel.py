@@ -1,5 +1,8 @@
 """One damaged-locomotion env step as a compiled function (imported only where numba is installed).
 
+Not cached on disk: numba's cache would not notice a change in the intrinsics it takes from
+:mod:`hebb_envs._physics_kernel`; its callers compile it with themselves, once per process.
+
 :func:`locomotion_step` is ``HalfCheetahDamageEnv.step`` / ``AntDamageEnv.step`` for a compiled caller
 (a whole episode in one call, see :mod:`hebb_agents.compiled_episodes`): the same libmujoco calls as
 :mod:`hebb_envs._physics_kernel`, then the observation, reward and termination with the same
@@ -21,7 +24,8 @@ from hebb_envs._physics_kernel import _call_get_state, _call_with_model_and_data
 MODEL, DATA, CTRL, QPOS, QVEL, MAIN_XPOS, CFRC_EXT, WARNINGS = range(8)
 # StepProgram.sizes columns
 ROBOT, NQ, NV, NU, NBODY, FRAME_SKIP, EXCLUDE_POSITIONS, CONTACT_OBS, TERMINATE, GRACE = range(10)
-BAD0 = 10  # then the indices of MuJoCo's three bad-state warnings
+FLOAT32_CTRL_COST = 10  # 1 where numpy multiplies a Python float and a float32 in float32 (NumPy 2)
+BAD0 = 11  # then the indices of MuJoCo's three bad-state warnings
 # StepProgram.settings columns
 STEP_TIME, FORWARD_WEIGHT, CTRL_WEIGHT, HEALTHY_REWARD, CONTACT_WEIGHT = range(5)
 MIN_Z, MAX_Z, FORCE_LOW, FORCE_HIGH = range(5, 9)
@@ -42,7 +46,7 @@ def _int32_at(typingctx, address):  # pragma: no cover - compiled
     return types.int32(address), codegen
 
 
-@numba.njit(cache=True)
+@numba.njit
 def pairwise_sum(values):  # pragma: no cover - compiled
     """``values.sum()`` in numpy's order (pairwise: eight running sums per block of at most 128)."""
     n = values.shape[0]
@@ -75,13 +79,13 @@ def pairwise_sum(values):  # pragma: no cover - compiled
     return pairwise_sum(values[:half]) + pairwise_sum(values[half:])
 
 
-@numba.njit(cache=True)
+@numba.njit
 def _clock(functions, model, data, scratch):  # pragma: no cover - compiled
     _call_get_state(functions[MJ_GET_STATE], model, data, scratch.ctypes.data, functions[TIME_ONLY])
     return scratch[0]
 
 
-@numba.njit(cache=True)
+@numba.njit
 def locomotion_step(functions, addresses, sizes, settings, action, obs, elapsed, scratch):  # pragma: no cover
     """Step one env with ``action`` (float32, its action space's dtype); writes the observation into
     ``obs`` and returns ``(reward, x_velocity, x_position, terminated)``.
@@ -113,7 +117,10 @@ def locomotion_step(functions, addresses, sizes, settings, action, obs, elapsed,
             if _int32_at(addresses[WARNINGS] + 8 * sizes[BAD0 + k]) != 0:
                 diverged = True
     ctrl_squares = pairwise_sum(action * action)  # float32, as np.square(action).sum()
-    ctrl_cost = np.float32(settings[CTRL_WEIGHT]) * ctrl_squares  # NumPy 2: a Python float beside float32
+    if sizes[FLOAT32_CTRL_COST]:  # the weight is a Python float, the sum a float32: as numpy promotes
+        ctrl_cost = np.float64(np.float32(settings[CTRL_WEIGHT]) * ctrl_squares)
+    else:
+        ctrl_cost = settings[CTRL_WEIGHT] * np.float64(ctrl_squares)
     skip = 1 if sizes[EXCLUDE_POSITIONS] else 0
     if robot == CHEETAH:
         x_velocity = (qpos[0] - x_before) / step_time

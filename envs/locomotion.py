@@ -294,6 +294,7 @@ class _DamageMixin:
             int(ant and self._include_cfrc_ext_in_observation),
             int(ant and self._terminate_when_unhealthy),
             self._grace_steps,
+            int((np.float32(1.0) * 0.5).dtype == np.float32),  # NumPy 2's promotion (float32), or 1's
             *_BAD_STATE,
         ]
         low_z, high_z = self._healthy_z_range if ant else (0.0, 0.0)

@@ -7,8 +7,9 @@ member's whole episode: forward pass, plastic update, env step (:mod:`hebb_envs.
 return and early stopping, one member after another, so a member's weights and rule terms stay in
 cache for its whole episode.
 
-What changes: the forward pass. numba's float32 ``tanh`` and a sequential sum differ from numpy's
-``tanh`` and BLAS's ``matmul`` in the last bit for some inputs, so episodes follow another rounding
+What changes: the forward pass. A sequential sum and a correctly rounded ``tanh`` (computed in
+float64, see :func:`hebb_agents._episode_kernel.tanh`) differ from BLAS's ``matmul`` and numpy's
+float32 ``tanh`` in the last bit for some inputs, so episodes follow another rounding
 of the same policy, and fitness values differ from the lockstep path's (chaotically, over long
 episodes). Everything else is the lockstep path's arithmetic: the plastic update is the same kernel,
 each env step equals the env's own ``step`` bit for bit, and the same seeds give the same initial
@@ -28,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from hebb_agents.policy import EvolvablePolicy, HebbianPolicy
+from hebb_envs.batch_physics import mujoco_functions
+from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
 
 FITNESSES = ("return", "distance")
 EARLY_STOPS = ("none", "locomotion")
@@ -39,8 +42,14 @@ def unsupported(policy: EvolvablePolicy, env: Any, fitness: str, early_stop: str
     reasons = []
     if importlib.util.find_spec("numba") is None:
         reasons.append("numba is not installed (pip install 'hebb-agents[fast]')")
+    else:
+        try:  # libmujoco found, numba able to compile: found out here, not inside a worker
+            mujoco_functions()
+            import hebb_agents._episode_kernel  # noqa: F401
+        except Exception as error:
+            reasons.append(f"{type(error).__name__}: {error}")
     inner = env.unwrapped
-    if not callable(getattr(inner, "step_program", None)):
+    if type(inner) not in (AntDamageEnv, HalfCheetahDamageEnv):  # subclasses may step otherwise
         accepted = "the hebb/ AntDamage and HalfCheetahDamage envs"
         reasons.append(f"env {type(inner).__name__} (accepted: {accepted})")
     elif step != inner.step:
@@ -78,6 +87,8 @@ def run_episode(
     from hebb_agents._episode_kernel import run_episode as kernel
 
     program = env.unwrapped.step_program()
+    if np.shape(obs) != (program.obs_dim,):  # the kernel writes observations of this length
+        raise ValueError(f"expected an observation of shape ({program.obs_dim},), got {np.shape(obs)}")
     net = policy.network
     arguments = net.kernel_arguments(member)
     acts = np.zeros((1, sum(net.layer_sizes)), np.float32)

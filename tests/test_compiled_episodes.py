@@ -125,19 +125,45 @@ def _params(evaluator, population, scale=0.3):
     return (draws * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("fitness", ["return", "distance"])
-def test_short_compiled_episodes_agree_with_the_lockstep_rollout(fitness):
+@pytest.mark.parametrize(
+    ("fitness", "settings"),
+    [
+        ("return", {}),
+        ("distance", {}),
+        ("distance", {"policy_config": {"hidden": [8], "bias": True}}),
+        ("distance", {"policy_config": {"hidden": [8], "sharing": "per_post", "rule": "A"}}),
+        ("return", {"policy_config": {"hidden": [8], "init": "coevolved", "rule": "ABC"}, "episodes": 2}),
+        ("return", {"policy_config": {"hidden": [8], "normalisation": "none"}, "paired_seeds": False}),
+        (
+            "distance",
+            {"env_id": "hebb/AntDamage-v0", "env_kwargs": {"use_contact_forces": True, "damage": "all"}},
+        ),
+    ],
+)
+def test_short_compiled_episodes_agree_with_the_lockstep_rollout(fitness, settings):
     """Same seeds, bodies, start states and initial weights; only the forward pass rounds otherwise,
     so short episodes agree to float32 precision (long ones drift apart, as chaotic dynamics do)."""
-    lockstep, compiled = _evaluators(max_steps=6, fitness=fitness, env_kwargs={"damage": "all"})
+    settings = {"env_kwargs": {"damage": "all"}, **settings}
+    lockstep, compiled = _evaluators(max_steps=6, fitness=fitness, **settings)
     params = _params(lockstep, 6)
     want = lockstep.evaluate(params, np.arange(6), seed=3, generation=2)
     got = compiled.evaluate(params, np.arange(6), seed=3, generation=2)
     np.testing.assert_allclose(got.fitness, want.fitness, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got.returns, want.returns, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(got.lengths, want.lengths)
-    assert got.env_steps == want.env_steps == 36
-    assert np.ptp(got.fitness) > 1e-3  # the members differ: a real comparison
+    assert got.env_steps == want.env_steps == 36 * settings.get("episodes", 1)
+    assert np.ptp(got.fitness) > 1e-4  # the members differ: a real comparison
+
+
+def test_compiled_episodes_stop_early_by_the_locomotion_rule():
+    """After step 200, a streak of 30 or more steps without forward progress ends an episode (the
+    streak counts from the start, so the first stop can come at step 201)."""
+    _, compiled = _evaluators(max_steps=400, early_stop="locomotion", fitness="return")
+    lengths = compiled.evaluate(_params(compiled, 8), np.arange(8), seed=0, generation=0).lengths
+    stopped = lengths[lengths < 400]
+    assert stopped.size and (stopped >= 201).all(), lengths
+    _, never = _evaluators(max_steps=400, early_stop="none", fitness="return")
+    np.testing.assert_array_equal(never.evaluate(_params(never, 8), np.arange(8), 0, 0).lengths, 400)
 
 
 def test_compiled_episodes_do_not_depend_on_how_the_population_is_split():
@@ -190,6 +216,30 @@ def test_settings_compiled_episodes_cannot_run_are_refused_by_name(spec, says):
     settings = {"env_id": CHEETAH, "compiled_episodes": True, **spec}
     with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)")):
         LockstepEvaluator(RolloutSpec(**settings))
+
+
+class _CustomCheetah(HalfCheetahDamageEnv):
+    """A subclass may step otherwise: the compiled step would not be its step."""
+
+
+def test_wrapped_and_subclassed_envs_are_refused(monkeypatch):
+    import gymnasium as gym
+
+    wrapped = gym.wrappers.RecordEpisodeStatistics
+    gym.register("test/WrappedCheetah-v0", lambda **kw: wrapped(HalfCheetahDamageEnv(**kw)))
+    gym.register("test/CustomCheetah-v0", lambda **kw: _CustomCheetah(**kw))
+    try:
+        with pytest.raises(ValueError, match="wrappers beyond gym.make's own"):
+            LockstepEvaluator(RolloutSpec("test/WrappedCheetah-v0", compiled_episodes=True))
+        with pytest.raises(ValueError, match="env _CustomCheetah"):
+            LockstepEvaluator(RolloutSpec("test/CustomCheetah-v0", compiled_episodes=True))
+    finally:
+        del gym.registry["test/WrappedCheetah-v0"], gym.registry["test/CustomCheetah-v0"]
+    from hebb_envs import batch_physics
+
+    monkeypatch.setattr(batch_physics, "_compiled_unavailable", lambda: "no libmujoco found here")
+    with pytest.raises(ValueError, match="compiled env steps are unavailable: no libmujoco found here"):
+        LockstepEvaluator(RolloutSpec(CHEETAH, compiled_episodes=True))
 
 
 def test_a_training_run_with_compiled_episodes_saves_and_resumes_the_setting(tmp_path):
