@@ -29,8 +29,6 @@ from typing import Any
 import numpy as np
 
 from hebb_agents.policy import EvolvablePolicy, HebbianPolicy
-from hebb_envs.batch_physics import mujoco_functions
-from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
 
 FITNESSES = ("return", "distance")
 EARLY_STOPS = ("none", "locomotion")
@@ -39,6 +37,11 @@ EARLY_STOPS = ("none", "locomotion")
 def unsupported(policy: EvolvablePolicy, env: Any, fitness: str, early_stop: str, step: Any) -> list[str]:
     """What keeps ``policy`` on ``env`` (``gym.make``'s env; ``step``: the step beneath its bookkeeping
     wrappers) from running as compiled episodes: empty when nothing does."""
+    # imported here, not with the module: the package imports it, and needs no MuJoCo for Gymnasium's
+    # own envs (nor a MUJOCO_GL that MuJoCo can load)
+    from hebb_envs.batch_physics import mujoco_functions
+    from hebb_envs.locomotion import AntDamageEnv, HalfCheetahDamageEnv
+
     reasons = []
     if importlib.util.find_spec("numba") is None:
         reasons.append("numba is not installed (pip install 'hebb-agents[fast]')")
