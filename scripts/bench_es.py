@@ -301,13 +301,16 @@ def es_run(
             rebuild = time.perf_counter() - rebuilt
             eval_time += evaluated - asked - rebuild
             es_time += (asked - start) + (told - evaluated) + rebuild
+    group = f"{lockstep_size}={probe.group_size(-(-args.popsize // workers))}"
+    if compiled_episodes:
+        group = "-"  # member after member: no lockstep group
     return {
         "rate": steps / (eval_time + es_time),
         "cpu_rate": steps / cpu_time,
         "es_share": es_time / (eval_time + es_time),
         "mean_length": lengths / args.generations,
         "num_params": probe.num_params,
-        "group": f"{lockstep_size}={probe.group_size(-(-args.popsize // workers))}",
+        "group": group,
     }
 
 
