@@ -14,18 +14,28 @@ Two ways to say what to evaluate:
   sigma and the generation's noise seed (``n`` floats plus three numbers); each worker rebuilds
   its own candidates as :func:`hebb_agents.es.candidate` does, bit-identical to ``OpenES.ask()``,
   so the noise of a generation is drawn in parallel and never crosses a pipe.
+
+The ``process`` backend can also take the noise off its workers' path: :meth:`Backend.share_noise`
+draws the next generation's noise rows (the driver does it while the workers evaluate this
+generation, see :func:`hebb_agents.trainer.noise_drawn_meanwhile`) into a file of this machine's
+temporary folder that the workers map and read instead of drawing (the same values, from the same
+seeds); ``tell`` uses the same rows. A worker that cannot read the file draws the rows itself.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +66,8 @@ class Candidates:
     :param noise_seed: the generation's noise seed (``OpenES.generation_seed``).
     :param popsize: number of candidates.
     :param antithetic: candidates ``2j`` and ``2j + 1`` share noise row ``j`` with opposite signs.
+    :param noise_file: a ``.npy`` file on this machine holding the generation's noise rows (drawn by
+        the driver, see :meth:`Backend.share_noise`), read instead of drawing them; ``None``: draw.
     """
 
     mean: np.ndarray
@@ -63,6 +75,7 @@ class Candidates:
     noise_seed: int
     popsize: int
     antithetic: bool = True
+    noise_file: str | None = None
 
     def __post_init__(self) -> None:
         if np.ndim(self.mean) != 1:
@@ -83,13 +96,17 @@ class Candidates:
         """
         mean = np.asarray(self.mean)
         out = np.empty((len(indices), mean.shape[0]), mean.dtype)  # (len(indices), num_params)
+        shared = self._shared_noise(mean)
         drawn, scaled = -1, mean  # noise row held in `scaled` (sigma * eps), none yet
         for row, index in enumerate(indices):
             if not 0 <= index < self.popsize:
                 raise ValueError(f"candidate index must be in [0, {self.popsize}), got {index}")
             noise, sign = candidate_noise_index(int(index), self.antithetic)
             if noise != drawn:
-                eps = noise_row(self.noise_seed, noise, mean.shape[0], mean.dtype)  # (num_params,)
+                if shared is not None:
+                    eps = shared[noise]
+                else:
+                    eps = noise_row(self.noise_seed, noise, mean.shape[0], mean.dtype)  # (num_params,)
                 scaled = np.asarray(self.sigma, dtype=mean.dtype) * eps
                 drawn = noise
             if sign > 0:
@@ -97,6 +114,19 @@ class Candidates:
             else:
                 np.subtract(mean, scaled, out=out[row])
         return out
+
+    def _shared_noise(self, mean: np.ndarray) -> np.ndarray | None:
+        """The noise rows of :attr:`noise_file` (memory-mapped), or None where they cannot be read."""
+        if self.noise_file is None:
+            return None
+        rows = self.popsize // 2 if self.antithetic else self.popsize
+        try:
+            shared = np.load(self.noise_file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):  # gone or unreadable: draw instead (the same values)
+            return None
+        if shared.shape != (rows, mean.shape[0]) or shared.dtype != mean.dtype:
+            return None
+        return shared
 
 
 class WorkersLost(RuntimeError):
@@ -121,6 +151,11 @@ class Backend(abc.ABC):
         rebuild their own rows from the seed.
         """
         return self.evaluate(candidates.rows(np.arange(candidates.popsize)), seed, generation)
+
+    def share_noise(self, es: Any) -> None:  # noqa: B027 (an optional hook)
+        """Draw ``es``'s next generation's noise where this backend's workers can read it (see the
+        module docstring), and keep it in ``es`` for that generation; backends that cannot share it
+        do nothing (their workers draw their own rows)."""
 
     def close(self) -> None:  # noqa: B027 (an optional hook: the serial backend holds nothing)
         """Release workers."""
@@ -190,6 +225,7 @@ class ProcessBackend(Backend):
         self.max_retries = max_retries
         self._ctx = mp.get_context("spawn")
         self._workers: list[tuple[Any, Connection] | None] = [None] * self.num_workers
+        self._noise_folder: Path | None = None  # files of noise drawn by share_noise, by seed
         try:
             for index in range(self.num_workers):
                 self._start(index)
@@ -262,9 +298,40 @@ class ProcessBackend(Backend):
         return self._run(params.shape[0], lambda s: ("params", params[s], s, seed, generation), generation)
 
     def evaluate_candidates(self, candidates: Candidates, seed: int, generation: int) -> EvalResult:
-        return self._run(
-            candidates.popsize, lambda s: ("candidates", candidates, s, seed, generation), generation
-        )
+        shared = self._noise_path(candidates.noise_seed)
+        if candidates.noise_file is None and shared is not None and shared.exists():
+            candidates = replace(candidates, noise_file=str(shared))
+        try:
+            return self._run(
+                candidates.popsize, lambda s: ("candidates", candidates, s, seed, generation), generation
+            )
+        finally:
+            if shared is not None:  # the driver's ES keeps its rows mapped for tell; no worker needs the file
+                with contextlib.suppress(OSError):  # (a mapped file stays where the system forbids it)
+                    shared.unlink(missing_ok=True)
+
+    def share_noise(self, es: Any) -> None:
+        """Draw the next generation's noise into a ``.npy`` file the workers map (see the module
+        docstring); it is removed once that generation is evaluated, the folder when the backend
+        closes."""
+        if self._noise_folder is None:
+            self._noise_folder = Path(tempfile.mkdtemp(prefix="hebb-noise-"))
+        path = self._noise_path(es.next_generation_seed)
+        assert path is not None
+        partial = path.with_suffix(".partial.npy")
+        shape, dtype = (es.n_noise_rows, es.num_params), es.mean.dtype
+        rows = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
+        es.draw_next_noise(out=rows)
+        rows.flush()
+        os.replace(partial, path)  # whole or absent: a worker never maps a file still being drawn
+
+    def _noise_path(self, noise_seed: int) -> Path | None:
+        return None if self._noise_folder is None else self._noise_folder / f"noise-{noise_seed:016x}.npy"
+
+    def _remove_noise_folder(self) -> None:
+        if self._noise_folder is not None:
+            shutil.rmtree(self._noise_folder, ignore_errors=True)
+            self._noise_folder = None
 
     def _run(self, popsize: int, message: Any, generation: int) -> EvalResult:
         """Send every worker its slice's ``message(slice)``, collect, re-run the slices of dead workers."""
@@ -336,6 +403,7 @@ class ProcessBackend(Backend):
                 process.kill()
             conn.close()
         self._workers = [None] * self.num_workers
+        self._remove_noise_folder()
 
     def abort(self) -> None:
         """Kill the workers now: their slices in flight are of no use after an interrupt."""
@@ -346,6 +414,7 @@ class ProcessBackend(Backend):
                 process.join(timeout=5)
                 conn.close()
         self._workers = [None] * self.num_workers
+        self._remove_noise_folder()
 
 
 def make_backend(name: str, spec: RolloutSpec, workers: int | None = None, **kwargs: Any) -> Backend:

@@ -66,18 +66,40 @@ def generation_seed(entropy: int, generation: int) -> int:
     return int(words[0]) | (int(words[1]) << 32)
 
 
-def noise_row(gen_seed: int, row: int, num_params: int, dtype: np.dtype | str = np.float32) -> np.ndarray:
-    """Noise row ``eps_row ~ N(0, I)`` (num_params,) of a generation; every row has its own stream."""
+def noise_row(
+    gen_seed: int,
+    row: int,
+    num_params: int,
+    dtype: np.dtype | str = np.float32,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Noise row ``eps_row ~ N(0, I)`` (num_params,) of a generation; every row has its own stream.
+    ``out``: a ``(num_params,)`` array of that dtype to draw into (the same values)."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(gen_seed, spawn_key=(int(row),))))
+    if out is not None:
+        return rng.standard_normal(dtype=np.dtype(dtype), out=out)
     return rng.standard_normal(num_params, dtype=np.dtype(dtype))
 
 
-def noise_for(gen_seed: int, n_rows: int, num_params: int, dtype: np.dtype | str = np.float32) -> np.ndarray:
-    """All noise rows of a generation: (n_rows, num_params); ``n_rows`` is popsize/2 when antithetic."""
-    eps = np.empty((n_rows, num_params), dtype=np.dtype(dtype))  # (n_rows, num_params)
+def noise_for(
+    gen_seed: int,
+    n_rows: int,
+    num_params: int,
+    dtype: np.dtype | str = np.float32,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """All noise rows of a generation: (n_rows, num_params); ``n_rows`` is popsize/2 when antithetic.
+    ``out``: a C-contiguous ``(n_rows, num_params)`` array of that dtype to draw into."""
+    shape, dtype = (n_rows, num_params), np.dtype(dtype)
+    if out is None:
+        out = np.empty(shape, dtype=dtype)  # (n_rows, num_params)
+    elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous {dtype} array of shape {shape}, got {out.dtype} {out.shape}"
+        )
     for row in range(n_rows):
-        eps[row] = noise_row(gen_seed, row, num_params, dtype)
-    return eps
+        noise_row(gen_seed, row, num_params, dtype, out=out[row])
+    return out
 
 
 def candidate_noise_index(index: int, antithetic: bool) -> tuple[int, int]:
@@ -242,6 +264,7 @@ class OpenES:
         # Noise of the current generation, kept from ask() for tell(); rebuilt from the seed if absent.
         self._noise: np.ndarray | None = None  # (n_rows, num_params)
         self._noise_generation = -1
+        self._next_noise: tuple[int, np.ndarray] | None = None  # (generation seed, noise) drawn ahead
 
     # ------------------------------------------------------------------ properties
     @property
@@ -308,6 +331,20 @@ class OpenES:
         eps = self._current_noise().view()
         eps.flags.writeable = False
         return eps
+
+    @property
+    def next_generation_seed(self) -> int:
+        """The seed of the next generation's noise (it does not depend on this generation's fitness)."""
+        return generation_seed(self._entropy, self._generation + 1)
+
+    def draw_next_noise(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Draw the next generation's noise rows now (into ``out``, a C-contiguous ``(n_rows,
+        num_params)`` array of the ES dtype, if given) and keep them for it: a driver can draw them
+        while its workers evaluate this generation and share them with the workers. Returns them."""
+        seed = self.next_generation_seed
+        noise = noise_for(seed, self.n_noise_rows, self.num_params, self._dtype, out=out)
+        self._next_noise = (seed, noise)
+        return noise
 
     def candidate(self, index: int) -> np.ndarray:
         """Candidate ``index`` of the current generation, rebuilt alone (equals ``ask()[index]``)."""
@@ -413,6 +450,7 @@ class OpenES:
             self._adam_t = int(state["adam_t"])
         self._noise = None
         self._noise_generation = -1
+        self._next_noise = None
 
     # ------------------------------------------------------------------ internals
     def _initial_mean(self, init: None | float | np.ndarray) -> np.ndarray:
@@ -441,7 +479,12 @@ class OpenES:
         generation = self._generation  # read once: the noise is labelled with the generation it was drawn for
         if self._noise is None or self._noise_generation != generation:
             seed = generation_seed(self._entropy, generation)
-            noise = noise_for(seed, self.n_noise_rows, self.num_params, self._dtype)
+            ahead = self._next_noise
+            if ahead is not None and ahead[0] == seed:
+                noise = ahead[1]  # drawn ahead by draw_next_noise, from the same seed
+                self._next_noise = None
+            else:
+                noise = noise_for(seed, self.n_noise_rows, self.num_params, self._dtype)
             self._noise, self._noise_generation = noise, generation
         return self._noise
 

@@ -45,6 +45,7 @@ taken from CPU time (raw physics is timed in CPU time too).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import multiprocessing
 import os
@@ -282,9 +283,14 @@ def es_run(
             start = time.perf_counter()
             candidates = Candidates.from_es(es)
             asked = time.perf_counter()
-            with noise_drawn_meanwhile(es):  # as the trainer does: tell's noise drawn while workers run
+            shared = backend._noise_path(candidates.noise_seed)  # drawn ahead during the last generation?
+            shared = shared if shared is not None and shared.exists() else None
+            # as the trainer does: tell's noise, and the next generation's for the workers, drawn
+            # while the workers run
+            with noise_drawn_meanwhile(es, backend):
                 result = backend.evaluate_candidates(candidates, seed=0, generation=generation)
             evaluated = time.perf_counter()
+            noise = es.noise()  # this generation's rows, kept for timing the workers' rebuild below
             es.tell(result.fitness)
             told = time.perf_counter()
             if generation == 0:
@@ -296,9 +302,14 @@ def es_run(
             # though it runs inside the evaluation. Timed again here, for the largest slice (the
             # one the generation waits for), and moved from evaluation to ES time.
             largest = max(split_population(args.popsize, workers), key=len)
+            if shared is not None:  # the workers read the rows the driver drew: so does this timing
+                np.save(shared, noise)
+                candidates = dataclasses.replace(candidates, noise_file=str(shared))
             rebuilt = time.perf_counter()
             candidates.rows(largest)
             rebuild = time.perf_counter() - rebuilt
+            if shared is not None:
+                shared.unlink()
             eval_time += evaluated - asked - rebuild
             es_time += (asked - start) + (told - evaluated) + rebuild
     group = f"{lockstep_size}={probe.group_size(-(-args.popsize // workers))}"

@@ -46,6 +46,57 @@ def test_process_workers_rebuilding_candidates_match_serial_on_shipped_params():
     assert len(set(expected.fitness.tolist())) > 2
 
 
+def test_noise_drawn_ahead_gives_the_next_generation_the_same_candidates():
+    ahead, plain = (OpenES(300, popsize=8, sigma=0.3, seed=5, init=0.5) for _ in range(2))
+    rows = np.empty((4, 300), np.float32)
+    assert ahead.draw_next_noise(out=rows) is rows
+    for es in (ahead, plain):
+        es.tell(np.arange(8.0))
+    np.testing.assert_array_equal(ahead.ask(), plain.ask())
+    assert ahead.noise().base is rows  # the rows drawn ahead, not a second draw
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \(4, 300\)"):
+        ahead.draw_next_noise(out=np.empty((4, 299), np.float32))
+
+
+def test_candidates_read_shared_noise_and_draw_where_it_cannot_be_read(tmp_path):
+    es = OpenES(300, popsize=8, sigma=0.3, seed=5, init=0.5)
+    es.tell(np.arange(8.0))
+    asked = es.ask()
+    path = tmp_path / "noise.npy"
+    np.save(path, es.noise())
+    shared = Candidates(**{**Candidates.from_es(es).__dict__, "noise_file": str(path)})
+    np.testing.assert_array_equal(shared.rows(np.arange(8)), asked)
+    np.save(path, np.zeros_like(es.noise()))  # the file is read, not ignored
+    np.testing.assert_array_equal(shared.rows(np.array([0, 1])), [es.mean, es.mean])  # mean +- sigma * 0
+    for unusable in (np.zeros((3, 300), np.float32), np.zeros((4, 300), np.float64)):
+        np.save(path, unusable)  # other shape, other dtype: drawn instead
+        np.testing.assert_array_equal(shared.rows(np.arange(8)), asked)
+    path.unlink()
+    np.testing.assert_array_equal(shared.rows(np.arange(8)), asked)
+
+
+def test_process_workers_read_the_noise_the_driver_drew_ahead():
+    from hebb_agents.trainer import noise_drawn_meanwhile
+
+    num_params = LockstepEvaluator(SPEC).num_params
+    shared_es, serial_es = (OpenES(num_params, popsize=10, sigma=0.5, seed=1, init=0.3) for _ in range(2))
+    serial = SerialBackend(SPEC)
+    with ProcessBackend(SPEC, workers=2) as backend:
+        for generation in range(3):
+            with noise_drawn_meanwhile(shared_es, backend):
+                got = backend.evaluate_candidates(Candidates.from_es(shared_es), 0, generation)
+            # drawn ahead for the next generation, in a file the workers map
+            assert backend._noise_path(shared_es.next_generation_seed).exists()
+            want = serial.evaluate_candidates(Candidates.from_es(serial_es), 0, generation)
+            np.testing.assert_array_equal(got.fitness, want.fitness)
+            shared_es.tell(got.fitness)
+            serial_es.tell(want.fitness)
+        np.testing.assert_array_equal(shared_es.mean, serial_es.mean)
+        folder = backend._noise_folder
+        assert folder is not None and folder.exists()
+    assert not folder.exists()
+
+
 def test_serial_backend_evaluate_candidates_is_evaluate_of_ask():
     es = OpenES(LockstepEvaluator(SPEC).num_params, popsize=6, sigma=0.5, seed=2, init=0.3)
     backend = SerialBackend(SPEC)
