@@ -17,9 +17,10 @@ Two ways to say what to evaluate:
 
 The ``process`` backend can also take the noise off its workers' path: :meth:`Backend.share_noise`
 draws the next generation's noise rows (the driver does it while the workers evaluate this
-generation, see :func:`hebb_agents.trainer.noise_drawn_meanwhile`) into a file of this machine's
-temporary folder that the workers map and read instead of drawing (the same values, from the same
-seeds); ``tell`` uses the same rows. A worker that cannot read the file draws the rows itself.
+generation, see :func:`hebb_agents.trainer.noise_drawn_meanwhile`) into a file in memory
+(``/dev/shm`` where there is one, else the temporary folder) that the workers map and read instead
+of drawing (the same values, from the same seeds); ``tell`` uses the same rows. A worker that
+cannot read the file draws the rows itself.
 """
 
 from __future__ import annotations
@@ -97,17 +98,20 @@ class Candidates:
         mean = np.asarray(self.mean)
         out = np.empty((len(indices), mean.shape[0]), mean.dtype)  # (len(indices), num_params)
         shared = self._shared_noise(mean)
-        drawn, scaled = -1, mean  # noise row held in `scaled` (sigma * eps), none yet
+        sigma = np.asarray(self.sigma, dtype=mean.dtype)
+        # one row of buffers for all rows: allocations of this size are fresh pages every time
+        eps, scaled = np.empty_like(mean), np.empty_like(mean)  # (num_params,)
+        drawn = -1  # noise row held in `scaled` (sigma * eps), none yet
         for row, index in enumerate(indices):
             if not 0 <= index < self.popsize:
                 raise ValueError(f"candidate index must be in [0, {self.popsize}), got {index}")
             noise, sign = candidate_noise_index(int(index), self.antithetic)
             if noise != drawn:
                 if shared is not None:
-                    eps = shared[noise]
+                    np.multiply(sigma, shared[noise], out=scaled)
                 else:
-                    eps = noise_row(self.noise_seed, noise, mean.shape[0], mean.dtype)  # (num_params,)
-                scaled = np.asarray(self.sigma, dtype=mean.dtype) * eps
+                    noise_row(self.noise_seed, noise, mean.shape[0], mean.dtype, out=eps)
+                    np.multiply(sigma, eps, out=scaled)
                 drawn = noise
             if sign > 0:
                 np.add(mean, scaled, out=out[row])
@@ -315,7 +319,9 @@ class ProcessBackend(Backend):
         docstring); it is removed once that generation is evaluated, the folder when the backend
         closes."""
         if self._noise_folder is None:
-            self._noise_folder = Path(tempfile.mkdtemp(prefix="hebb-noise-"))
+            # in memory where the system offers it (a disk-backed folder pays for write-back)
+            memory = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+            self._noise_folder = Path(tempfile.mkdtemp(prefix="hebb-noise-", dir=memory))
         path = self._noise_path(es.next_generation_seed)
         assert path is not None
         partial = path.with_suffix(".partial.npy")
