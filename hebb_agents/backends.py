@@ -321,7 +321,8 @@ class ProcessBackend(Backend):
         if self._noise_folder is None:
             # in memory where the system offers it (a disk-backed folder pays for write-back)
             memory = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-            self._noise_folder = Path(tempfile.mkdtemp(prefix="hebb-noise-", dir=memory))
+            _remove_orphaned_noise(Path(memory or tempfile.gettempdir()))
+            self._noise_folder = Path(tempfile.mkdtemp(prefix=f"{_NOISE_PREFIX}{os.getpid()}-", dir=memory))
         path = self._noise_path(es.next_generation_seed)
         assert path is not None
         partial = path.with_suffix(".partial.npy")
@@ -421,6 +422,23 @@ class ProcessBackend(Backend):
                 conn.close()
         self._workers = [None] * self.num_workers
         self._remove_noise_folder()
+
+
+_NOISE_PREFIX = "hebb-noise-"  # then the driver's process id: hebb-noise-<pid>-<random>
+
+
+def _remove_orphaned_noise(folder: Path) -> None:
+    """Remove the shared-noise folders of drivers that are gone (killed before they could)."""
+    for path in folder.glob(f"{_NOISE_PREFIX}*-*"):
+        pid = path.name[len(_NOISE_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: is it alive (as far as this user can tell)?
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (PermissionError, OSError):
+            pass  # alive under another user, or unknown: not ours to remove
 
 
 def make_backend(name: str, spec: RolloutSpec, workers: int | None = None, **kwargs: Any) -> Backend:

@@ -2,6 +2,7 @@
 
 import copy
 import importlib.util
+import os
 import pickle
 import subprocess
 import sys
@@ -95,6 +96,20 @@ def test_process_workers_read_the_noise_the_driver_drew_ahead():
         folder = backend._noise_folder
         assert folder is not None and folder.exists()
     assert not folder.exists()
+
+
+def test_shared_noise_folders_of_drivers_that_are_gone_are_removed(tmp_path, monkeypatch):
+    from hebb_agents import backends
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    orphan = tmp_path / f"hebb-noise-{int(dead.stdout)}-abc"
+    alive = tmp_path / f"hebb-noise-{os.getppid()}-abc"
+    other = tmp_path / "hebb-noise-notapid-abc"
+    for folder in (orphan, alive, other):
+        folder.mkdir()
+        (folder / "noise-0.npy").write_bytes(b"x")
+    backends._remove_orphaned_noise(tmp_path)
+    assert not orphan.exists() and alive.exists() and other.exists()
 
 
 def test_serial_backend_evaluate_candidates_is_evaluate_of_ask():
