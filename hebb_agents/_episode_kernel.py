@@ -110,8 +110,7 @@ def run_episode(
         for j in range(n_act):
             out = acts[0, last_post + j]
             finite = finite and np.isfinite(out)
-            value = centre[j] + half[j] * out
-            action[j] = min(max(value, low[j]), high[j]) if np.isfinite(value) else value
+            action[j] = min(max(centre[j] + half[j] * out, low[j]), high[j])  # used only if all finite
         if not finite:
             totals[0], totals[1] = total, x_last
             return steps, True

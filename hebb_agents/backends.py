@@ -100,7 +100,8 @@ class Candidates:
         shared = self._shared_noise(mean)
         sigma = np.asarray(self.sigma, dtype=mean.dtype)
         # one row of buffers for all rows: allocations of this size are fresh pages every time
-        eps, scaled = np.empty_like(mean), np.empty_like(mean)  # (num_params,)
+        scaled = np.empty_like(mean)  # (num_params,)
+        eps = np.empty_like(mean) if shared is None else None  # drawn rows land here
         drawn = -1  # noise row held in `scaled` (sigma * eps), none yet
         for row, index in enumerate(indices):
             if not 0 <= index < self.popsize:

@@ -76,9 +76,7 @@ def noise_row(
     """Noise row ``eps_row ~ N(0, I)`` (num_params,) of a generation; every row has its own stream.
     ``out``: a ``(num_params,)`` array of that dtype to draw into (the same values)."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(gen_seed, spawn_key=(int(row),))))
-    if out is not None:
-        return rng.standard_normal(dtype=np.dtype(dtype), out=out)
-    return rng.standard_normal(num_params, dtype=np.dtype(dtype))
+    return rng.standard_normal(num_params, dtype=np.dtype(dtype), out=out)
 
 
 def noise_for(

@@ -400,9 +400,12 @@ class HebbianNetwork:
         the activations: weights, the four rule terms (zeros for absent ones), the layer table and the
         max-|w| scratch; every member's rows, or ``(1, num_synapses)`` rows of ``member`` (views, so
         the update writes this network's weights)."""
-        rows = slice(None) if member is None else slice(member, member + 1)
-        w = self._w[rows]
-        terms = tuple(np.zeros_like(w) if t is None else t[rows] for t in self._terms)
+
+        def rows(array: np.ndarray) -> np.ndarray:  # every member's (as they are: per step), or one
+            return array if member is None else array[member : member + 1]
+
+        w = rows(self._w)
+        terms = tuple(np.zeros_like(w) if t is None else rows(t) for t in self._terms)
         ints = self._sign_off.dtype
         top = np.zeros(1, self.dtype)  # one scratch value, seen as integer and as float (views made here,
         # per call, so a copied or unpickled network never holds views that no longer share memory)

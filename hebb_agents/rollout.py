@@ -324,10 +324,10 @@ class LockstepEvaluator:
         lengths = np.zeros(population)
         total_steps = 0
         group = self.group_size(population)
+        run = self._compiled_episodes if self.spec.compiled_episodes else self._episode
         for lo in range(0, population, group):
             members = slice(lo, lo + group)
             for episode in range(self.spec.episodes):
-                run = self._compiled_episodes if self.spec.compiled_episodes else self._episode
                 f, r, n, steps = run(params[members], member_ids[members], seed, generation, episode)
                 fitness[members] += f
                 returns[members] += r
