@@ -826,6 +826,11 @@ def _torch_rounds(
     back = (slots + slot_offset).reshape(-1)  # sorted slot of each (round, sequence, token)
     k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
     k_idx = (k_pos + row_offset).reshape(-1)  # input row of each key slot (look-back included)
+    kv_idx = k_idx
+    if g * b == 1 and n_chunks > 1:
+        # One block: keys and values are gathered once per sorted slot, behind a copy of the
+        # last chunk, and each chunk's look-back window is a view of 2c consecutive rows.
+        kv_idx = torch.cat([q_pos[:, -1:], q_pos], dim=1).reshape(-1)
     k_masked = None
     if key_masked is not None:
         k_masked = key_masked.reshape(-1).index_select(0, k_idx).view(g * b, n_chunks, 1, -1)
@@ -836,7 +841,7 @@ def _torch_rounds(
         else:  # every round's window is the whole sequence
             log_count = torch.full((), math.log(n_hashes), device=device, dtype=flat_q.dtype)
     mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
-    rows = _SortedRows(q_idx, k_idx, back, (g * b, n_chunks, c), g)
+    rows = _SortedRows(q_idx, kv_idx, back, (g * b, n_chunks, c), g)
     if transformed:  # keep_probs: nothing autograd needs is overwritten in place
         sorted_out, lse, _, _ = _chunked_attention_forward(
             flat_q, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse
@@ -884,11 +889,11 @@ def _permute_rows(x: Tensor, index: Tensor, inverse: Tensor, transformed: bool =
 
 
 def _look_back(x: Tensor) -> Tensor:
-    """Keys of each chunk: the chunk itself, then the previous one (the first sees the last).
+    """Keys of each chunk: the previous one (the first sees the last), then the chunk itself.
 
     ``(B, n, c, ...)`` -> ``(B, n, 2c, ...)``; a single chunk sees only itself.
     """
-    return torch.cat([x, x.roll(1, dims=1)], dim=2) if x.shape[1] > 1 else x
+    return torch.cat([x.roll(1, dims=1), x], dim=2) if x.shape[1] > 1 else x
 
 
 class _ChunkMask:
@@ -919,8 +924,8 @@ class _ChunkMask:
         mask_value, self_value = _mask_scores(sq.dtype)
         scores = sq @ sk.transpose(-1, -2)
         c = sq.shape[2]
-        # A token's own key sits on the diagonal of the current-chunk block.
-        scores[..., :c].diagonal(dim1=-2, dim2=-1).fill_(self_value)
+        # A token's own key sits on the diagonal of the current-chunk block, the last c keys.
+        scores[..., -c:].diagonal(dim1=-2, dim2=-1).fill_(self_value)
         bad = self.forbidden()
         if bad is not None:
             scores.masked_fill_(bad, mask_value)
@@ -933,17 +938,21 @@ class _SortedRows:
     """Where a group of rounds' sorted queries and look-back keys come from in the flat rows.
 
     The rows of several rounds stack round-major (``rounds`` blocks of the sequences' slots).
-    Keys and values are gathered with their look-back in one pass (``k_idx`` lists each chunk's
-    own tokens, then the previous chunk's), rather than gathered, rolled and concatenated. Each
-    gather is its own call, so that a sorted copy can be dropped as soon as it has been used.
+    Keys and values are gathered with their look-back in one pass (``kv_idx`` lists each chunk's
+    previous chunk's tokens, then its own), rather than gathered, rolled and concatenated. With a
+    single block, ``kv_idx`` lists every slot once, behind a copy of the last chunk, and the
+    look-back windows are overlapping views of it: a batched matmul takes them as they are
+    (with several blocks it would copy them). Each gather is its own call, so that a sorted copy
+    can be dropped as soon as it has been used.
     """
 
     def __init__(
-        self, q_idx: Tensor, k_idx: Tensor, back: Tensor, shape: tuple[int, int, int], rounds: int = 1
+        self, q_idx: Tensor, kv_idx: Tensor, back: Tensor, shape: tuple[int, int, int], rounds: int = 1
     ) -> None:
-        self.q_idx, self.k_idx, self.back = q_idx, k_idx, back
+        self.q_idx, self.kv_idx, self.back = q_idx, kv_idx, back
         self.b, self.n, self.c = shape  # b: rounds * sequences
         self.rounds = rounds
+        self._windows = self.n > 1 and kv_idx.numel() == (self.n + 1) * self.c
         self._back_in_look_back: Tensor | None = None  # ``back`` in the (n, 2c) look-back layout
 
     def queries(self, flat_qk: Tensor) -> Tensor:
@@ -952,8 +961,13 @@ class _SortedRows:
         return sq.mul_(sq.shape[-1] ** -0.5)
 
     def look_back(self, flat: Tensor) -> Tensor:
-        """Each chunk's keys (or values) with its look-back, ``(B, n, K, ...)``."""
-        return flat.index_select(0, self.k_idx).view(self.b, self.n, -1, flat.shape[-1])
+        """Each chunk's keys (or values) with its look-back, ``(B, n, K, ...)``: a view whose
+        windows overlap (each chunk's rows are also the next chunk's look-back)."""
+        width = flat.shape[-1]
+        gathered = flat.index_select(0, self.kv_idx)
+        if not self._windows:
+            return gathered.view(self.b, self.n, -1, width)
+        return gathered.as_strided((1, self.n, 2 * self.c, width), (0, self.c * width, width, 1))
 
     def scatter(self, d_sorted: Tensor, look_back: bool) -> Tensor:
         """Gradient for the flat rows from a gradient over sorted slots ``(B, n, c or 2c, d)``, a
@@ -961,11 +975,12 @@ class _SortedRows:
         next chunk) is added to its own slot in place, and the own slots are gathered from there."""
         index = self.back
         if look_back and d_sorted.shape[2] > self.c:
-            own, copies = d_sorted[:, :, : self.c], d_sorted[:, :, self.c :]
+            copies, own = d_sorted[:, :, : self.c], d_sorted[:, :, self.c :]
             own[:, :-1] += copies[:, 1:]  # chunk i's keys are chunk i + 1's look-back
             own[:, -1] += copies[:, 0]  # and the last chunk's are the first one's
             if self._back_in_look_back is None:  # shared by the key and value gradients
-                self._back_in_look_back = self.back + self.back.div(self.c, rounding_mode="floor") * self.c
+                chunk = self.back.div(self.c, rounding_mode="floor")
+                self._back_in_look_back = self.back + (chunk + 1) * self.c
             index = self._back_in_look_back
         # Every row appears once among each round's own slots: the inverse permutation gathers
         # it, once per round.
@@ -1063,7 +1078,7 @@ class _ChunkedAttention(torch.autograd.Function):
             row = row - d_lse
         d_scores = d_probs.sub_(row[..., None]).mul_(probs)
         # Entries replaced by constants carry no gradient.
-        d_scores[..., :c].diagonal(dim1=-2, dim2=-1).zero_()
+        d_scores[..., -c:].diagonal(dim1=-2, dim2=-1).zero_()
         bad = mask.forbidden()
         if bad is not None:
             d_scores.masked_fill_(bad, 0.0)
