@@ -712,6 +712,10 @@ def lsh_attention(
         )  # fmt: skip
         if lses is None:  # one round, log-sum-exp not asked for
             return outs[0, :, :length], None
+        if group >= n_hashes:  # every round in one group: a softmax over rounds combines them
+            weights = torch.softmax(lses[:, :, :length], dim=0)  # (H, B, L)
+            out = (outs[:, :, :length] * weights[..., None]).sum(dim=0)
+            return out, (torch.logsumexp(lses[:, :, :length], dim=0) if return_lse else None)
         # The result does not depend on top (it cancels), so it carries no gradient.
         group_top = lses.detach().amax(dim=0)
         new_top = group_top if top is None else torch.maximum(top, group_top)
