@@ -212,23 +212,34 @@ def test_rounds_run_in_groups_equal_rounds_one_at_a_time(monkeypatch, causal: bo
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("n_hashes", [1, 3])
-def test_a_batch_equals_its_sequences_one_at_a_time(causal: bool, n_hashes: int) -> None:
-    """A single sequence takes its look-back windows as views of one gather, a batch gathers each
-    window whole: outputs, log-sum-exp and gradients must agree (many chunks, masks, padding)."""
-    qk, v = _inputs(3, 37, 8, 5, seed=9, dtype=torch.float64)
-    mask = torch.zeros(3, 37, dtype=torch.bool)
-    mask[1, 20:] = True
-    mask[2, ::5] = True
+@pytest.mark.parametrize("joined", [True, False])
+def test_a_batch_equals_its_sequences_one_at_a_time(
+    monkeypatch, causal: bool, n_hashes: int, joined: bool
+) -> None:
+    """A single block takes its look-back windows as views of one gather; several blocks
+    (sequences, rounds) run joined into one sequence of windows, or gather each window whole.
+    Outputs, log-sum-exp and gradients must be those of each sequence alone with whole windows
+    (10 chunks; two sequences unmasked, so that every chunk of theirs takes gradient, one with
+    padding, two with masks)."""
+    from hebb_agents.encoders import lsh
+
+    qk, v = _inputs(5, 40, 8, 5, seed=9, dtype=torch.float64)
+    mask = torch.zeros(5, 40, dtype=torch.bool)
+    mask[2, 37:] = True  # as padding
+    mask[3, 20:] = True
+    mask[4, ::5] = True
     rotations = torch.randn(8, n_hashes, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 
-    def run(q: torch.Tensor, w: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        q, w = q.clone().requires_grad_(True), w.clone().requires_grad_(True)
-        out, lse = lsh_attention(q, w, rotations, bucket_size=4, causal=causal, key_padding_mask=m)
-        (out.sin().sum() + lse.cos().sum()).backward()
+    def run(q: torch.Tensor, w: torch.Tensor, m: torch.Tensor, join: bool) -> tuple[torch.Tensor, ...]:
+        with monkeypatch.context() as patch:
+            patch.setattr(lsh, "_JOINED_MIN_CHUNKS", 2 if join else 1000)
+            q, w = q.clone().requires_grad_(True), w.clone().requires_grad_(True)
+            out, lse = lsh_attention(q, w, rotations, bucket_size=4, causal=causal, key_padding_mask=m)
+            (out.sin().sum() + lse.cos().sum()).backward()
         return out, lse, q.grad, w.grad
 
-    batch = run(qk, v, mask)
-    alone = [run(qk[i : i + 1], v[i : i + 1], mask[i : i + 1]) for i in range(3)]
+    batch = run(qk, v, mask, joined)
+    alone = [run(qk[i : i + 1], v[i : i + 1], mask[i : i + 1], False) for i in range(5)]
     for together, parts in zip(batch, zip(*alone)):
         assert torch.allclose(together, torch.cat(parts), rtol=0, atol=1e-12)
 

@@ -73,6 +73,9 @@ _NARROW_HASH = 16
 # most of the time (interleaved A/B, 1,024 tokens: 1.13-1.37x with 2-8 hashes; groups of 4 and 8
 # rounds timed alike, forward+backward used up to 1.5x more memory with 8 than with 4).
 _ROUND_GROUP_ELEMENTS = 3 << 19
+# Several blocks (rounds x sequences x heads) of at least this many chunks run as one sequence
+# of look-back windows (see _joined_blocks), at the cost of one extra window between blocks.
+_JOINED_MIN_CHUNKS = 32
 
 
 def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
@@ -828,16 +831,28 @@ def _torch_rounds(
     q_idx = (q_pos + row_offset).reshape(-1)  # input row of each slot
     slots = slot_of[:, rounds.start : rounds.stop].transpose(0, 1).reshape(g * b, padded)
     back = (slots + slot_offset).reshape(-1)  # sorted slot of each (round, sequence, token)
-    k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
-    k_idx = (k_pos + row_offset).reshape(-1)  # input row of each key slot (look-back included)
-    kv_idx = k_idx
-    if g * b == 1 and n_chunks > 1:
-        # One block: keys and values are gathered once per sorted slot, behind a copy of the
-        # last chunk, and each chunk's look-back window is a view of 2c consecutive rows.
-        kv_idx = torch.cat([q_pos[:, -1:], q_pos], dim=1).reshape(-1)
-    k_masked = None
-    if key_masked is not None:
-        k_masked = key_masked.reshape(-1).index_select(0, k_idx).view(g * b, n_chunks, 1, -1)
+    blocks = g * b
+    # Undo the sort: token t of round h sits at slot slot_of[., h, t] of that round's block.
+    # Sorted slot j of a block holds token q_pos[j]: the inverse permutation.
+    unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
+    joined = None
+    if blocks > 1 and n_chunks >= _JOINED_MIN_CHUNKS and not dedup and not transformed:
+        q_pos, k_pos, k_masked, q_idx, kv_idx, back, unsorted, joined = _joined_blocks(
+            q_pos, row_offset, slots, key_masked
+        )
+        shape = (1, q_pos.shape[1], c)
+    else:
+        shape = (blocks, n_chunks, c)
+        k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
+        k_idx = (k_pos + row_offset).reshape(-1)  # input row of each key slot (look-back included)
+        kv_idx = k_idx
+        if blocks == 1 and n_chunks > 1:
+            # One block: keys and values are gathered once per sorted slot, behind a copy of the
+            # last chunk, and each chunk's look-back window is a view of 2c consecutive rows.
+            kv_idx = torch.cat([q_pos[:, -1:], q_pos], dim=1).reshape(-1)
+        k_masked = None
+        if key_masked is not None:
+            k_masked = key_masked.reshape(-1).index_select(0, k_idx).view(blocks, n_chunks, 1, -1)
     log_count = None
     if dedup:
         if chunk_of is not None:
@@ -845,7 +860,7 @@ def _torch_rounds(
         else:  # every round's window is the whole sequence
             log_count = torch.full((), math.log(n_hashes), device=device, dtype=flat_q.dtype)
     mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
-    rows = _SortedRows(q_idx, kv_idx, back, (g * b, n_chunks, c), g)
+    rows = _SortedRows(q_idx, kv_idx, back, shape, g, joined)
     if transformed:  # keep_probs: nothing autograd needs is overwritten in place
         sorted_out, lse, _, _ = _chunked_attention_forward(
             flat_q, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse
@@ -856,14 +871,52 @@ def _torch_rounds(
         sorted_out, lse, _, _ = _chunked_attention_forward(
             flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse
         )
-    # Undo the sort: token t of round h sits at slot slot_of[., h, t] of that round's block.
-    # Sorted slot j of a block holds token q_pos[j]: the inverse permutation.
-    unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
-    out = _permute_rows(sorted_out.reshape(-1, flat_v.shape[-1]), back, unsorted, transformed)
+    zero_row = joined is not None  # the joined layout's extra windows take no gradient
+    out = _permute_rows(sorted_out.reshape(-1, flat_v.shape[-1]), back, unsorted, transformed, zero_row)
     out = out.view(g, b, padded, -1)
     if lse is None:
         return out, None
-    return out, _permute_rows(lse.reshape(-1, 1), back, unsorted, transformed).view(g, b, padded)
+    lse = _permute_rows(lse.reshape(-1, 1), back, unsorted, transformed, zero_row)
+    return out, lse.view(g, b, padded)
+
+
+def _joined_blocks(
+    q_pos: Tensor, row_offset: Tensor, slots: Tensor, key_masked: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """Several blocks' chunks as one sequence of look-back windows, without a second copy of
+    any key or value.
+
+    Each block's sorted slots follow a copy of its last chunk, and the blocks follow each other:
+    ``(n + 1)`` chunks a block, ``B * (n + 1)`` in all. Window ``w`` is chunks ``w`` and ``w + 1``
+    (look-back, then own) and its queries are chunk ``w + 1``: every block's windows are the
+    chunks' true windows, and between two blocks lies one extra window (the last chunk of one
+    block before the copy chunk of the next), computed, never read, and given no gradient.
+    Returns the window layout's query and key token indices ``(1, W, c)`` and ``(1, W, 2c)``,
+    key mask ``(1, W, 1, 2c)`` (or None), the query and key/value input rows, the window slot of
+    each (block, token), the output row of each window slot (``B * Lp``, a zero row, for the
+    extra windows), and the extra and last windows of the blocks (see :meth:`_SortedRows.scatter`).
+    """
+    blocks, n_chunks, c = q_pos.shape
+    padded = n_chunks * c
+    stride = (n_chunks + 1) * c  # slots a block, its copy chunk included
+    device = q_pos.device
+    buffer_pos = torch.cat([q_pos[:, -1:], q_pos], dim=1).reshape(-1)  # token index of each slot
+    first = (torch.arange(blocks, device=device) * stride)[:, None]  # (B, 1) first slot of a block
+    kv_idx = (buffer_pos.view(blocks, stride) + row_offset.view(blocks, 1)).reshape(-1)
+    windows = blocks * (n_chunks + 1) - 1
+    query_pos = buffer_pos[c:].view(1, windows, c)
+    key_pos = buffer_pos.as_strided((1, windows, 2 * c), (0, c, 1))
+    k_masked = None
+    if key_masked is not None:
+        gathered = key_masked.reshape(-1).index_select(0, kv_idx)
+        k_masked = gathered.as_strided((1, windows, 1, 2 * c), (0, c, 0, 1))
+    # window slot of each (block, token): slot s of block i is window i * (n + 1) + s // c
+    back = (slots + first).reshape(-1)
+    unsorted = torch.full((windows * c,), blocks * padded, device=device, dtype=back.dtype)
+    unsorted[back] = torch.arange(blocks * padded, device=device)
+    block_windows = torch.arange(blocks, device=device) * (n_chunks + 1)
+    extra, last = block_windows[1:] - 1, block_windows + n_chunks - 1
+    return query_pos, key_pos, k_masked, kv_idx[c:], kv_idx, back, unsorted, (extra, last)
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -874,21 +927,27 @@ class _PermuteRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, index, inverse):  # type: ignore[override]
+    def forward(ctx, x, index, inverse, zero_row):  # type: ignore[override]
         ctx.save_for_backward(inverse)
+        ctx.zero_row = zero_row
         return x.index_select(0, index)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (inverse,) = ctx.saved_tensors
-        return grad.index_select(0, inverse), None, None
+        if ctx.zero_row:
+            grad = F.pad(grad, (0, 0, 0, 1))
+        return grad.index_select(0, inverse), None, None, None
 
 
-def _permute_rows(x: Tensor, index: Tensor, inverse: Tensor, transformed: bool = False) -> Tensor:
-    """Rows of ``x`` ``(N, ...)`` in the order ``index`` (a permutation with inverse ``inverse``);
-    ``transformed``: under ``torch.func`` transforms, a plain ``index_select``."""
+def _permute_rows(
+    x: Tensor, index: Tensor, inverse: Tensor, transformed: bool = False, zero_row: bool = False
+) -> Tensor:
+    """Rows of ``x`` ``(N, ...)`` in the order ``index``, whose inverse is ``inverse``; with
+    ``zero_row``, rows of ``x`` that ``index`` leaves out have the inverse ``len(index)`` and take
+    no gradient. ``transformed``: under ``torch.func`` transforms, a plain ``index_select``."""
     if not transformed and torch.is_grad_enabled() and x.requires_grad:
-        return _PermuteRows.apply(x, index, inverse)
+        return _PermuteRows.apply(x, index, inverse, zero_row)
     return x.index_select(0, index)
 
 
@@ -951,9 +1010,15 @@ class _SortedRows:
     """
 
     def __init__(
-        self, q_idx: Tensor, kv_idx: Tensor, back: Tensor, shape: tuple[int, int, int], rounds: int = 1
+        self,
+        q_idx: Tensor,
+        kv_idx: Tensor,
+        back: Tensor,
+        shape: tuple[int, int, int],
+        rounds: int = 1,
+        joined: tuple[Tensor, Tensor] | None = None,
     ) -> None:
-        self.q_idx, self.kv_idx, self.back = q_idx, kv_idx, back
+        self.q_idx, self.kv_idx, self.back, self.joined = q_idx, kv_idx, back, joined
         self.b, self.n, self.c = shape  # b: rounds * sequences
         self.rounds = rounds
         self._windows = self.n > 1 and kv_idx.numel() == (self.n + 1) * self.c
@@ -981,7 +1046,11 @@ class _SortedRows:
         if look_back and d_sorted.shape[2] > self.c:
             copies, own = d_sorted[:, :, : self.c], d_sorted[:, :, self.c :]
             own[:, :-1] += copies[:, 1:]  # chunk i's keys are chunk i + 1's look-back
-            own[:, -1] += copies[:, 0]  # and the last chunk's are the first one's
+            if self.joined is None:
+                own[:, -1] += copies[:, 0]  # and the last chunk's are the first one's
+            else:  # each block's copy chunk: the look-back of its first window
+                extra, last = self.joined  # its gradient: the first copies, then extra windows'
+                own[:, last] += torch.cat([copies[:, :1], own[:, extra]], dim=1)
             if self._back_in_look_back is None:  # shared by the key and value gradients
                 chunk = self.back.div(self.c, rounding_mode="floor")
                 self._back_in_look_back = self.back + (chunk + 1) * self.c
