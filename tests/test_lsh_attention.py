@@ -535,6 +535,24 @@ def test_torch_func_grad_and_vmap_grad_equal_autograd(index: int) -> None:
         assert torch.allclose(per_sample, leaf.grad, atol=1e-6)
 
 
+def test_torch_func_on_one_sequence_of_many_chunks_equals_autograd() -> None:
+    """One sequence takes its look-back windows as overlapping views: grad and vmap(grad) see them."""
+    attention = LSHAttention(bucket_size=4, n_hashes=1, seed=0)
+    x = torch.randn(3, 1, 20, 8, generator=torch.Generator().manual_seed(1))
+    v = torch.randn(1, 20, 8, generator=torch.Generator().manual_seed(2))
+
+    def loss(t: torch.Tensor) -> torch.Tensor:
+        return (attention(t, v) * torch.linspace(-1, 1, 8)).sum()
+
+    expected = []
+    for sample in x:
+        leaf = sample.clone().requires_grad_(True)
+        loss(leaf).backward()
+        expected.append(leaf.grad)
+    assert torch.allclose(torch.func.grad(loss)(x[0]), expected[0], atol=1e-6)
+    assert torch.allclose(torch.vmap(torch.func.grad(loss))(x), torch.stack(expected), atol=1e-6)
+
+
 def test_a_seeded_module_runs_under_vmap_on_its_first_call() -> None:
     x = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(2))
     torch.manual_seed(0)

@@ -1001,12 +1001,12 @@ class _SortedRows:
     """Where a group of rounds' sorted queries and look-back keys come from in the flat rows.
 
     The rows of several rounds stack round-major (``rounds`` blocks of the sequences' slots).
-    Keys and values are gathered with their look-back in one pass (``kv_idx`` lists each chunk's
-    previous chunk's tokens, then its own), rather than gathered, rolled and concatenated. With a
-    single block, ``kv_idx`` lists every slot once, behind a copy of the last chunk, and the
-    look-back windows are overlapping views of it: a batched matmul takes them as they are
-    (with several blocks it would copy them). Each gather is its own call, so that a sorted copy
-    can be dropped as soon as it has been used.
+    With a single block, or several joined into one (:func:`_joined_blocks`; ``shape`` is then
+    ``(1, windows, c)``), ``kv_idx`` lists every slot once, behind a copy of the block's last
+    chunk, and the look-back windows are overlapping views of that gather, which a batched matmul
+    takes as they are. Otherwise (several blocks of few chunks) ``kv_idx`` lists each window whole,
+    the previous chunk's tokens, then the chunk's own. Each gather is its own call, so that a
+    sorted copy can be dropped as soon as it has been used.
     """
 
     def __init__(
@@ -1019,7 +1019,7 @@ class _SortedRows:
         joined: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.q_idx, self.kv_idx, self.back, self.joined = q_idx, kv_idx, back, joined
-        self.b, self.n, self.c = shape  # b: rounds * sequences
+        self.b, self.n, self.c = shape  # b: rounds * sequences (1 when joined)
         self.rounds = rounds
         self._windows = self.n > 1 and kv_idx.numel() == (self.n + 1) * self.c
         self._back_in_look_back: Tensor | None = None  # ``back`` in the (n, 2c) look-back layout
