@@ -244,6 +244,20 @@ def test_a_batch_equals_its_sequences_one_at_a_time(
         assert torch.allclose(together, torch.cat(parts), rtol=0, atol=1e-12)
 
 
+def test_blocks_of_one_chunk_are_never_joined(monkeypatch) -> None:
+    """A single chunk's copy would be its own look-back (every key seen twice): even with the
+    joining threshold at 1, several one-chunk sequences equal full attention."""
+    from hebb_agents.encoders import lsh
+
+    monkeypatch.setattr(lsh, "_JOINED_MIN_CHUNKS", 1)
+    qk, v = _inputs(3, 7, 8, 5, seed=2, dtype=torch.float64)
+    rotations = torch.randn(8, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out, lse = lsh_attention(qk, v, rotations, bucket_size=8)
+    want, want_lse = full_shared_qk_attention(qk, v, return_lse=True)
+    assert torch.allclose(out, want, rtol=0, atol=1e-12)
+    assert torch.allclose(lse, want_lse, rtol=0, atol=1e-12)
+
+
 def test_round_groups_follow_the_working_set_budget() -> None:
     from hebb_agents.encoders.lsh import _rounds_per_group
 

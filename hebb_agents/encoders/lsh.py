@@ -814,7 +814,8 @@ def _torch_rounds(
     and log-sum-exp ``(G, B, Lp)`` (None when not ``with_lse``), both in token order.
 
     The G rounds' sorted sequences are stacked round-major, ``(G * B, n, c)``, so every operation
-    runs once for the group. De-duplication takes one round at a time.
+    runs once for the group; blocks of many chunks run joined, ``(1, G * B * (n + 1) - 1, c)``
+    (see :func:`_joined_blocks`). De-duplication takes one round at a time.
     ``transformed`` (inputs seen through ``torch.func`` transforms): no custom autograd.Function,
     only operations that autograd and the transforms differentiate themselves."""
     b, n_hashes, padded = order.shape
@@ -836,7 +837,8 @@ def _torch_rounds(
     # Sorted slot j of a block holds token q_pos[j]: the inverse permutation.
     unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
     joined = None
-    if blocks > 1 and n_chunks >= _JOINED_MIN_CHUNKS and not dedup and not transformed:
+    # (a single chunk's copy would be its own look-back: joined blocks need two or more)
+    if blocks > 1 and n_chunks >= max(2, _JOINED_MIN_CHUNKS) and not dedup and not transformed:
         q_pos, k_pos, k_masked, q_idx, kv_idx, back, unsorted, joined = _joined_blocks(
             q_pos, row_offset, slots, key_masked
         )
@@ -920,7 +922,8 @@ def _joined_blocks(
 
 
 class _PermuteRows(torch.autograd.Function):
-    """``x[index]`` for a permutation ``index`` whose inverse is known.
+    """``x[index]`` for a one-to-one ``index`` whose inverse is known (a permutation, or with
+    ``zero_row`` one that leaves some rows of ``x`` out: their inverse is ``len(index)``).
 
     Autograd's backward of ``index_select`` accumulates with ``index_add``, several times slower
     on CPU than the gather it undoes; the gradient of a permutation is the inverse permutation.
@@ -1004,9 +1007,10 @@ class _SortedRows:
     With a single block, or several joined into one (:func:`_joined_blocks`; ``shape`` is then
     ``(1, windows, c)``), ``kv_idx`` lists every slot once, behind a copy of the block's last
     chunk, and the look-back windows are overlapping views of that gather, which a batched matmul
-    takes as they are. Otherwise (several blocks of few chunks) ``kv_idx`` lists each window whole,
-    the previous chunk's tokens, then the chunk's own. Each gather is its own call, so that a
-    sorted copy can be dropped as soon as it has been used.
+    takes as they are. Otherwise (several blocks of few chunks, de-duplication, ``torch.func``
+    transforms) ``kv_idx`` lists each window whole, the previous chunk's tokens, then the chunk's
+    own. Each gather is its own call, so that a sorted copy can be dropped as soon as it has been
+    used.
     """
 
     def __init__(
@@ -1030,8 +1034,9 @@ class _SortedRows:
         return sq.mul_(sq.shape[-1] ** -0.5)
 
     def look_back(self, flat: Tensor) -> Tensor:
-        """Each chunk's keys (or values) with its look-back, ``(B, n, K, ...)``: a view whose
-        windows overlap (each chunk's rows are also the next chunk's look-back)."""
+        """Each chunk's keys (or values) with its look-back, ``(B, n, K, ...)``; with a single or
+        joined block a view whose windows overlap (each chunk's rows are also the next chunk's
+        look-back)."""
         width = flat.shape[-1]
         gathered = flat.index_select(0, self.kv_idx)
         if not self._windows:
@@ -1104,7 +1109,8 @@ class _ChunkedAttention(torch.autograd.Function):
 
     Takes the flat, unsorted (unscaled) queries, keys and values and a group of G rounds' row
     indices. Per group it saves the indices, the output and one ``(G * B, n, c, K)`` probability
-    tensor (``O(L * bucket_size)`` per round, the algorithm's own bound); the flat inputs it saves
+    tensor, ``(1, G * B * (n + 1) - 1, c, K)`` when joined (``O(L * bucket_size)`` per round,
+    the algorithm's own bound); the flat inputs it saves
     are the same tensors for every group. No sorted copies and none of autograd's several intermediates of
     the probabilities' size (scores, masks, softmax, dropout) are kept: the sorted rows and the
     boolean masks are gathered again in the backward pass, one at a time.
