@@ -174,9 +174,8 @@ def measure_times(specs: list[dict], repeats: int, budget_s: float) -> list[dict
     memory in again (ours at 4,096 tokens, 1 hash, forward+backward: 19.5 ms without the untimed
     run, 8.1 ms with it, in two runs of the same table). On CUDA the peak memory is measured here
     too, on the call after the warm-up (one-off allocations such as library workspaces fall
-    before it). A
-    configuration that fails (out of memory, or a method failing on this device) is reported on
-    stderr and left out; the others go on.
+    before it). A configuration that fails (out of memory, or a method failing on this device)
+    is reported on stderr and left out; the others go on.
     """
     import torch
 
