@@ -833,9 +833,6 @@ def _torch_rounds(
     slots = slot_of[:, rounds.start : rounds.stop].transpose(0, 1).reshape(g * b, padded)
     back = (slots + slot_offset).reshape(-1)  # sorted slot of each (round, sequence, token)
     blocks = g * b
-    # Undo the sort: token t of round h sits at slot slot_of[., h, t] of that round's block.
-    # Sorted slot j of a block holds token q_pos[j]: the inverse permutation.
-    unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
     joined = None
     # (a single chunk's copy would be its own look-back: joined blocks need two or more)
     if blocks > 1 and n_chunks >= max(2, _JOINED_MIN_CHUNKS) and not dedup and not transformed:
@@ -845,6 +842,9 @@ def _torch_rounds(
         shape = (1, q_pos.shape[1], c)
     else:
         shape = (blocks, n_chunks, c)
+        # Undo the sort: token t of round h sits at slot slot_of[., h, t] of that round's block.
+        # Sorted slot j of a block holds token q_pos[j]: the inverse permutation.
+        unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
         k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
         k_idx = (k_pos + row_offset).reshape(-1)  # input row of each key slot (look-back included)
         kv_idx = k_idx
