@@ -65,7 +65,8 @@ def run_episode(
     sizes,
     settings,
     limit,
-    early_stop,
+    stop_after,
+    stop_streak,
     totals,
 ):  # pragma: no cover - compiled
     """Run one member's episode from the reset observation ``obs`` (float64, overwritten) to its end.
@@ -73,7 +74,8 @@ def run_episode(
     ``w``, ``a``-``d``: the member's ``(1, num_synapses)`` weights (initial, updated in place) and rule
     terms; ``table`` ... ``top``: as :func:`hebb_agents._plasticity_kernel.network_update`; ``acts``
     ``(1, units)`` float32 scratch; ``centre`` ... ``high``: the action mapping (float32);
-    ``functions`` ... ``settings``: the env's :class:`hebb_envs.locomotion.StepProgram`. Writes the
+    ``functions`` ... ``settings``: the env's :class:`hebb_envs.locomotion.StepProgram`; past
+    ``stop_after`` steps, ``stop_streak`` consecutive steps backwards end the episode. Writes the
     return and the last ``x_position`` into ``totals`` and returns (steps taken, whether the network's
     output stopped being finite).
     """
@@ -121,7 +123,7 @@ def run_episode(
         steps += 1
         total += reward
         streak = streak + 1 if x_velocity < 0 else 0
-        if terminated or (early_stop and steps > 200 and streak >= 30):
+        if terminated or (steps > stop_after and streak >= stop_streak):
             break
     totals[0], totals[1] = total, x_last
     return steps, False

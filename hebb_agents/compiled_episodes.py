@@ -82,11 +82,18 @@ def unsupported(policy: EvolvablePolicy, env: Any, fitness: str, early_stop: str
 
 
 def run_episode(
-    policy: HebbianPolicy, member: int, env: Any, obs: np.ndarray, limit: int | None, early_stop: str
+    policy: HebbianPolicy,
+    member: int,
+    env: Any,
+    obs: np.ndarray,
+    limit: int | None,
+    early_stop: tuple[int, int] | None,
 ) -> tuple[float, float, int, bool]:
     """Run ``member``'s episode (its row of ``policy``, reset for this episode) on ``env``, which was
-    just reset to ``obs``. Returns the return, the last ``info["x_position"]``, the steps taken and
-    whether the network's output stopped being finite (the member diverged)."""
+    just reset to ``obs``; ``early_stop``: ``(after, streak)`` stops it once, past ``after`` steps,
+    ``streak`` consecutive steps went backwards (the rollout's ``locomotion`` rule), or None. Returns
+    the return, the last ``info["x_position"]``, the steps taken and whether the network's output
+    stopped being finite (the member diverged)."""
     from hebb_agents._episode_kernel import run_episode as kernel
 
     program = env.unwrapped.step_program()
@@ -110,7 +117,7 @@ def run_episode(
         program.sizes,
         program.settings,
         np.iinfo(np.int64).max if limit is None else int(limit),
-        early_stop == "locomotion",
+        *(early_stop or (np.iinfo(np.int64).max, 0)),  # never past the largest step count
         totals,
     )
     env.unwrapped.record_steps(steps)

@@ -33,6 +33,8 @@ from hebb_agents import compiled_episodes
 from hebb_agents.policy import EvolvablePolicy, make_policy, member_rng
 
 EARLY_STOPS = ("none", "locomotion", "negative_reward")
+# early_stop "locomotion": after this many steps, stop once this many consecutive steps went backwards
+LOCOMOTION_STOP = (200, 30)
 # lockstep_size "auto": members per group whose evolved parameters (float32) fill at most this many
 # bytes. Measured on HalfCheetah (~54K parameters, 215 KB a member): groups of 8-16 ran 1.15-1.18x
 # faster per member-step than all 100-200 members at once, whose rule terms no cache holds. Since the
@@ -381,8 +383,9 @@ class LockstepEvaluator:
         env = self.envs[0]
         for p, key in enumerate(keys):
             obs, x_start = self._reset(env, key, seed, generation, episode)
+            stop = LOCOMOTION_STOP if self.spec.early_stop == "locomotion" else None
             total, x_last, steps, diverged = compiled_episodes.run_episode(
-                self.policy, p, env, obs, self._limits[0], self.spec.early_stop
+                self.policy, p, env, obs, self._limits[0], stop
             )
             returns[p], lengths[p] = total, steps
             distance = x_last - x_start
@@ -515,6 +518,7 @@ class LockstepEvaluator:
                 progress = np.where(has_velocity, progress, np.where(has_forward, forward, reward))
             bad = progress < 0
             streak[members] = np.where(bad, streak[members] + 1, 0)
-            return (lengths > 200) & (streak[members] >= 30)
+            after, streak_length = LOCOMOTION_STOP
+            return (lengths > after) & (streak[members] >= streak_length)
         streak[members] = np.where(reward < 0, streak[members] + 1, 0)
         return streak[members] >= 20
