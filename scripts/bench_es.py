@@ -312,9 +312,8 @@ def es_run(
                 shared.unlink()
             eval_time += evaluated - asked - rebuild
             es_time += (asked - start) + (told - evaluated) + rebuild
-    group = f"{lockstep_size}={probe.group_size(-(-args.popsize // workers))}"
-    if compiled_episodes:
-        group = "-"  # member after member: no lockstep group
+    # compiled episodes run member after member: no lockstep group
+    group = "-" if compiled_episodes else f"{lockstep_size}={probe.group_size(-(-args.popsize // workers))}"
     return {
         "rate": steps / (eval_time + es_time),
         "cpu_rate": steps / cpu_time,
@@ -452,6 +451,15 @@ def reference_style_costs(env_id: str, ref_steps: int, creations: int) -> tuple[
     return per_step, per_env, how
 
 
+def _on_off(parser: argparse.ArgumentParser, option: str, text: str) -> list[bool]:
+    """A comma list of ``on``/``off`` as booleans; a parser error names anything else."""
+    values = text.split(",")
+    for value in values:
+        if value not in ("on", "off"):
+            parser.error(f"{option} takes a comma list of on, off; got {value!r}")
+    return [value == "on" for value in values]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -502,16 +510,8 @@ def main() -> None:
     kernels = [k for k in args.kernels.split(",") if k != "numba" or importlib.util.find_spec("numba")]
     workers = [int(w) for w in args.workers.split(",")]
     groups = [parse_lockstep_size(g) for g in args.lockstep_sizes.split(",")]
-    batchings = []
-    for value in args.env_batching.split(","):
-        if value not in ("on", "off"):
-            parser.error(f"--env-batching takes a comma list of on, off; got {value!r}")
-        batchings.append(value == "on")
-    compilings = []
-    for value in args.compiled_episodes.split(","):
-        if value not in ("on", "off"):
-            parser.error(f"--compiled-episodes takes a comma list of off, on; got {value!r}")
-        compilings.append(value == "on")
+    batchings = _on_off(parser, "--env-batching", args.env_batching)
+    compilings = _on_off(parser, "--compiled-episodes", args.compiled_episodes)
     print(
         f"popsize {args.popsize}, episodes capped at {args.episode_steps} steps, {args.generations} timed "
         f"generations after one warm-up; {os.cpu_count()} CPUs visible\n"
