@@ -704,21 +704,25 @@ def lsh_attention(
 
     # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
     # weighted output sum and weight sum (see the module's docstring).
+    group = 1 if dedup else _rounds_per_group(b * padded, c, d, dv, look_back=n_chunks > 1)
+    if group >= n_hashes:  # every round in one group, combined by a softmax over rounds
+        out, lse = _torch_rounds(
+            flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked, range(n_hashes), c, causal,
+            dropout, dedup, return_lse, needs_grad, transformed, combine=True,
+        )  # fmt: skip
+        out, lse = out[0], (None if lse is None else lse[0])
+        if pad:
+            out, lse = out[:, :length], (None if lse is None else lse[:, :length])
+        return out, lse
     top: Tensor | None = None
     out_sum = weight_sum = qk.new_zeros(())
-    group = 1 if dedup else _rounds_per_group(b * padded, c, d, dv, look_back=n_chunks > 1)
     for first in range(0, n_hashes, group):
         outs, lses = _torch_rounds(
             flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked,
             range(first, min(n_hashes, first + group)), c, causal, dropout, dedup, with_lse, needs_grad,
             transformed,
         )  # fmt: skip
-        if lses is None:  # one round, log-sum-exp not asked for
-            return outs[0, :, :length], None
-        if group >= n_hashes:  # every round in one group: a softmax over rounds combines them
-            weights = torch.softmax(lses[:, :, :length], dim=0)  # (H, B, L)
-            out = (outs[:, :, :length] * weights[..., None]).sum(dim=0)
-            return out, (torch.logsumexp(lses[:, :, :length], dim=0) if return_lse else None)
+        assert lses is not None  # several groups: every round's log-sum-exp
         # The result does not depend on top (it cancels), so it carries no gradient.
         group_top = lses.detach().amax(dim=0)
         new_top = group_top if top is None else torch.maximum(top, group_top)
@@ -809,9 +813,11 @@ def _torch_rounds(
     with_lse: bool,
     needs_grad: bool,
     transformed: bool = False,
+    combine: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Rounds ``rounds`` (consecutive) at once with PyTorch operations: outputs ``(G, B, Lp, dv)``
-    and log-sum-exp ``(G, B, Lp)`` (None when not ``with_lse``), both in token order.
+    and log-sum-exp ``(G, B, Lp)`` (None when not ``with_lse``), both in token order; with
+    ``combine``, the rounds combined by a softmax over their log-sum-exp (G = 1 above).
 
     The G rounds' sorted sequences are stacked round-major, ``(G * B, n, c)``, so every operation
     runs once for the group; blocks of many chunks run joined, ``(1, G * B * (n + 1) - 1, c)``
@@ -823,16 +829,13 @@ def _torch_rounds(
     assert not dedup or g == 1
     n_chunks = padded // c
     device = order.device
-    picked = order[:, rounds.start : rounds.stop].transpose(0, 1)  # (G, B, Lp)
-    q_pos = picked.reshape(g * b, n_chunks, c)  # token index of each sorted slot
-    # Flat input row of each (round, sequence): the sequence's offset. Sorted slot of each
-    # (round, sequence): its own block of Lp slots.
-    row_offset = (torch.arange(b, device=device) * padded).repeat(g)[:, None, None]  # (G*B, 1, 1)
-    slot_offset = (torch.arange(g * b, device=device) * padded)[:, None]  # (G*B, 1)
-    q_idx = (q_pos + row_offset).reshape(-1)  # input row of each slot
-    slots = slot_of[:, rounds.start : rounds.stop].transpose(0, 1).reshape(g * b, padded)
-    back = (slots + slot_offset).reshape(-1)  # sorted slot of each (round, sequence, token)
     blocks = g * b
+    q_pos = order[:, rounds.start : rounds.stop].transpose(0, 1).reshape(blocks, n_chunks, c)
+    slots = slot_of[:, rounds.start : rounds.stop].transpose(0, 1).reshape(blocks, padded)
+    # Flat input row of each (round, sequence): the sequence's offset (none for one sequence).
+    row_offset = None
+    if b > 1:
+        row_offset = (torch.arange(b, device=device) * padded).expand(g, b).reshape(blocks, 1, 1)
     joined = None
     # (a single chunk's copy would be its own look-back: joined blocks need two or more)
     if blocks > 1 and n_chunks >= max(2, _JOINED_MIN_CHUNKS) and not dedup and not transformed:
@@ -842,19 +845,29 @@ def _torch_rounds(
         shape = (1, q_pos.shape[1], c)
     else:
         shape = (blocks, n_chunks, c)
-        # Undo the sort: token t of round h sits at slot slot_of[., h, t] of that round's block.
-        # Sorted slot j of a block holds token q_pos[j]: the inverse permutation.
-        unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
-        k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
-        k_idx = (k_pos + row_offset).reshape(-1)  # input row of each key slot (look-back included)
-        kv_idx = k_idx
+        q_idx = (q_pos if row_offset is None else q_pos + row_offset).reshape(-1)  # input row of each slot
+        # Undo the sort: token t of round h sits at slot slot_of[., h, t] of that round's block;
+        # sorted slot j of a block holds token q_pos[j] (the inverse permutation).
+        back, unsorted = slots.reshape(-1), q_pos.reshape(-1)
+        if blocks > 1:
+            slot_offset = (torch.arange(blocks, device=device) * padded)[:, None]  # (G*B, 1)
+            back = (slots + slot_offset).reshape(-1)
+            unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
         if blocks == 1 and n_chunks > 1:
             # One block: keys and values are gathered once per sorted slot, behind a copy of the
             # last chunk, and each chunk's look-back window is a view of 2c consecutive rows.
             kv_idx = torch.cat([q_pos[:, -1:], q_pos], dim=1).reshape(-1)
-        k_masked = None
-        if key_masked is not None:
-            k_masked = key_masked.reshape(-1).index_select(0, k_idx).view(blocks, n_chunks, 1, -1)
+            k_pos = kv_idx.as_strided((1, n_chunks, 2 * c), (0, c, 1))  # (1, n, K)
+            k_masked = None
+            if key_masked is not None:
+                gathered = key_masked.reshape(-1).index_select(0, kv_idx)
+                k_masked = gathered.as_strided((1, n_chunks, 1, 2 * c), (0, c, 0, 1))
+        else:
+            k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
+            kv_idx = (k_pos if row_offset is None else k_pos + row_offset).reshape(-1)
+            k_masked = None
+            if key_masked is not None:
+                k_masked = key_masked.reshape(-1).index_select(0, kv_idx).view(blocks, n_chunks, 1, -1)
     log_count = None
     if dedup:
         if chunk_of is not None:
@@ -862,28 +875,23 @@ def _torch_rounds(
         else:  # every round's window is the whole sequence
             log_count = torch.full((), math.log(n_hashes), device=device, dtype=flat_q.dtype)
     mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
-    rows = _SortedRows(q_idx, kv_idx, back, shape, g, joined)
+    rows = _SortedRows(q_idx, kv_idx, back, unsorted, shape, g, joined)
     if transformed:  # keep_probs: nothing autograd needs is overwritten in place
-        sorted_out, lse, _, _ = _chunked_attention_forward(
-            flat_q, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse
+        out, lse, _, _, _ = _chunked_attention_forward(
+            flat_q, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse, combine=combine
         )
     elif needs_grad:
-        sorted_out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout, with_lse)
+        out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout, with_lse, combine)
     else:
-        sorted_out, lse, _, _ = _chunked_attention_forward(
-            flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse
+        out, lse, _, _, _ = _chunked_attention_forward(
+            flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse, combine=combine
         )
-    zero_row = joined is not None  # the joined layout's extra windows take no gradient
-    out = _permute_rows(sorted_out.reshape(-1, flat_v.shape[-1]), back, unsorted, transformed, zero_row)
-    out = out.view(g, b, padded, -1)
-    if lse is None:
-        return out, None
-    lse = _permute_rows(lse.reshape(-1, 1), back, unsorted, transformed, zero_row)
-    return out, lse.view(g, b, padded)
+    g_out = 1 if combine else g
+    return out.view(g_out, b, padded, -1), (None if lse is None else lse.view(g_out, b, padded))
 
 
 def _joined_blocks(
-    q_pos: Tensor, row_offset: Tensor, slots: Tensor, key_masked: Tensor | None
+    q_pos: Tensor, row_offset: Tensor | None, slots: Tensor, key_masked: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
     """Several blocks' chunks as one sequence of look-back windows, without a second copy of
     any key or value.
@@ -904,7 +912,9 @@ def _joined_blocks(
     device = q_pos.device
     buffer_pos = torch.cat([q_pos[:, -1:], q_pos], dim=1).reshape(-1)  # token index of each slot
     first = (torch.arange(blocks, device=device) * stride)[:, None]  # (B, 1) first slot of a block
-    kv_idx = (buffer_pos.view(blocks, stride) + row_offset.view(blocks, 1)).reshape(-1)
+    kv_idx = buffer_pos
+    if row_offset is not None:  # (None: one sequence, each block's rows are its tokens)
+        kv_idx = (buffer_pos.view(blocks, stride) + row_offset.view(blocks, 1)).reshape(-1)
     windows = blocks * (n_chunks + 1) - 1
     query_pos = buffer_pos[c:].view(1, windows, c)
     key_pos = buffer_pos.as_strided((1, windows, 2 * c), (0, c, 1))
@@ -921,39 +931,6 @@ def _joined_blocks(
     return query_pos, key_pos, k_masked, kv_idx[c:], kv_idx, back, unsorted, (extra, last)
 
 
-class _PermuteRows(torch.autograd.Function):
-    """``x[index]`` for a one-to-one ``index`` whose inverse is known (a permutation, or with
-    ``zero_row`` one that leaves some rows of ``x`` out: their inverse is ``len(index)``).
-
-    Autograd's backward of ``index_select`` accumulates with ``index_add``, several times slower
-    on CPU than the gather it undoes; the gradient of a permutation is the inverse permutation.
-    """
-
-    @staticmethod
-    def forward(ctx, x, index, inverse, zero_row):  # type: ignore[override]
-        ctx.save_for_backward(inverse)
-        ctx.zero_row = zero_row
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        (inverse,) = ctx.saved_tensors
-        if ctx.zero_row:
-            grad = F.pad(grad, (0, 0, 0, 1))
-        return grad.index_select(0, inverse), None, None, None
-
-
-def _permute_rows(
-    x: Tensor, index: Tensor, inverse: Tensor, transformed: bool = False, zero_row: bool = False
-) -> Tensor:
-    """Rows of ``x`` ``(N, ...)`` in the order ``index``, whose inverse is ``inverse``; with
-    ``zero_row``, rows of ``x`` that ``index`` leaves out have the inverse ``len(index)`` and take
-    no gradient. ``transformed``: under ``torch.func`` transforms, a plain ``index_select``."""
-    if not transformed and torch.is_grad_enabled() and x.requires_grad:
-        return _PermuteRows.apply(x, index, inverse, zero_row)
-    return x.index_select(0, index)
-
-
 def _look_back(x: Tensor) -> Tensor:
     """Keys of each chunk: the previous one (the first sees the last), then the chunk itself.
 
@@ -963,7 +940,10 @@ def _look_back(x: Tensor) -> Tensor:
 
 
 class _ChunkMask:
-    """What decides a group of rounds' score masks: slot token indices and the static masks."""
+    """What decides a group of rounds' score masks: slot token indices and the static masks.
+
+    Kept window-major, like the scores ``(W, c, K)`` (``W``: blocks x chunks, or joined windows).
+    """
 
     def __init__(
         self,
@@ -973,23 +953,27 @@ class _ChunkMask:
         causal: bool,
         log_count: Tensor | None,  # (B, n, c, K) or scalar: log of rounds sharing each pair
     ) -> None:
-        self.q_pos, self.k_pos, self.k_masked = q_pos, k_pos, k_masked
+        c, keys = q_pos.shape[-1], k_pos.shape[-1]
+        self.q_pos, self.k_pos = q_pos.reshape(-1, c), k_pos.reshape(-1, keys)  # (W, c), (W, K)
+        self.k_masked = None if k_masked is None else k_masked.reshape(-1, 1, keys)
+        if log_count is not None and log_count.dim() > 0:
+            log_count = log_count.reshape(-1, c, keys)
         self.causal, self.log_count = causal, log_count
 
     def forbidden(self) -> Tensor | None:
-        """(B, n, c, K) bool of keys a query may not attend to, or None."""
+        """(W, c, K) bool of keys a query may not attend to, or None."""
         bad = None
         if self.causal:
-            bad = self.k_pos[:, :, None, :] > self.q_pos[:, :, :, None]
+            bad = self.k_pos[:, None, :] > self.q_pos[:, :, None]
         if self.k_masked is not None:
             bad = self.k_masked if bad is None else bad | self.k_masked
         return bad
 
     def scores(self, sq: Tensor, sk: Tensor) -> Tensor:
-        """Masked scores ``(B, n, c, K)`` of scaled sorted queries ``sq`` and their keys ``sk``."""
+        """Masked scores ``(W, c, K)`` of scaled sorted queries ``sq`` and their keys ``sk``."""
         mask_value, self_value = _mask_scores(sq.dtype)
-        scores = sq @ sk.transpose(-1, -2)
-        c = sq.shape[2]
+        scores = torch.bmm(sq, sk.mT)
+        c = sq.shape[1]
         # A token's own key sits on the diagonal of the current-chunk block, the last c keys.
         scores[..., -c:].diagonal(dim1=-2, dim2=-1).fill_(self_value)
         bad = self.forbidden()
@@ -1018,37 +1002,51 @@ class _SortedRows:
         q_idx: Tensor,
         kv_idx: Tensor,
         back: Tensor,
+        unsorted: Tensor,
         shape: tuple[int, int, int],
         rounds: int = 1,
         joined: tuple[Tensor, Tensor] | None = None,
     ) -> None:
-        self.q_idx, self.kv_idx, self.back, self.joined = q_idx, kv_idx, back, joined
+        self.q_idx, self.kv_idx, self.joined = q_idx, kv_idx, joined
+        self.back, self.unsorted = back, unsorted
         self.b, self.n, self.c = shape  # b: rounds * sequences (1 when joined)
         self.rounds = rounds
         self._windows = self.n > 1 and kv_idx.numel() == (self.n + 1) * self.c
         self._back_in_look_back: Tensor | None = None  # ``back`` in the (n, 2c) look-back layout
 
     def queries(self, flat_qk: Tensor) -> Tensor:
-        """Sorted queries ``(B, n, c, d)``, scaled by ``d ** -0.5`` (a fresh tensor)."""
-        sq = flat_qk.index_select(0, self.q_idx).view(self.b, self.n, self.c, -1)
+        """Sorted queries ``(W, c, d)``, scaled by ``d ** -0.5`` (a fresh tensor)."""
+        sq = flat_qk.index_select(0, self.q_idx).view(self.b * self.n, self.c, -1)
         return sq.mul_(sq.shape[-1] ** -0.5)
 
     def look_back(self, flat: Tensor) -> Tensor:
-        """Each chunk's keys (or values) with its look-back, ``(B, n, K, ...)``; with a single or
+        """Each chunk's keys (or values) with its look-back, ``(W, K, ...)``; with a single or
         joined block a view whose windows overlap (each chunk's rows are also the next chunk's
         look-back)."""
         width = flat.shape[-1]
         gathered = flat.index_select(0, self.kv_idx)
         if not self._windows:
-            return gathered.view(self.b, self.n, -1, width)
-        return gathered.as_strided((1, self.n, 2 * self.c, width), (0, self.c * width, width, 1))
+            return gathered.view(self.b * self.n, -1, width)
+        return gathered.as_strided((self.n, 2 * self.c, width), (self.c * width, width, 1))
+
+    def tokens(self, sorted_rows: Tensor) -> Tensor:
+        """Rows over sorted slots ``(W, c, ...)`` in token order, ``(rounds * sequences * Lp, ...)``."""
+        return sorted_rows.reshape(-1, *sorted_rows.shape[2:]).index_select(0, self.back)
+
+    def slots(self, token_rows: Tensor) -> Tensor:
+        """A gradient over token rows (from :meth:`tokens`) back over the sorted slots, ``(W, c, ...)``;
+        the joined layout's extra windows get zeros."""
+        if self.joined is not None:
+            token_rows = F.pad(token_rows, (0, 0) * (token_rows.dim() - 1) + (0, 1))
+        return token_rows.index_select(0, self.unsorted).view(self.b * self.n, self.c, *token_rows.shape[1:])
 
     def scatter(self, d_sorted: Tensor, look_back: bool) -> Tensor:
-        """Gradient for the flat rows from a gradient over sorted slots ``(B, n, c or 2c, d)``, a
+        """Gradient for the flat rows from a gradient over sorted slots ``(W, c or 2c, d)``, a
         fresh tensor that this overwrites: with ``look_back``, each key's look-back copy (in the
         next chunk) is added to its own slot in place, and the own slots are gathered from there."""
         index = self.back
-        if look_back and d_sorted.shape[2] > self.c:
+        if look_back and d_sorted.shape[1] > self.c:
+            d_sorted = d_sorted.view(self.b, self.n, 2 * self.c, -1)
             copies, own = d_sorted[:, :, : self.c], d_sorted[:, :, self.c :]
             own[:, :-1] += copies[:, 1:]  # chunk i's keys are chunk i + 1's look-back
             if self.joined is None:
@@ -1078,70 +1076,101 @@ def _chunked_attention_forward(
     keep_probs: bool = False,
     with_lse: bool = True,
     keep: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    combine: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """Softmax attention of each chunk's queries over its keys; in place where autograd allows
     (with ``keep_probs``, autograd can differentiate it).
 
     Gathers the rounds' sorted queries (from the unscaled ``flat_qk``), look-back keys and values
     from the flat ``(B*Lp, ...)`` rows, each only while it is needed. Returns the output
-    ``(B, n, c, dv)``, the log-sum-exp ``(B, n, c)`` (None unless ``with_lse``), the dropout keep
-    mask (or None) and, with ``keep_probs``, the attention probabilities before dropout.
+    ``(G*B*Lp, dv)`` and the log-sum-exp ``(G*B*Lp,)`` (None unless ``with_lse``) in token order,
+    the dropout keep mask (or None), with ``keep_probs`` the attention probabilities before
+    dropout, and the rounds' weights. With ``combine`` the G rounds are combined: output
+    ``(B*Lp, dv)``, log-sum-exp over rounds ``(B*Lp,)`` and weights ``(G, B*Lp)`` (None for one round).
     """
-    scores = mask.scores(rows.queries(flat_qk), rows.look_back(flat_k))
+    scores = mask.scores(rows.queries(flat_qk), rows.look_back(flat_k))  # (W, c, K)
     # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
     # the large negative mask scores (several times slower here). The log-sum-exp follows from
     # the largest probability: p_max = exp(top - lse), so lse = top - log(p_max), p_max >= 1/K.
-    top = scores.amax(dim=-1) if with_lse else None
+    rounds = rows.rounds if combine else 1  # rounds to combine here
+    top = scores.amax(dim=-1) if with_lse or rounds > 1 else None
     probs = torch.softmax(scores, dim=-1)
     del scores
-    lse = None if top is None else top - probs.amax(dim=-1).log()
+    lse = None if top is None else rows.tokens(top - probs.amax(dim=-1).log())
     used = probs
     if dropout > 0.0:
         if keep is None:
             keep = torch.rand_like(probs) >= dropout
         used = probs * keep if keep_probs else probs.mul_(keep)
         used.mul_(1.0 / (1.0 - dropout))
-    return used @ rows.look_back(flat_v), lse, keep, (probs if keep_probs else None)
+    out = rows.tokens(torch.bmm(used, rows.look_back(flat_v)))
+    weights = None
+    if rounds > 1:  # the softmax over rounds of their log-sum-exp
+        assert lse is not None
+        lses = lse.view(rounds, -1)
+        weights = torch.softmax(lses, dim=0)
+        out = (out.view(rounds, *weights.shape[1:], -1) * weights[..., None]).sum(dim=0)
+        lse = torch.logsumexp(lses, dim=0) if with_lse else None
+    return out, lse, keep, (probs if keep_probs else None), weights
 
 
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention with a hand-written backward.
 
     Takes the flat, unsorted (unscaled) queries, keys and values and a group of G rounds' row
-    indices. Per group it saves the indices, the output and one ``(G * B, n, c, K)`` probability
-    tensor, ``(1, G * B * (n + 1) - 1, c, K)`` when joined (``O(L * bucket_size)`` per round,
-    the algorithm's own bound); the flat inputs it saves
-    are the same tensors for every group. No sorted copies and none of autograd's several intermediates of
-    the probabilities' size (scores, masks, softmax, dropout) are kept: the sorted rows and the
-    boolean masks are gathered again in the backward pass, one at a time.
+    indices; returns the output and log-sum-exp in token order, per round or (``combine``)
+    combined. Per group it saves the indices, the output (and the rounds' weights when combined)
+    and one ``(G * B * n, c, K)`` probability tensor,
+    ``(G * B * (n + 1) - 1, c, K)`` when joined (``O(L * bucket_size)`` per round, the
+    algorithm's own bound); the flat inputs it saves are the same tensors for every group. No
+    sorted copies and none of autograd's several intermediates of the probabilities' size
+    (scores, masks, softmax, dropout) are kept: the sorted rows and the boolean masks are gathered
+    again in the backward pass, one at a time.
     """
 
     @staticmethod
-    def forward(ctx, flat_qk, flat_k, flat_v, rows, mask, dropout, with_lse):  # type: ignore[override]
-        out, lse, keep, probs = _chunked_attention_forward(
-            flat_qk, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse
+    def forward(ctx, flat_qk, flat_k, flat_v, rows, mask, dropout, with_lse, combine):  # type: ignore[override]
+        out, lse, keep, probs, weights = _chunked_attention_forward(
+            flat_qk, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse, combine=combine
         )
-        ctx.save_for_backward(flat_qk, flat_k, flat_v, out, keep, probs)
-        ctx.rows, ctx.mask, ctx.dropout = rows, mask, dropout
+        ctx.save_for_backward(flat_qk, flat_k, flat_v, out, keep, probs, weights)
+        ctx.rows, ctx.mask, ctx.dropout, ctx.combine = rows, mask, dropout, combine
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
-        flat_qk, flat_k, flat_v, out, keep, probs = ctx.saved_tensors
+        flat_qk, flat_k, flat_v, out, keep, probs, weights = ctx.saved_tensors
         rows, mask, dropout = ctx.rows, ctx.mask, ctx.dropout
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay, twice differentiable
             # (output and log-sum-exp, its first two results, pair with the incoming gradients)
             replay = functools.partial(
-                _chunked_attention_forward, rows=rows, mask=mask, dropout=dropout, keep_probs=True, keep=keep
+                _chunked_attention_forward,
+                rows=rows,
+                mask=mask,
+                dropout=dropout,
+                keep_probs=True,
+                keep=keep,
+                combine=ctx.combine,
             )
             grads = _recomputed_grads(
                 replay, (flat_qk, flat_k, flat_v), ctx.needs_input_grad[:3], (d_out, d_lse)
             )
-            return (*grads, None, None, None, None)
-        c = probs.shape[2]
-        look_back = probs.shape[3] > c
+            return (*grads, None, None, None, None, None)
+        # d softmax: P * (dP - sum_j P_j dP_j - d_lse); that sum is d_out . out per query (token
+        # order here, like the output: both are permuted alike).
+        row = (d_out * out).sum(dim=-1)
+        if d_lse is not None:
+            row = row - d_lse
+        if weights is not None:
+            # out = sum_h w_h out_h with w = softmax_h(lse_h): round h's output gradient is
+            # w_h d_out and its own row term w_h (d_out . out - d_lse); the rounds' output terms cancel.
+            d_out = (weights[..., None] * d_out).reshape(-1, d_out.shape[-1])
+            row = (weights * row).reshape(-1)
+        c = probs.shape[1]
+        look_back = probs.shape[2] > c
+        d_out = rows.slots(d_out)  # (W, c, dv) over sorted slots
         sv = rows.look_back(flat_v)
-        d_probs = d_out @ sv.transpose(-1, -2)
+        d_probs = torch.bmm(d_out, sv.mT)
         del sv
         if keep is not None:
             scale = 1.0 / (1.0 - dropout)
@@ -1149,13 +1178,9 @@ class _ChunkedAttention(torch.autograd.Function):
             d_probs.mul_(keep).mul_(scale)
         else:
             used = probs
-        d_v = rows.scatter(used.transpose(-1, -2) @ d_out, look_back)
+        d_v = rows.scatter(torch.bmm(used.mT, d_out), look_back)
         del used
-        # d softmax: P * (dP - sum_j P_j dP_j); that sum equals d_out . out per query.
-        row = (d_out * out).sum(dim=-1)  # (B, n, c)
-        if d_lse is not None:
-            row = row - d_lse
-        d_scores = d_probs.sub_(row[..., None]).mul_(probs)
+        d_scores = d_probs.sub_(rows.slots(row)[..., None]).mul_(probs)
         # Entries replaced by constants carry no gradient.
         d_scores[..., -c:].diagonal(dim1=-2, dim2=-1).zero_()
         bad = mask.forbidden()
@@ -1163,9 +1188,10 @@ class _ChunkedAttention(torch.autograd.Function):
             d_scores.masked_fill_(bad, 0.0)
         del bad
         # Scores are (d ** -0.5 * q) . k: the query gradient takes the scale once more.
-        d_qk = rows.scatter((d_scores @ rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5), False)
-        d_k = rows.scatter(d_scores.transpose(-1, -2) @ rows.queries(flat_qk), look_back)
-        return d_qk, d_k, d_v, None, None, None, None
+        d_q = torch.bmm(d_scores, rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5)
+        d_qk = rows.scatter(d_q, False)
+        d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back)
+        return d_qk, d_k, d_v, None, None, None, None, None
 
 
 def _log_shared_rounds(
