@@ -82,45 +82,52 @@ def _mask_scores(dtype: torch.dtype) -> tuple[float, float]:
     return _HALF_SCORES if dtype == torch.float16 else (MASK_SCORE, SELF_SCORE)
 
 
-def _unit(qk: Tensor) -> Tensor:
-    """Keys: ``qk`` L2-normalised; a zero row (padding) stays zero in every dtype.
+def _unit(qk: Tensor, scale: float = 1.0) -> Tensor:
+    """Keys: ``qk`` L2-normalised, times ``scale``; a zero row (padding) stays zero in every dtype.
 
     ``F.normalize``'s default ``eps`` (1e-12) is zero in float16, where ``0 / 0`` would give NaN keys
     whose gradient poisons the backward pass even though the forward pass masks them.
     """
     if not transform_running() and torch.is_grad_enabled() and qk.requires_grad:
-        return _UnitRows.apply(qk)
-    return _normalized(qk)
+        return _UnitRows.apply(qk, scale)
+    return _normalized(qk, scale)
 
 
-def _normalized(qk: Tensor) -> Tensor:
-    return F.normalize(qk, dim=-1, eps=max(1e-12, torch.finfo(qk.dtype).tiny))
+def _normalized(qk: Tensor, scale: float = 1.0) -> Tensor:
+    keys = F.normalize(qk, dim=-1, eps=max(1e-12, torch.finfo(qk.dtype).tiny))
+    return keys if scale == 1.0 else keys * scale
 
 
 class _UnitRows(torch.autograd.Function):
     """:func:`_unit` with a hand-written backward: five operations where autograd's through
     ``F.normalize`` takes about fifteen, each a pass over the whole ``(B, L, d)`` (keys' forward +
-    backward at 1,024 x 64: ~255 against ~360 us on CPU). Same forward arithmetic."""
+    backward at 1,024 x 64: ~255 against ~360 us on CPU). The scale divides the norm (unscaled, the
+    same forward arithmetic as ``F.normalize``)."""
 
     @staticmethod
-    def forward(ctx, qk):  # type: ignore[override]
+    def forward(ctx, qk, scale):  # type: ignore[override]
         eps = max(1e-12, torch.finfo(qk.dtype).tiny)
         norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True)
         divisor = norm.clamp_min(eps)
+        if scale != 1.0:
+            divisor = divisor / scale
         keys = qk / divisor
         ctx.save_for_backward(qk, keys, divisor, norm < eps)
+        ctx.scale = scale
         return keys
 
     @staticmethod
     def backward(ctx, d_keys):  # type: ignore[override]
         qk, keys, divisor, clamped = ctx.saved_tensors
+        scale = ctx.scale
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay
-            (d_qk,) = _recomputed_grads(lambda x: (_normalized(x),), (qk,), (True,), (d_keys,))
-            return d_qk
-        # keys = qk / |qk|: d qk = (dk - keys (keys . dk)) / |qk|; dk / eps where the norm was
-        # clamped to eps (a constant divisor there)
+            replay = functools.partial(_normalized, scale=scale)
+            (d_qk,) = _recomputed_grads(lambda x: (replay(x),), (qk,), (True,), (d_keys,))
+            return d_qk, None
+        # keys = s qk / |qk|: d qk = (dk - keys (keys . dk) / s^2) * s / |qk|; dk * s / eps where
+        # the norm was clamped to eps (a constant divisor there)
         along = (keys * d_keys).sum(dim=-1, keepdim=True).masked_fill_(clamped, 0.0)
-        return torch.addcmul(d_keys, keys, along, value=-1.0).div_(divisor)
+        return torch.addcmul(d_keys, keys, along, value=-1.0 / scale**2).div_(divisor), None
 
 
 KERNELS = ("auto", "torch", "triton")
@@ -649,15 +656,16 @@ def lsh_attention(
         buckets = buckets.masked_fill(key_masked[:, None, :], n_buckets)
     positions = torch.arange(padded, device=device)
     # Sorting by bucket * padded + position sorts by (bucket, position) in one pass.
-    order = torch.sort(buckets * padded + positions).indices  # (B, H, Lp): token at each slot
+    order = torch.sort(positions.add(buckets, alpha=padded)).indices  # (B, H, Lp): token at each slot
     del buckets
     slot_of = None if fused else _slots_of(order)
     chunk_of = None
     if dedup and n_chunks > 2:
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
 
-    keys = _unit(qk)
-    # Queries are scaled after their gather (the same products), so no scaled copy of qk is kept.
+    # The PyTorch path's keys carry the scores' d ** -0.5, so queries are used as they are; the
+    # fused kernels scale the scores themselves.
+    keys = _unit(qk, 1.0 if fused else d**-0.5)
     flat_q = qk.reshape(b * padded, d)
     flat_k = keys.reshape(b * padded, d)
     flat_v = v.reshape(b * padded, dv)
@@ -699,8 +707,9 @@ def lsh_attention(
         weights = torch.softmax(lses, dim=0)[..., None]
         out = sum(o * w for o, w in zip(outs.unbind(0), weights.unbind(0))).to(qk.dtype)
         return out, (torch.logsumexp(lses, dim=0).to(qk.dtype) if return_lse else None)
-    if slot_of is None:
+    if slot_of is None:  # the fused kernels did not fit: the PyTorch path, with its scaled keys
         slot_of = _slots_of(order)
+        flat_k = _unit(qk, d**-0.5).reshape(b * padded, d)
 
     # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
     # weighted output sum and weight sum (see the module's docstring).
@@ -710,7 +719,6 @@ def lsh_attention(
             flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked, range(n_hashes), c, causal,
             dropout, dedup, return_lse, needs_grad, transformed, combine=True,
         )  # fmt: skip
-        out, lse = out[0], (None if lse is None else lse[0])
         if pad:
             out, lse = out[:, :length], (None if lse is None else lse[:, :length])
         return out, lse
@@ -759,9 +767,11 @@ def _all_rounds_torch(
     bucket_size: int,
 ) -> tuple[Tensor, Tensor]:
     """Every round with PyTorch operations, laid out as the fused kernels return them: outputs
-    ``(H, N, dv)`` and float32 log-sum-exp ``(H, N)`` (their backward pass's fallback)."""
+    ``(H, N, dv)`` and float32 log-sum-exp ``(H, N)`` (their backward pass's fallback). Takes the
+    fused kernels' unit keys, which the PyTorch path wants scaled by ``d ** -0.5``."""
     b, n_hashes, padded = order.shape
     slots = _slots_of(order)
+    flat_k = flat_k * flat_k.shape[-1] ** -0.5
     outs, lses = [], []
     for h in range(n_hashes):  # a round at a time: the fallback keeps one round's scores
         out_h, lse_h = _torch_rounds(
@@ -817,7 +827,8 @@ def _torch_rounds(
 ) -> tuple[Tensor, Tensor | None]:
     """Rounds ``rounds`` (consecutive) at once with PyTorch operations: outputs ``(G, B, Lp, dv)``
     and log-sum-exp ``(G, B, Lp)`` (None when not ``with_lse``), both in token order; with
-    ``combine``, the rounds combined by a softmax over their log-sum-exp (G = 1 above).
+    ``combine``, the rounds combined by a softmax over their log-sum-exp, ``(B, Lp, dv)`` and
+    ``(B, Lp)``.
 
     The G rounds' sorted sequences are stacked round-major, ``(G * B, n, c)``, so every operation
     runs once for the group; blocks of many chunks run joined, ``(1, G * B * (n + 1) - 1, c)``
@@ -886,8 +897,8 @@ def _torch_rounds(
         out, lse, _, _, _ = _chunked_attention_forward(
             flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse, combine=combine
         )
-    g_out = 1 if combine else g
-    return out.view(g_out, b, padded, -1), (None if lse is None else lse.view(g_out, b, padded))
+    rounds_out = () if combine else (g,)
+    return out.view(*rounds_out, b, padded, -1), (None if lse is None else lse.view(*rounds_out, b, padded))
 
 
 def _joined_blocks(
@@ -970,7 +981,7 @@ class _ChunkMask:
         return bad
 
     def scores(self, sq: Tensor, sk: Tensor) -> Tensor:
-        """Masked scores ``(W, c, K)`` of scaled sorted queries ``sq`` and their keys ``sk``."""
+        """Masked scores ``(W, c, K)`` of sorted queries ``sq`` and their (scaled) keys ``sk``."""
         mask_value, self_value = _mask_scores(sq.dtype)
         scores = torch.bmm(sq, sk.mT)
         c = sq.shape[1]
@@ -1015,9 +1026,8 @@ class _SortedRows:
         self._back_in_look_back: Tensor | None = None  # ``back`` in the (n, 2c) look-back layout
 
     def queries(self, flat_qk: Tensor) -> Tensor:
-        """Sorted queries ``(W, c, d)``, scaled by ``d ** -0.5`` (a fresh tensor)."""
-        sq = flat_qk.index_select(0, self.q_idx).view(self.b * self.n, self.c, -1)
-        return sq.mul_(sq.shape[-1] ** -0.5)
+        """Sorted queries ``(W, c, d)``."""
+        return flat_qk.index_select(0, self.q_idx).view(self.b * self.n, self.c, -1)
 
     def look_back(self, flat: Tensor) -> Tensor:
         """Each chunk's keys (or values) with its look-back, ``(W, K, ...)``; with a single or
@@ -1081,7 +1091,7 @@ def _chunked_attention_forward(
     """Softmax attention of each chunk's queries over its keys; in place where autograd allows
     (with ``keep_probs``, autograd can differentiate it).
 
-    Gathers the rounds' sorted queries (from the unscaled ``flat_qk``), look-back keys and values
+    Gathers the rounds' sorted queries, look-back keys (scaled by ``d ** -0.5``) and values
     from the flat ``(B*Lp, ...)`` rows, each only while it is needed. Returns the output
     ``(G*B*Lp, dv)`` and the log-sum-exp ``(G*B*Lp,)`` (None unless ``with_lse``) in token order,
     the dropout keep mask (or None), with ``keep_probs`` the attention probabilities before
@@ -1117,7 +1127,7 @@ def _chunked_attention_forward(
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention with a hand-written backward.
 
-    Takes the flat, unsorted (unscaled) queries, keys and values and a group of G rounds' row
+    Takes the flat, unsorted queries, keys (scaled by ``d ** -0.5``) and values and a group of G rounds' row
     indices; returns the output and log-sum-exp in token order, per round or (``combine``)
     combined. Per group it saves the indices, the output (and the rounds' weights when combined)
     and one ``(G * B * n, c, K)`` probability tensor,
@@ -1187,9 +1197,7 @@ class _ChunkedAttention(torch.autograd.Function):
         if bad is not None:
             d_scores.masked_fill_(bad, 0.0)
         del bad
-        # Scores are (d ** -0.5 * q) . k: the query gradient takes the scale once more.
-        d_q = torch.bmm(d_scores, rows.look_back(flat_k)).mul_(flat_qk.shape[-1] ** -0.5)
-        d_qk = rows.scatter(d_q, False)
+        d_qk = rows.scatter(torch.bmm(d_scores, rows.look_back(flat_k)), False)
         d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back)
         return d_qk, d_k, d_v, None, None, None, None, None
 
