@@ -1058,15 +1058,16 @@ class _SortedRows:
         if look_back and d_sorted.shape[1] > self.c:
             d_sorted = d_sorted.view(self.b, self.n, 2 * self.c, -1)
             copies, own = d_sorted[:, :, : self.c], d_sorted[:, :, self.c :]
-            own[:, :-1] += copies[:, 1:]  # chunk i's keys are chunk i + 1's look-back
+            own[:, :-1].add_(copies[:, 1:])  # chunk i's keys are chunk i + 1's look-back
+            # (add_ on the slice: ``+=`` would also copy the slice onto itself)
             if self.joined is None:
-                own[:, -1] += copies[:, 0]  # and the last chunk's are the first one's
+                own[:, -1].add_(copies[:, 0])  # and the last chunk's are the first one's
             else:  # each block's copy chunk: the look-back of its first window
                 extra, last = self.joined  # its gradient: the first copies, then extra windows'
-                own[:, last] += torch.cat([copies[:, :1], own[:, extra]], dim=1)
+                own.index_add_(1, last, torch.cat([copies[:, :1], own[:, extra]], dim=1))
             if self._back_in_look_back is None:  # shared by the key and value gradients
                 chunk = self.back.div(self.c, rounding_mode="floor")
-                self._back_in_look_back = self.back + (chunk + 1) * self.c
+                self._back_in_look_back = self.back.add(chunk, alpha=self.c).add_(self.c)  # + (chunk + 1) c
             index = self._back_in_look_back
         # Every row appears once among each round's own slots: the inverse permutation gathers
         # it, once per round.
