@@ -334,6 +334,24 @@ def test_second_derivatives_pass_gradgradcheck(
         assert torch.autograd.gradgradcheck(lambda w: attend(qk, w), (v,), fast_mode=True)
 
 
+@pytest.mark.parametrize("n_hashes", [1, 3])
+@pytest.mark.parametrize("causal", [False, True])
+def test_first_derivatives_are_the_same_with_create_graph(n_hashes: int, causal: bool) -> None:
+    # gradgradcheck differentiates the first derivatives without checking their values: with
+    # create_graph=True (a replay under autograd) they must equal the hand-written backward's
+    qk, v = _inputs(2, 37, 4, 3, seed=6, dtype=torch.float64)
+    qk.requires_grad_(True)
+    v.requires_grad_(True)
+    rotations = torch.randn(4, n_hashes, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grads = []
+    for create_graph in (False, True):
+        out, lse = lsh_attention(qk, v, rotations, bucket_size=4, causal=causal)
+        loss = out.square().sum() + lse.sum()
+        grads.append(torch.autograd.grad(loss, (qk, v), create_graph=create_graph))
+    for plain, replayed in zip(*grads):
+        torch.testing.assert_close(replayed, plain, rtol=0, atol=1e-12)
+
+
 def test_skipping_the_log_sum_exp_changes_nothing_else() -> None:
     # One round without return_lse skips computing it; outputs and gradients must not move.
     qk, v = _inputs(2, 29, 4, 3, seed=4, dtype=torch.float64)

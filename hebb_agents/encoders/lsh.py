@@ -250,6 +250,9 @@ def _recomputed_grads(
     ``compute``'s first results pair with ``grad_outputs`` (any further results are ignored)."""
     create_graph = torch.is_grad_enabled()  # in a backward pass: on only for create_graph=True
     with torch.enable_grad():
+        # Aliases, so that an input that is an ancestor of another (qk of its unit keys) gets the
+        # gradient of its own uses only, as the Function's result for it must be.
+        inputs = tuple(x.view_as(x) for x in inputs)
         wanted = [x for x, need in zip(inputs, needs_grad) if need]
         outputs = compute(*inputs)
         # outputs that do not depend on the wanted inputs (the log-sum-exp when only v needs a
@@ -666,9 +669,6 @@ def lsh_attention(
     # The PyTorch path's keys carry the scores' d ** -0.5, so queries are used as they are; the
     # fused kernels scale the scores themselves.
     keys = _unit(qk, 1.0 if fused else d**-0.5)
-    flat_q = qk.reshape(b * padded, d)
-    flat_k = keys.reshape(b * padded, d)
-    flat_v = v.reshape(b * padded, dv)
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     # torch.func transforms cannot run the custom autograd.Functions: plain differentiable operations
     transformed = transform_running()
@@ -684,9 +684,9 @@ def lsh_attention(
         masked_rows = key_masked.reshape(-1).contiguous() if key_masked is not None else None
         try:
             outs, lses = triton_kernels.FusedRounds.apply(
-                flat_q.contiguous(),
-                flat_k.contiguous(),
-                flat_v.contiguous(),
+                qk.reshape(b * padded, d).contiguous(),
+                keys.reshape(b * padded, d).contiguous(),
+                v.reshape(b * padded, dv).contiguous(),
                 order,
                 masked_rows,
                 causal,
@@ -709,14 +709,14 @@ def lsh_attention(
         return out, (torch.logsumexp(lses, dim=0).to(qk.dtype) if return_lse else None)
     if slot_of is None:  # the fused kernels did not fit: the PyTorch path, with its scaled keys
         slot_of = _slots_of(order)
-        flat_k = _unit(qk, d**-0.5).reshape(b * padded, d)
+        keys = _unit(qk, d**-0.5)
 
     # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
     # weighted output sum and weight sum (see the module's docstring).
     group = 1 if dedup else _rounds_per_group(b * padded, c, d, dv, look_back=n_chunks > 1)
     if group >= n_hashes:  # every round in one group, combined by a softmax over rounds
         out, lse = _torch_rounds(
-            flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked, range(n_hashes), c, causal,
+            qk, keys, v, order, slot_of, chunk_of, key_masked, range(n_hashes), c, causal,
             dropout, dedup, return_lse, needs_grad, transformed, combine=True,
         )  # fmt: skip
         if pad:
@@ -726,7 +726,7 @@ def lsh_attention(
     out_sum = weight_sum = qk.new_zeros(())
     for first in range(0, n_hashes, group):
         outs, lses = _torch_rounds(
-            flat_q, flat_k, flat_v, order, slot_of, chunk_of, key_masked,
+            qk, keys, v, order, slot_of, chunk_of, key_masked,
             range(first, min(n_hashes, first + group)), c, causal, dropout, dedup, with_lse, needs_grad,
             transformed,
         )  # fmt: skip
@@ -808,9 +808,9 @@ def _fused_unsupported(
 
 
 def _torch_rounds(
-    flat_q: Tensor,
-    flat_k: Tensor,
-    flat_v: Tensor,
+    qk: Tensor,
+    keys: Tensor,
+    v: Tensor,
     order: Tensor,
     slot_of: Tensor | None,
     chunk_of: Tensor | None,
@@ -825,7 +825,8 @@ def _torch_rounds(
     transformed: bool = False,
     combine: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Rounds ``rounds`` (consecutive) at once with PyTorch operations: outputs ``(G, B, Lp, dv)``
+    """Rounds ``rounds`` (consecutive) at once with PyTorch operations on ``qk``, ``keys`` (scaled
+    by ``d ** -0.5``) and ``v``, ``(B, Lp, ...)`` or flat ``(B * Lp, ...)``: outputs ``(G, B, Lp, dv)``
     and log-sum-exp ``(G, B, Lp)`` (None when not ``with_lse``), both in token order; with
     ``combine``, the rounds combined by a softmax over their log-sum-exp, ``(B, Lp, dv)`` and
     ``(B, Lp)``.
@@ -882,23 +883,23 @@ def _torch_rounds(
     log_count = None
     if dedup:
         if chunk_of is not None:
-            log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks, flat_q.dtype)
+            log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks, qk.dtype)
         else:  # every round's window is the whole sequence
-            log_count = torch.full((), math.log(n_hashes), device=device, dtype=flat_q.dtype)
+            log_count = torch.full((), math.log(n_hashes), device=device, dtype=qk.dtype)
     mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
     rows = _SortedRows(q_idx, kv_idx, back, unsorted, shape, g, joined)
+    lead = (b, padded) if combine else (g, b, padded)  # the outputs' leading shape
     if transformed:  # keep_probs: nothing autograd needs is overwritten in place
         out, lse, _, _, _ = _chunked_attention_forward(
-            flat_q, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse, combine=combine
+            qk, keys, v, rows, mask, dropout, lead, keep_probs=True, with_lse=with_lse, combine=combine
         )
     elif needs_grad:
-        out, lse = _ChunkedAttention.apply(flat_q, flat_k, flat_v, rows, mask, dropout, with_lse, combine)
+        out, lse = _ChunkedAttention.apply(qk, keys, v, rows, mask, dropout, lead, with_lse, combine)
     else:
         out, lse, _, _, _ = _chunked_attention_forward(
-            flat_q, flat_k, flat_v, rows, mask, dropout, with_lse=with_lse, combine=combine
+            qk, keys, v, rows, mask, dropout, lead, with_lse=with_lse, combine=combine
         )
-    rounds_out = () if combine else (g,)
-    return out.view(*rounds_out, b, padded, -1), (None if lse is None else lse.view(*rounds_out, b, padded))
+    return out, lse
 
 
 def _joined_blocks(
@@ -1078,12 +1079,13 @@ class _SortedRows:
 
 
 def _chunked_attention_forward(
-    flat_qk: Tensor,
-    flat_k: Tensor,
-    flat_v: Tensor,
+    qk: Tensor,
+    keys: Tensor,
+    v: Tensor,
     rows: _SortedRows,
     mask: _ChunkMask,
     dropout: float,
+    lead: tuple[int, ...],
     keep_probs: bool = False,
     with_lse: bool = True,
     keep: Tensor | None = None,
@@ -1093,12 +1095,14 @@ def _chunked_attention_forward(
     (with ``keep_probs``, autograd can differentiate it).
 
     Gathers the rounds' sorted queries, look-back keys (scaled by ``d ** -0.5``) and values
-    from the flat ``(B*Lp, ...)`` rows, each only while it is needed. Returns the output
-    ``(G*B*Lp, dv)`` and the log-sum-exp ``(G*B*Lp,)`` (None unless ``with_lse``) in token order,
-    the dropout keep mask (or None), with ``keep_probs`` the attention probabilities before
-    dropout, and the rounds' weights. With ``combine`` the G rounds are combined: output
-    ``(B*Lp, dv)``, log-sum-exp over rounds ``(B*Lp,)`` and weights ``(G, B*Lp)`` (None for one round).
+    from their rows (``(B*Lp, ...)`` once flattened), each only while it is needed. Returns the
+    output ``(*lead, dv)`` and the log-sum-exp ``lead`` (None unless ``with_lse``) in token order,
+    ``lead`` being ``(G, B, Lp)``, the dropout keep mask (or None), with ``keep_probs`` the
+    attention probabilities before dropout, and the rounds' weights. With ``combine`` the G
+    rounds are combined (``lead`` is then ``(B, Lp)``) by the weights ``(G, B*Lp)`` (None for one
+    round).
     """
+    flat_qk, flat_k, flat_v = (x.reshape(-1, x.shape[-1]) for x in (qk, keys, v))
     scores = mask.scores(rows.queries(flat_qk), rows.look_back(flat_k))  # (W, c, K)
     # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
     # the large negative mask scores (several times slower here). The log-sum-exp follows from
@@ -1122,6 +1126,7 @@ def _chunked_attention_forward(
         weights = torch.softmax(lses, dim=0)
         out = (out.view(rounds, *weights.shape[1:], -1) * weights[..., None]).sum(dim=0)
         lse = torch.logsumexp(lses, dim=0) if with_lse else None
+    out, lse = out.view(*lead, -1), (None if lse is None else lse.view(lead))
     return out, lse, keep, (probs if keep_probs else None), weights
 
 
@@ -1140,17 +1145,17 @@ class _ChunkedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, flat_qk, flat_k, flat_v, rows, mask, dropout, with_lse, combine):  # type: ignore[override]
+    def forward(ctx, qk, keys, v, rows, mask, dropout, lead, with_lse, combine):  # type: ignore[override]
         out, lse, keep, probs, weights = _chunked_attention_forward(
-            flat_qk, flat_k, flat_v, rows, mask, dropout, keep_probs=True, with_lse=with_lse, combine=combine
+            qk, keys, v, rows, mask, dropout, lead, keep_probs=True, with_lse=with_lse, combine=combine
         )
-        ctx.save_for_backward(flat_qk, flat_k, flat_v, out, keep, probs, weights)
+        ctx.save_for_backward(qk, keys, v, out, keep, probs, weights)
         ctx.rows, ctx.mask, ctx.dropout, ctx.combine = rows, mask, dropout, combine
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
-        flat_qk, flat_k, flat_v, out, keep, probs, weights = ctx.saved_tensors
+        qk, keys, v, out, keep, probs, weights = ctx.saved_tensors
         rows, mask, dropout = ctx.rows, ctx.mask, ctx.dropout
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay, twice differentiable
             # (output and log-sum-exp, its first two results, pair with the incoming gradients)
@@ -1159,24 +1164,25 @@ class _ChunkedAttention(torch.autograd.Function):
                 rows=rows,
                 mask=mask,
                 dropout=dropout,
+                lead=out.shape[:-1],
                 keep_probs=True,
                 keep=keep,
                 combine=ctx.combine,
             )
-            grads = _recomputed_grads(
-                replay, (flat_qk, flat_k, flat_v), ctx.needs_input_grad[:3], (d_out, d_lse)
-            )
-            return (*grads, None, None, None, None, None)
+            grads = _recomputed_grads(replay, (qk, keys, v), ctx.needs_input_grad[:3], (d_out, d_lse))
+            return (*grads, None, None, None, None, None, None)
+        flat_qk, flat_k, flat_v = (x.reshape(-1, x.shape[-1]) for x in (qk, keys, v))
         # d softmax: P * (dP - sum_j P_j dP_j - d_lse); that sum is d_out . out per query (token
         # order here, like the output: both are permuted alike).
-        row = (d_out * out).sum(dim=-1)
+        row = (d_out * out).sum(dim=-1).view(-1)
+        d_out = d_out.reshape(-1, d_out.shape[-1])
         if d_lse is not None:
-            row = row - d_lse
+            row = row - d_lse.reshape(-1)
         if weights is not None:
             # out = sum_h w_h out_h with w = softmax_h(lse_h): round h's output gradient is
             # w_h d_out and its own row term w_h (d_out . out - d_lse); the rounds' output terms cancel.
-            d_out = (weights[..., None] * d_out).reshape(-1, d_out.shape[-1])
-            row = (weights * row).reshape(-1)
+            d_out = (weights[..., None] * d_out).view(-1, d_out.shape[-1])
+            row = (weights * row).view(-1)
         c = probs.shape[1]
         look_back = probs.shape[2] > c
         d_out = rows.slots(d_out)  # (W, c, dv) over sorted slots
@@ -1200,7 +1206,17 @@ class _ChunkedAttention(torch.autograd.Function):
         del bad
         d_qk = rows.scatter(torch.bmm(d_scores, rows.look_back(flat_k)), False)
         d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back)
-        return d_qk, d_k, d_v, None, None, None, None, None
+        return (
+            d_qk.view(qk.shape),
+            d_k.view(keys.shape),
+            d_v.view(v.shape),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def _log_shared_rounds(
