@@ -650,7 +650,7 @@ def lsh_attention(
     dedup = not allow_duplicate_attention and n_hashes > 1
     unsupported = _fused_unsupported(qk.dtype, c, d, dv, dropout, dedup)
     fused = _use_triton(kernel, qk, unsupported, (v, rotations, key_masked))
-    buckets = _taped_buckets(qk[:, :length].detach(), rotations, kernel)  # (B, H, L)
+    buckets = _taped_buckets((qk[:, :length] if pad else qk).detach(), rotations, kernel)  # (B, H, L)
     if pad:
         buckets = F.pad(buckets, (0, pad), value=n_buckets)
     if key_masked is not None:
@@ -842,8 +842,11 @@ def _torch_rounds(
     n_chunks = padded // c
     device = order.device
     blocks = g * b
-    q_pos = order[:, rounds.start : rounds.stop].transpose(0, 1).reshape(blocks, n_chunks, c)
-    slots = slot_of[:, rounds.start : rounds.stop].transpose(0, 1).reshape(blocks, padded)
+    if b == 1 and g == n_hashes:  # one sequence, every round: already round-major
+        q_pos, slots = order.view(blocks, n_chunks, c), slot_of.view(blocks, padded)
+    else:
+        q_pos = order[:, rounds.start : rounds.stop].transpose(0, 1).reshape(blocks, n_chunks, c)
+        slots = slot_of[:, rounds.start : rounds.stop].transpose(0, 1).reshape(blocks, padded)
     # Flat input row of each (round, sequence): the sequence's offset (none for one sequence).
     row_offset = None
     if b > 1:
