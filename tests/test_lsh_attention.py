@@ -159,14 +159,15 @@ def test_many_rounds_and_chunks_match_an_independent_reference(dedup: bool, caus
     assert torch.allclose(lse[0, keep], want_lse[keep], rtol=0, atol=1e-8)
 
 
-@pytest.mark.parametrize("half", [40, 8])  # per-round products; all rounds in one transposed product
+@pytest.mark.parametrize("half", [40, 8])  # per-round products; all rounds in one signed product
 def test_hashing_in_blocks_equals_hashing_at_once(monkeypatch, half: int) -> None:
     from hebb_agents.encoders import lsh
 
     qk = torch.randn(2, 300, 16, generator=torch.Generator().manual_seed(0))
     rotations = torch.randn(16, 3, half, generator=torch.Generator().manual_seed(1))
     whole = hash_buckets(qk, rotations)
-    block = 2 * half * 7 * (3 if half <= lsh._NARROW_HASH else 1)  # 7 tokens, a ragged last block
+    # 7 tokens (2 sequences, 3 rounds of 2 * half columns when narrow), a ragged last block
+    block = 2 * half * 7 * (6 if half <= lsh._NARROW_HASH else 1)
     monkeypatch.setattr(lsh, "_HASH_BLOCK_ELEMENTS", block)
     assert torch.equal(hash_buckets(qk, rotations), whole)
     for b in range(2):

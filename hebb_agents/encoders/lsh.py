@@ -63,8 +63,7 @@ _HALF_SCORES = (-6.0e4, -5.0e4)
 # 16 MiB blocks at 4K-64K tokens (interleaved A/B, 2-core machine).
 _HASH_BLOCK_ELEMENTS = 1 << 20
 # Rounds of at most this many rotations (n_buckets / 2; 1,024-2,048 tokens in buckets of 64) are
-# hashed in one transposed product on CPU (see _narrow_hash_buckets); at 32 and more the per-round
-# product and row-wise argmax are faster (0.84-0.98x at 4K-8K tokens, interleaved A/B).
+# hashed together in one product with the signed rotations on CPU (see _narrow_hash_buckets).
 _NARROW_HASH = 16
 # The PyTorch path runs as many rounds at once as keep a group's scores and gathered look-back
 # keys and values within this many elements (6 MiB in float32; one sequence of width 64 in
@@ -329,25 +328,25 @@ def _signed_argmax(rotated: Tensor) -> Tensor:
 
 
 def _narrow_hash_buckets(vectors: Tensor, rotations: Tensor) -> Tensor:
-    """:func:`hash_buckets` on CPU for few buckets: every round in one product, laid out
-    ``(B, n_hashes, n_buckets // 2, L)`` so that the signed argmax reduces across rows of tokens.
+    """:func:`hash_buckets` on CPU for few buckets: every round in one product with the signed
+    rotations ``[R ; -R]``, whose argmax over each round's ``n_buckets`` columns is the bucket.
 
-    A max over a short last axis runs one tiny reduction per token; over the second-to-last axis it
-    runs along whole rows of tokens (1.2-1.5x faster hashing at 1,024 tokens, 8 buckets a round).
+    One product and one reduction per block of tokens, where a product per round and a max, a min
+    and a choice between them cost more small calls than the twice wider product (1.1-2x faster
+    hashing at 1,024-2,048 tokens with 1-8 rounds; at 16,384 tokens and beyond, 1.3-2.8x slower).
+    Ties go to the first column, as they do in :func:`_signed_argmax`.
     """
     b, length, d = vectors.shape
     _, n_hashes, half = rotations.shape
-    block = max(1, _HASH_BLOCK_ELEMENTS // max(1, n_hashes * half * b))
-    rows = rotations.permute(1, 2, 0).reshape(n_hashes * half, d)  # (H * half, d)
+    signed = torch.cat([rotations, -rotations], dim=2).reshape(d, n_hashes * 2 * half)
+    block = max(1, _HASH_BLOCK_ELEMENTS // max(1, 2 * n_hashes * half * b))
     parts = []
     with torch.no_grad():
         for start in range(0, length, block):
-            stop = min(length, start + block)
-            rotated = (rows @ vectors[:, start:stop].transpose(1, 2)).reshape(b, n_hashes, half, -1)
-            top, arg_top = rotated.max(dim=2)
-            bottom, arg_bottom = rotated.min(dim=2)
-            parts.append(torch.where(top >= -bottom, arg_top, arg_bottom + half))
-    return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+            chunk = vectors if block >= length else vectors[:, start : start + block]
+            rotated = (chunk @ signed).view(b, chunk.shape[1], n_hashes, 2 * half)
+            parts.append(rotated.argmax(dim=-1))
+    return (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]).transpose(1, 2)
 
 
 class _BucketTape(threading.local):
@@ -407,8 +406,9 @@ def hash_buckets(vectors: Tensor, rotations: Tensor, kernel: str = "auto") -> Te
     """Angular LSH buckets of ``vectors`` ``(B, L, d)`` for every round of ``rotations``.
 
     ``rotations`` is ``(d, n_hashes, n_buckets // 2)``; returns ``(B, n_hashes, L)`` int64 bucket
-    ids in ``[0, n_buckets)``: the argmax over ``[xR ; -xR]``, computed without building the
-    concatenation and over blocks of tokens so that memory stays ``O(L)``. On CUDA (``kernel``
+    ids in ``[0, n_buckets)``: the argmax over ``[xR ; -xR]``, computed over blocks of tokens so
+    that memory stays ``O(L)`` (for many buckets without building the concatenation, for few as
+    one product with ``[R ; -R]``, see :func:`_narrow_hash_buckets`). On CUDA (``kernel``
     ``auto`` or ``triton``) one fused Triton kernel keeps the products out of memory (``auto``
     goes on with PyTorch operations where no tile of it fits the GPU).
     """
