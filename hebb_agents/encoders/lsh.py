@@ -97,21 +97,34 @@ def _normalized(qk: Tensor, scale: float = 1.0) -> Tensor:
     return keys if scale == 1.0 else keys * scale
 
 
+def _unit_parts(qk: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_unit`'s keys with what their backward needs: the divisor (the clamped norm over the
+    scale; unscaled, the same arithmetic as ``F.normalize``) and where the norm was clamped."""
+    eps = max(1e-12, torch.finfo(qk.dtype).tiny)
+    norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True)
+    divisor = norm.clamp_min(eps)
+    if scale != 1.0:
+        divisor = divisor / scale
+    return qk / divisor, divisor, norm < eps
+
+
+def _unit_backward(keys: Tensor, divisor: Tensor, clamped: Tensor, d_keys: Tensor, scale: float) -> Tensor:
+    """The gradient for ``qk`` of unit keys ``keys = s qk / |qk|`` (see :func:`_unit_parts`):
+    ``(dk - keys (keys . dk) / s^2) * s / |qk|``, and ``dk * s / eps`` where the norm was clamped
+    to eps (a constant divisor there)."""
+    along = (keys * d_keys).sum(dim=-1, keepdim=True).masked_fill_(clamped, 0.0)
+    return torch.addcmul(d_keys, keys, along, value=-1.0 / scale**2).div_(divisor)
+
+
 class _UnitRows(torch.autograd.Function):
     """:func:`_unit` with a hand-written backward: five operations where autograd's through
     ``F.normalize`` takes about fifteen, each a pass over the whole ``(B, L, d)`` (keys' forward +
-    backward at 1,024 x 64: ~255 against ~360 us on CPU). The scale divides the norm (unscaled, the
-    same forward arithmetic as ``F.normalize``)."""
+    backward at 1,024 x 64: ~255 against ~360 us on CPU)."""
 
     @staticmethod
     def forward(ctx, qk, scale):  # type: ignore[override]
-        eps = max(1e-12, torch.finfo(qk.dtype).tiny)
-        norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True)
-        divisor = norm.clamp_min(eps)
-        if scale != 1.0:
-            divisor = divisor / scale
-        keys = qk / divisor
-        ctx.save_for_backward(qk, keys, divisor, norm < eps)
+        keys, divisor, clamped = _unit_parts(qk, scale)
+        ctx.save_for_backward(qk, keys, divisor, clamped)
         ctx.scale = scale
         return keys
 
@@ -123,10 +136,7 @@ class _UnitRows(torch.autograd.Function):
             replay = functools.partial(_normalized, scale=scale)
             (d_qk,) = _recomputed_grads(lambda x: (replay(x),), (qk,), (True,), (d_keys,))
             return d_qk, None
-        # keys = s qk / |qk|: d qk = (dk - keys (keys . dk) / s^2) * s / |qk|; dk * s / eps where
-        # the norm was clamped to eps (a constant divisor there)
-        along = (keys * d_keys).sum(dim=-1, keepdim=True).masked_fill_(clamped, 0.0)
-        return torch.addcmul(d_keys, keys, along, value=-1.0 / scale**2).div_(divisor), None
+        return _unit_backward(keys, divisor, clamped, d_keys, scale), None
 
 
 KERNELS = ("auto", "torch", "triton")
@@ -666,9 +676,6 @@ def lsh_attention(
     if dedup and n_chunks > 2:
         chunk_of = slot_of // c  # (B, H, Lp): chunk holding token t in round h
 
-    # The PyTorch path's keys carry the scores' d ** -0.5, so queries are used as they are; the
-    # fused kernels scale the scores themselves.
-    keys = _unit(qk, 1.0 if fused else d**-0.5)
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     # torch.func transforms cannot run the custom autograd.Functions: plain differentiable operations
     transformed = transform_running()
@@ -676,6 +683,7 @@ def lsh_attention(
 
     if fused:
         triton_kernels = _triton_module()
+        keys = _unit(qk)  # the kernels scale the scores themselves
 
         # where the backward kernel does not fit, and for double backward
         reference = functools.partial(
@@ -707,21 +715,29 @@ def lsh_attention(
         weights = torch.softmax(lses, dim=0)[..., None]
         out = sum(o * w for o, w in zip(outs.unbind(0), weights.unbind(0))).to(qk.dtype)
         return out, (torch.logsumexp(lses, dim=0).to(qk.dtype) if return_lse else None)
-    if slot_of is None:  # the fused kernels did not fit: the PyTorch path, with its scaled keys
+    if slot_of is None:  # the fused kernels did not fit
         slot_of = _slots_of(order)
-        keys = _unit(qk, d**-0.5)
 
-    # Softmax over rounds of their log-sum-exp, kept relative to the running maximum ``top``:
-    # weighted output sum and weight sum (see the module's docstring).
+    # The PyTorch path's keys carry the scores' d ** -0.5, so queries are used as they are.
+    scale = d**-0.5
     group = 1 if dedup else _rounds_per_group(b * padded, c, d, dv, look_back=n_chunks > 1)
     if group >= n_hashes:  # every round in one group, combined by a softmax over rounds
+        unit = None
+        if needs_grad and not transformed and qk.requires_grad:
+            # the attention's backward folds the keys' gradient into qk's: one autograd node
+            with torch.no_grad():
+                keys, divisor, clamped = _unit_parts(qk, scale)
+            unit = (divisor, clamped, scale)
+        else:
+            keys = _unit(qk, scale)
         out, lse = _torch_rounds(
             qk, keys, v, order, slot_of, chunk_of, key_masked, range(n_hashes), c, causal,
-            dropout, dedup, return_lse, needs_grad, transformed, combine=True,
+            dropout, dedup, return_lse, needs_grad, transformed, combine=True, unit=unit,
         )  # fmt: skip
         if pad:
             out, lse = out[:, :length], (None if lse is None else lse[:, :length])
         return out, lse
+    keys = _unit(qk, scale)
     top: Tensor | None = None
     out_sum = weight_sum = qk.new_zeros(())
     for first in range(0, n_hashes, group):
@@ -824,12 +840,14 @@ def _torch_rounds(
     needs_grad: bool,
     transformed: bool = False,
     combine: bool = False,
+    unit: tuple[Tensor, Tensor, float] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Rounds ``rounds`` (consecutive) at once with PyTorch operations on ``qk``, ``keys`` (scaled
     by ``d ** -0.5``) and ``v``, ``(B, Lp, ...)`` or flat ``(B * Lp, ...)``: outputs ``(G, B, Lp, dv)``
     and log-sum-exp ``(G, B, Lp)`` (None when not ``with_lse``), both in token order; with
     ``combine``, the rounds combined by a softmax over their log-sum-exp, ``(B, Lp, dv)`` and
-    ``(B, Lp)``.
+    ``(B, Lp)``. ``unit`` (divisor, clamped, scale; see :func:`_unit_parts`): ``keys`` were made
+    from ``qk`` outside autograd, and the keys' gradient goes to ``qk``.
 
     The G rounds' sorted sequences are stacked round-major, ``(G * B, n, c)``, so every operation
     runs once for the group; blocks of many chunks run joined, ``(1, G * B * (n + 1) - 1, c)``
@@ -897,7 +915,7 @@ def _torch_rounds(
             qk, keys, v, rows, mask, dropout, lead, keep_probs=True, with_lse=with_lse, combine=combine
         )
     elif needs_grad:
-        out, lse = _ChunkedAttention.apply(qk, keys, v, rows, mask, dropout, lead, with_lse, combine)
+        out, lse = _ChunkedAttention.apply(qk, keys, v, rows, mask, dropout, lead, with_lse, combine, unit)
     else:
         out, lse, _, _, _ = _chunked_attention_forward(
             qk, keys, v, rows, mask, dropout, lead, with_lse=with_lse, combine=combine
@@ -1148,18 +1166,19 @@ class _ChunkedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, qk, keys, v, rows, mask, dropout, lead, with_lse, combine):  # type: ignore[override]
+    def forward(ctx, qk, keys, v, rows, mask, dropout, lead, with_lse, combine, unit):  # type: ignore[override]
         out, lse, keep, probs, weights = _chunked_attention_forward(
             qk, keys, v, rows, mask, dropout, lead, keep_probs=True, with_lse=with_lse, combine=combine
         )
-        ctx.save_for_backward(qk, keys, v, out, keep, probs, weights)
+        divisor, clamped, ctx.unit_scale = unit if unit is not None else (None, None, None)
+        ctx.save_for_backward(qk, keys, v, out, keep, probs, weights, divisor, clamped)
         ctx.rows, ctx.mask, ctx.dropout, ctx.combine = rows, mask, dropout, combine
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
-        qk, keys, v, out, keep, probs, weights = ctx.saved_tensors
-        rows, mask, dropout = ctx.rows, ctx.mask, ctx.dropout
+        qk, keys, v, out, keep, probs, weights, divisor, clamped = ctx.saved_tensors
+        rows, mask, dropout, unit_scale = ctx.rows, ctx.mask, ctx.dropout, ctx.unit_scale
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay, twice differentiable
             # (output and log-sum-exp, its first two results, pair with the incoming gradients)
             replay = functools.partial(
@@ -1172,8 +1191,15 @@ class _ChunkedAttention(torch.autograd.Function):
                 keep=keep,
                 combine=ctx.combine,
             )
-            grads = _recomputed_grads(replay, (qk, keys, v), ctx.needs_input_grad[:3], (d_out, d_lse))
-            return (*grads, None, None, None, None, None, None)
+            needs = ctx.needs_input_grad[:3]
+            if unit_scale is None:
+                grads = _recomputed_grads(replay, (qk, keys, v), needs, (d_out, d_lse))
+            else:  # keys from qk, replayed too
+                d_qk, d_v = _recomputed_grads(
+                    lambda q, w: replay(q, _normalized(q, unit_scale), w), (qk, v), needs[::2], (d_out, d_lse)
+                )
+                grads = (d_qk, None, d_v)
+            return (*grads, None, None, None, None, None, None, None)
         flat_qk, flat_k, flat_v = (x.reshape(-1, x.shape[-1]) for x in (qk, keys, v))
         # d softmax: P * (dP - sum_j P_j dP_j - d_lse); that sum is d_out . out per query (token
         # order here, like the output: both are permuted alike).
@@ -1208,18 +1234,11 @@ class _ChunkedAttention(torch.autograd.Function):
             d_scores.masked_fill_(bad, 0.0)
         del bad
         d_qk = rows.scatter(torch.bmm(d_scores, rows.look_back(flat_k)), False)
-        d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back)
-        return (
-            d_qk.view(qk.shape),
-            d_k.view(keys.shape),
-            d_v.view(v.shape),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back).view(keys.shape)
+        d_qk = d_qk.view(qk.shape)
+        if unit_scale is not None:  # the keys' gradient goes to qk (the keys were made from it)
+            d_qk, d_k = d_qk.add_(_unit_backward(keys, divisor, clamped, d_k, unit_scale)), None
+        return d_qk, d_k, d_v.view(v.shape), None, None, None, None, None, None, None
 
 
 def _log_shared_rounds(
