@@ -738,6 +738,8 @@ def lsh_attention(
             out, lse = out[:, :length], (None if lse is None else lse[:, :length])
         return out, lse
     keys = _unit(qk, scale)
+    # Several groups: the softmax over rounds of their log-sum-exp, kept relative to the running
+    # maximum ``top``: weighted output sum and weight sum (see the module's docstring).
     top: Tensor | None = None
     out_sum = weight_sum = qk.new_zeros(())
     for first in range(0, n_hashes, group):
