@@ -1029,7 +1029,9 @@ class _SortedRows:
     takes as they are. Otherwise (several blocks of few chunks, de-duplication, ``torch.func``
     transforms) ``kv_idx`` lists each window whole, the previous chunk's tokens, then the chunk's
     own. Each gather is its own call, so that a sorted copy can be dropped as soon as it has been
-    used.
+    used. ``back`` holds the sorted slot of each (round, sequence, token) and ``unsorted`` the
+    token row of each sorted slot (one past the last row for the joined layout's extra windows):
+    the two directions of the sort, both gathers.
     """
 
     def __init__(
