@@ -1160,9 +1160,11 @@ def _chunked_attention_forward(
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention with a hand-written backward.
 
-    Takes the flat, unsorted queries, keys (scaled by ``d ** -0.5``) and values and a group of G rounds' row
-    indices; returns the output and log-sum-exp in token order, per round or (``combine``)
-    combined. Per group it saves the indices, the output (and the rounds' weights when combined)
+    Takes the unsorted queries ``qk``, keys (scaled by ``d ** -0.5``) and values, ``(B, Lp, ...)``
+    or flat, and a group of G rounds' row indices; returns the output and log-sum-exp in token
+    order, per round or (``combine``) combined. With ``unit`` (see :func:`_unit_parts`) the keys
+    were made from ``qk`` outside autograd and their gradient goes to ``qk``.
+    Per group it saves the indices, the output (and the rounds' weights when combined)
     and one ``(G * B * n, c, K)`` probability tensor,
     ``(G * B * (n + 1) - 1, c, K)`` when joined (``O(L * bucket_size)`` per round, the
     algorithm's own bound); the flat inputs it saves are the same tensors for every group. No
