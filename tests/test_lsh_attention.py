@@ -335,11 +335,18 @@ def test_second_derivatives_pass_gradgradcheck(
         assert torch.autograd.gradgradcheck(lambda w: attend(qk, w), (v,), fast_mode=True)
 
 
-@pytest.mark.parametrize("n_hashes", [1, 3])
+@pytest.mark.parametrize(("n_hashes", "grouped"), [(1, False), (3, False), (3, True)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_first_derivatives_are_the_same_with_create_graph(n_hashes: int, causal: bool) -> None:
+def test_first_derivatives_are_the_same_with_create_graph(
+    monkeypatch, n_hashes: int, grouped: bool, causal: bool
+) -> None:
     # gradgradcheck differentiates the first derivatives without checking their values: with
-    # create_graph=True (a replay under autograd) they must equal the hand-written backward's
+    # create_graph=True (a replay under autograd) they must equal the hand-written backward's,
+    # with every round in one group and with one round a group
+    from hebb_agents.encoders import lsh
+
+    if grouped:
+        monkeypatch.setattr(lsh, "_ROUND_GROUP_ELEMENTS", 1)
     qk, v = _inputs(2, 37, 4, 3, seed=6, dtype=torch.float64)
     qk.requires_grad_(True)
     v.requires_grad_(True)
