@@ -381,9 +381,9 @@ class LockstepEvaluator:
         keys = self._start(params, member_ids, seed, generation, episode)
         returns, lengths, fitness = np.zeros(population), np.zeros(population, np.int64), np.zeros(population)
         env = self.envs[0]
+        stop = LOCOMOTION_STOP if self.spec.early_stop == "locomotion" else None
         for p, key in enumerate(keys):
             obs, x_start = self._reset(env, key, seed, generation, episode)
-            stop = LOCOMOTION_STOP if self.spec.early_stop == "locomotion" else None
             total, x_last, steps, diverged = compiled_episodes.run_episode(
                 self.policy, p, env, obs, self._limits[0], stop
             )

@@ -135,8 +135,7 @@ class _UnitRows(torch.autograd.Function):
         qk, keys, divisor, clamped = ctx.saved_tensors
         scale = ctx.scale
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay
-            replay = functools.partial(_normalized, scale=scale)
-            (d_qk,) = _recomputed_grads(lambda x: (replay(x),), (qk,), (True,), (d_keys,))
+            (d_qk,) = _recomputed_grads(lambda x: (_normalized(x, scale),), (qk,), (True,), (d_keys,))
             return d_qk, None
         return _unit_backward(keys, divisor, clamped, d_keys, scale), None
 
@@ -874,13 +873,14 @@ def _torch_rounds(
     if b > 1:
         row_offset = (torch.arange(b, device=device) * padded).expand(g, b).reshape(blocks, 1, 1)
     joined = None
-    # (a single chunk's copy would be its own look-back: joined blocks need two or more)
-    if blocks > 1 and n_chunks >= max(2, _JOINED_MIN_CHUNKS) and not dedup and not transformed:
+    # Look-back windows as views of one gather (see _joined_blocks): a single block always, several
+    # when they are long enough. (A single chunk's copy would be its own look-back.)
+    if n_chunks > 1 and (blocks == 1 or (n_chunks >= _JOINED_MIN_CHUNKS and not dedup and not transformed)):
         q_pos, k_pos, k_masked, q_idx, kv_idx, back, unsorted, joined = _joined_blocks(
             q_pos, row_offset, slots, key_masked
         )
         shape = (1, q_pos.shape[1], c)
-    else:
+    else:  # whole windows: each chunk's keys gathered behind the previous chunk's
         shape = (blocks, n_chunks, c)
         q_idx = (q_pos if row_offset is None else q_pos + row_offset).reshape(-1)  # input row of each slot
         # Undo the sort: token t of round h sits at slot slot_of[., h, t] of that round's block;
@@ -890,21 +890,11 @@ def _torch_rounds(
             slot_offset = (torch.arange(blocks, device=device) * padded)[:, None]  # (G*B, 1)
             back = (slots + slot_offset).reshape(-1)
             unsorted = (q_pos + slot_offset[:, :, None]).reshape(-1)
-        if blocks == 1 and n_chunks > 1:
-            # One block: keys and values are gathered once per sorted slot, behind a copy of the
-            # last chunk, and each chunk's look-back window is a view of 2c consecutive rows.
-            kv_idx = torch.cat([q_pos[:, -1:], q_pos], dim=1).reshape(-1)
-            k_pos = kv_idx.as_strided((1, n_chunks, 2 * c), (0, c, 1))  # (1, n, K)
-            k_masked = None
-            if key_masked is not None:
-                gathered = key_masked.reshape(-1).index_select(0, kv_idx)
-                k_masked = gathered.as_strided((1, n_chunks, 1, 2 * c), (0, c, 0, 1))
-        else:
-            k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
-            kv_idx = (k_pos if row_offset is None else k_pos + row_offset).reshape(-1)
-            k_masked = None
-            if key_masked is not None:
-                k_masked = key_masked.reshape(-1).index_select(0, kv_idx).view(blocks, n_chunks, 1, -1)
+        k_pos = _look_back(q_pos)  # (G*B, n, K): token index of each key slot
+        kv_idx = (k_pos if row_offset is None else k_pos + row_offset).reshape(-1)
+        k_masked = None
+        if key_masked is not None:
+            k_masked = key_masked.reshape(-1).index_select(0, kv_idx).view(blocks, n_chunks, 1, -1)
     log_count = None
     if dedup:
         if chunk_of is not None:
@@ -929,9 +919,9 @@ def _torch_rounds(
 
 def _joined_blocks(
     q_pos: Tensor, row_offset: Tensor | None, slots: Tensor, key_masked: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
-    """Several blocks' chunks as one sequence of look-back windows, without a second copy of
-    any key or value.
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """One or several blocks' chunks as one sequence of look-back windows, without a second copy
+    of any key or value.
 
     Each block's sorted slots follow a copy of its last chunk, and the blocks follow each other:
     ``(n + 1)`` chunks a block, ``B * (n + 1)`` in all. Window ``w`` is chunks ``w`` and ``w + 1``
@@ -941,14 +931,14 @@ def _joined_blocks(
     Returns the window layout's query and key token indices ``(1, W, c)`` and ``(1, W, 2c)``,
     key mask ``(1, W, 1, 2c)`` (or None), the query and key/value input rows, the window slot of
     each (block, token), the output row of each window slot (``B * Lp``, a zero row, for the
-    extra windows), and the extra and last windows of the blocks (see :meth:`_SortedRows.scatter`).
+    extra windows), and the extra and last windows of the blocks (see :meth:`_SortedRows.scatter`;
+    None for a single block, which has no extra window).
     """
     blocks, n_chunks, c = q_pos.shape
     padded = n_chunks * c
     stride = (n_chunks + 1) * c  # slots a block, its copy chunk included
     device = q_pos.device
     buffer_pos = torch.cat([q_pos[:, -1:], q_pos], dim=1).reshape(-1)  # token index of each slot
-    first = (torch.arange(blocks, device=device) * stride)[:, None]  # (B, 1) first slot of a block
     kv_idx = buffer_pos
     if row_offset is not None:  # (None: one sequence, each block's rows are its tokens)
         kv_idx = (buffer_pos.view(blocks, stride) + row_offset.view(blocks, 1)).reshape(-1)
@@ -959,7 +949,10 @@ def _joined_blocks(
     if key_masked is not None:
         gathered = key_masked.reshape(-1).index_select(0, kv_idx)
         k_masked = gathered.as_strided((1, windows, 1, 2 * c), (0, c, 0, 1))
+    if blocks == 1:  # its windows' queries are its sorted tokens (no in-place write: torch.func)
+        return query_pos, key_pos, k_masked, kv_idx[c:], kv_idx, slots.reshape(-1), buffer_pos[c:], None
     # window slot of each (block, token): slot s of block i is window i * (n + 1) + s // c
+    first = (torch.arange(blocks, device=device) * stride)[:, None]  # (B, 1) first slot of a block
     back = (slots + first).reshape(-1)
     unsorted = torch.full((windows * c,), blocks * padded, device=device, dtype=back.dtype)
     unsorted[back] = torch.arange(blocks * padded, device=device)
