@@ -21,7 +21,9 @@ the timing process; a configuration that runs out of GPU memory is reported and 
 all methods of one (L, mode) share one process and are timed in turns (ours, sdpa, ..., ours,
 sdpa, ...), so that a shared machine's disturbances hit them alike; each time is the minimum
 over the turns, after one warm-up. Ratios are printed against ours, measured in the same run:
-``x faster`` = their time / our time, ``mem x`` = our memory / theirs.
+``x faster`` = their time / our time (the ratio of the minima), ``turn median`` = the median over
+turns of the same ratio within each turn (steadier where the machine's speed drifts between
+turns: both runs of a pair see the same phase), ``mem x`` = our memory / theirs.
 
     python scripts/bench_lsh.py --quick          # L = 1K, 4K, 16K; 1 and 4 rounds (~4 min, 2 cores)
     python scripts/bench_lsh.py                  # the full table
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -209,7 +212,10 @@ def measure_times(specs: list[dict], repeats: int, budget_s: float) -> list[dict
         turns += 1
     if on_cuda:
         torch.cuda.empty_cache()
-    return [{**results[i], "seconds": min(times[i]), "runs": len(times[i])} for i in sorted(times)]
+    return [
+        {**results[i], "seconds": min(times[i]), "runs": len(times[i]), "turn_seconds": times[i]}
+        for i in sorted(times)
+    ]
 
 
 def _attempt(spec: dict, action, returns: bool = True):
@@ -357,13 +363,21 @@ def main() -> None:
     print_table(results, methods, hashes)
 
 
+def turn_median_ratio(other: dict, ours: dict) -> float | None:
+    """Median over turns of ``other``'s time / ours in the same turn (None for results of an
+    older run, which kept only the minima). Configurations of one group run every turn, so
+    their turn lists line up."""
+    pairs = [a / b for a, b in zip(other.get("turn_seconds", []), ours.get("turn_seconds", []))]
+    return statistics.median(pairs) if pairs else None
+
+
 def print_table(results: list[dict], methods: list[str], hashes: list[int]) -> None:
     """Markdown table: ours per (mode, L, rounds) and the ratios against every other method."""
     index = {(r["mode"], r["length"], r["method"], r["hashes"]): r for r in results}
     others = [m for m in methods if m != "ours"]
     head = ["mode", "L", "h", "ours ms", "ours MiB"]
     for m in others:
-        head += [f"{m} ms", f"{m} MiB", f"vs {m}: x faster", "mem x"]
+        head += [f"{m} ms", f"{m} MiB", f"vs {m}: x faster", "turn median", "mem x"]
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for mode in ("fwd", "fwd+bwd"):
@@ -382,14 +396,16 @@ def print_table(results: list[dict], methods: list[str], hashes: list[int]) -> N
                 for m in others:
                     other = index.get((mode, length, m, h if m in ROUND_METHODS else 0))
                     if other is None:
-                        row += ["-", "-", "-", "-"]
+                        row += ["-"] * 5
                         continue
                     speed = other["seconds"] / ours["seconds"]
                     mem = ours["peak_bytes"] / max(other["peak_bytes"], 1)
+                    paired = turn_median_ratio(other, ours)
                     row += [
                         f"{1e3 * other['seconds']:.1f}",
                         f"{other['peak_bytes'] / 2**20:.0f}",
                         f"{speed:.2f}",
+                        "-" if paired is None else f"{paired:.2f}",
                         f"{mem:.2f}",
                     ]
                 print("| " + " | ".join(row) + " |")
