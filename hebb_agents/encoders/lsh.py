@@ -40,7 +40,7 @@ import functools
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -680,7 +680,6 @@ def lsh_attention(
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     # torch.func transforms cannot run the custom autograd.Functions: plain differentiable operations
     transformed = transform_running()
-    with_lse = return_lse or n_hashes > 1  # rounds are combined by their log-sum-exp
 
     if fused:
         triton_kernels = _triton_module()
@@ -722,49 +721,22 @@ def lsh_attention(
     # The PyTorch path's keys carry the scores' d ** -0.5, so queries are used as they are.
     scale = d**-0.5
     group = 1 if dedup else _rounds_per_group(b * padded, c, d, dv, look_back=n_chunks > 1)
-    if group >= n_hashes:  # every round in one group, combined by a softmax over rounds
-        unit = None
-        if needs_grad and not transformed and qk.requires_grad:
-            # the attention's backward folds the keys' gradient into qk's: one autograd node
-            with torch.no_grad():
-                keys, divisor, clamped = _unit_parts(qk, scale)
-            unit = (divisor, clamped, scale)
-        else:
-            keys = _unit(qk, scale)
-        out, lse = _torch_rounds(
-            qk, keys, v, order, slot_of, chunk_of, key_masked, range(n_hashes), c, causal,
-            dropout, dedup, return_lse, needs_grad, transformed, combine=True, unit=unit,
-        )  # fmt: skip
-        if pad:
-            out, lse = out[:, :length], (None if lse is None else lse[:, :length])
-        return out, lse
-    keys = _unit(qk, scale)
-    # Several groups: the softmax over rounds of their log-sum-exp, kept relative to the running
-    # maximum ``top``: weighted output sum and weight sum (see the module's docstring).
-    top: Tensor | None = None
-    out_sum = weight_sum = qk.new_zeros(())
-    for first in range(0, n_hashes, group):
-        outs, lses = _torch_rounds(
-            qk, keys, v, order, slot_of, chunk_of, key_masked,
-            range(first, min(n_hashes, first + group)), c, causal, dropout, dedup, with_lse, needs_grad,
-            transformed,
-        )  # fmt: skip
-        assert lses is not None  # several groups: every round's log-sum-exp
-        # The result does not depend on top (it cancels), so it carries no gradient.
-        group_top = lses.detach().amax(dim=0)
-        new_top = group_top if top is None else torch.maximum(top, group_top)
-        weights = torch.exp(lses - new_top)  # (G, B, Lp)
-        group_out = (outs * weights[..., None]).sum(dim=0)
-        if top is None:
-            out_sum, weight_sum = group_out, weights.sum(dim=0)
-        else:
-            decay = torch.exp(top - new_top)
-            out_sum = out_sum * decay[..., None] + group_out
-            weight_sum = weight_sum * decay + weights.sum(dim=0)
-        top = new_top
-    assert top is not None
-    out = out_sum[:, :length] / weight_sum[:, :length, None]
-    return out, ((top + weight_sum.log())[:, :length] if return_lse else None)
+    groups = [range(first, min(n_hashes, first + group)) for first in range(0, n_hashes, group)]
+    unit = None
+    if needs_grad and not transformed and qk.requires_grad:
+        # the attention's backward folds the keys' gradient into qk's: one autograd node
+        with torch.no_grad():
+            keys, divisor, clamped = _unit_parts(qk, scale)
+        unit = (divisor, clamped, scale)
+    else:
+        keys = _unit(qk, scale)
+    out, lse = _torch_rounds(
+        qk, keys, v, order, slot_of, chunk_of, key_masked, groups, c, causal,
+        dropout, dedup, return_lse, needs_grad, transformed, combine=True, unit=unit,
+    )  # fmt: skip
+    if pad:
+        out, lse = out[:, :length], (None if lse is None else lse[:, :length])
+    return out, lse
 
 
 def _rounds_per_group(rows: int, bucket_size: int, dim: int, dim_v: int, look_back: bool = True) -> int:
@@ -794,7 +766,7 @@ def _all_rounds_torch(
     outs, lses = [], []
     for h in range(n_hashes):  # a round at a time: the fallback keeps one round's scores
         out_h, lse_h = _torch_rounds(
-            flat_q, flat_k, flat_v, order, slots, None, key_masked, range(h, h + 1), bucket_size, causal,
+            flat_q, flat_k, flat_v, order, slots, None, key_masked, [range(h, h + 1)], bucket_size, causal,
             0.0, False, True, True, transform_running(),
         )  # fmt: skip
         outs.append(out_h.reshape(b * padded, -1))
@@ -831,10 +803,10 @@ def _torch_rounds(
     keys: Tensor,
     v: Tensor,
     order: Tensor,
-    slot_of: Tensor | None,
+    slot_of: Tensor,
     chunk_of: Tensor | None,
     key_masked: Tensor | None,
-    rounds: range,
+    groups: list[range],
     c: int,
     causal: bool,
     dropout: float,
@@ -845,18 +817,49 @@ def _torch_rounds(
     combine: bool = False,
     unit: tuple[Tensor, Tensor, float] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Rounds ``rounds`` (consecutive) at once with PyTorch operations on ``qk``, ``keys`` (scaled
-    by ``d ** -0.5``) and ``v``, ``(B, Lp, ...)`` or flat ``(B * Lp, ...)``: outputs ``(G, B, Lp, dv)``
-    and log-sum-exp ``(G, B, Lp)`` (None when not ``with_lse``), both in token order; with
-    ``combine``, the rounds combined by a softmax over their log-sum-exp, ``(B, Lp, dv)`` and
-    ``(B, Lp)``. ``unit`` (divisor, clamped, scale; see :func:`_unit_parts`): ``keys`` were made
-    from ``qk`` outside autograd, and the keys' gradient goes to ``qk``.
+    """Rounds with PyTorch operations on ``qk``, ``keys`` (scaled by ``d ** -0.5``) and ``v``,
+    ``(B, Lp, ...)`` or flat ``(B * Lp, ...)``, a group of consecutive rounds at a time (``groups``).
+    With ``combine``, every round combined by the softmax over rounds of their log-sum-exp:
+    ``(B, Lp, dv)`` and ``(B, Lp)``; else (one group of G rounds) each round's output
+    ``(G, B, Lp, dv)`` and log-sum-exp ``(G, B, Lp)``; both in token order, the log-sum-exp None
+    unless ``with_lse``. ``unit`` (divisor, clamped, scale; see :func:`_unit_parts`): ``keys`` were
+    made from ``qk`` outside autograd, and the keys' gradient goes to ``qk``.
+    ``transformed`` (inputs seen through ``torch.func`` transforms): no custom autograd.Function,
+    only operations that autograd and the transforms differentiate themselves."""
+    assert combine or len(groups) == 1
+    b, _, padded = order.shape
+    layouts = (  # built a group at a time
+        _group_layout(order, slot_of, chunk_of, key_masked, rounds, c, causal, dedup, transformed, qk.dtype)
+        for rounds in groups
+    )
+    n_rounds = sum(len(rounds) for rounds in groups)
+    args = (layouts, n_rounds, dropout, (b, padded), with_lse, combine)
+    if transformed:  # keep_probs: nothing autograd needs is overwritten in place
+        out, lse = _attend_groups(qk, keys, v, *args, keep_probs=True)
+    elif needs_grad:
+        out, lse = _ChunkedAttention.apply(qk, keys, v, *args, unit)
+    else:
+        out, lse = _attend_groups(qk, keys, v, *args)
+    return out, lse
+
+
+def _group_layout(
+    order: Tensor,
+    slot_of: Tensor,
+    chunk_of: Tensor | None,
+    key_masked: Tensor | None,
+    rounds: range,
+    c: int,
+    causal: bool,
+    dedup: bool,
+    transformed: bool,
+    dtype: torch.dtype,
+) -> tuple[_SortedRows, _ChunkMask]:
+    """Where a group of consecutive ``rounds`` finds its sorted rows, and its score masks.
 
     The G rounds' sorted sequences are stacked round-major, ``(G * B, n, c)``, so every operation
     runs once for the group; blocks of many chunks run joined, ``(1, G * B * (n + 1) - 1, c)``
-    (see :func:`_joined_blocks`). De-duplication takes one round at a time.
-    ``transformed`` (inputs seen through ``torch.func`` transforms): no custom autograd.Function,
-    only operations that autograd and the transforms differentiate themselves."""
+    (see :func:`_joined_blocks`). De-duplication takes one round at a time."""
     b, n_hashes, padded = order.shape
     g = len(rounds)
     assert not dedup or g == 1
@@ -898,23 +901,12 @@ def _torch_rounds(
     log_count = None
     if dedup:
         if chunk_of is not None:
-            log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks, qk.dtype)
+            log_count = _log_shared_rounds(chunk_of, q_pos, k_pos, n_chunks, dtype)
         else:  # every round's window is the whole sequence
-            log_count = torch.full((), math.log(n_hashes), device=device, dtype=qk.dtype)
+            log_count = torch.full((), math.log(n_hashes), device=device, dtype=dtype)
     mask = _ChunkMask(q_pos, k_pos, k_masked, causal, log_count)
     rows = _SortedRows(q_idx, kv_idx, back, unsorted, shape, g, joined)
-    lead = (b, padded) if combine else (g, b, padded)  # the outputs' leading shape
-    if transformed:  # keep_probs: nothing autograd needs is overwritten in place
-        out, lse, _, _, _ = _chunked_attention_forward(
-            qk, keys, v, rows, mask, dropout, lead, keep_probs=True, with_lse=with_lse, combine=combine
-        )
-    elif needs_grad:
-        out, lse = _ChunkedAttention.apply(qk, keys, v, rows, mask, dropout, lead, with_lse, combine, unit)
-    else:
-        out, lse, _, _, _ = _chunked_attention_forward(
-            qk, keys, v, rows, mask, dropout, lead, with_lse=with_lse, combine=combine
-        )
-    return out, lse
+    return rows, mask
 
 
 def _joined_blocks(
@@ -1109,88 +1101,187 @@ def _chunked_attention_forward(
     keep_probs: bool = False,
     with_lse: bool = True,
     keep: Tensor | None = None,
-    combine: bool = False,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-    """Softmax attention of each chunk's queries over its keys; in place where autograd allows
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Softmax attention of a group's chunks over their keys; in place where autograd allows
     (with ``keep_probs``, autograd can differentiate it).
 
     Gathers the rounds' sorted queries, look-back keys (scaled by ``d ** -0.5``) and values
-    from their rows (``(B*Lp, ...)`` once flattened), each only while it is needed. Returns the
-    output ``(*lead, dv)`` and the log-sum-exp ``lead`` (None unless ``with_lse``) in token order,
-    ``lead`` being ``(G, B, Lp)``, the dropout keep mask (or None), with ``keep_probs`` the
-    attention probabilities before dropout, and the rounds' weights. With ``combine`` the G
-    rounds are combined (``lead`` is then ``(B, Lp)``) by the weights ``(G, B*Lp)`` (None for one
-    round).
+    from their rows (``(B*Lp, ...)`` once flattened), each only while it is needed. Returns each
+    round's output ``(*lead, dv)`` and log-sum-exp ``lead`` (None unless ``with_lse``) in token
+    order, ``lead`` being ``(G, B, Lp)``, the dropout keep mask (or None), and with
+    ``keep_probs`` the attention probabilities before dropout.
     """
     flat_qk, flat_k, flat_v = (x.reshape(-1, x.shape[-1]) for x in (qk, keys, v))
     scores = mask.scores(rows.queries(flat_qk), rows.look_back(flat_k))  # (W, c, K)
     # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
     # the large negative mask scores (several times slower here). The log-sum-exp follows from
     # the largest probability: p_max = exp(top - lse), so lse = top - log(p_max), p_max >= 1/K.
-    rounds = rows.rounds if combine else 1  # rounds to combine here
-    top = scores.amax(dim=-1) if with_lse or rounds > 1 else None
+    top = scores.amax(dim=-1) if with_lse else None
     probs = torch.softmax(scores, dim=-1)
     del scores
-    lse = None if top is None else rows.tokens(top - probs.amax(dim=-1).log())
+    lse = None if top is None else rows.tokens(top - probs.amax(dim=-1).log()).view(lead)
     used = probs
     if dropout > 0.0:
         if keep is None:
             keep = torch.rand_like(probs) >= dropout
         used = probs * keep if keep_probs else probs.mul_(keep)
         used.mul_(1.0 / (1.0 - dropout))
-    out = rows.tokens(torch.bmm(used, rows.look_back(flat_v)))
-    weights = None
-    if rounds > 1:  # the softmax over rounds of their log-sum-exp
-        assert lse is not None
-        lses = lse.view(rounds, -1)
-        weights = torch.softmax(lses, dim=0)
-        out = (out.view(rounds, *weights.shape[1:], -1) * weights[..., None]).sum(dim=0)
-        lse = torch.logsumexp(lses, dim=0) if with_lse else None
-    out, lse = out.view(*lead, -1), (None if lse is None else lse.view(lead))
-    return out, lse, keep, (probs if keep_probs else None), weights
+    out = rows.tokens(torch.bmm(used, rows.look_back(flat_v))).view(*lead, -1)
+    return out, lse, keep, (probs if keep_probs else None)
+
+
+def _attend_groups(
+    qk: Tensor,
+    keys: Tensor,
+    v: Tensor,
+    layouts: Iterable[tuple[_SortedRows, _ChunkMask]],
+    n_rounds: int,
+    dropout: float,
+    lead: tuple[int, int],
+    with_lse: bool,
+    combine: bool,
+    keep_probs: bool = False,
+    keeps: Sequence[Tensor | None] | None = None,
+    record: list[list[Tensor | None]] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Every group of rounds (``layouts``, one after the other) and, with ``combine``, the
+    softmax over rounds of their log-sum-exp: returns the output ``(*lead, dv)`` and its
+    log-sum-exp ``lead`` (None unless ``with_lse``). Without ``combine``, the single group's
+    rounds as :func:`_chunked_attention_forward` returns them. Several groups are combined
+    relative to the running maximum ``top`` (see the module's docstring).
+
+    ``keeps``: the groups' dropout masks to reuse; ``record`` collects each group's dropout mask,
+    probabilities (with ``keep_probs``) and, for several rounds, their shares of the output
+    ``(G, B, Lp)``."""
+    several = combine and n_rounds > 1  # rounds to combine
+    top = out_sum = weight_sum = None
+    lses_of_groups = []
+    for index, (rows, mask) in enumerate(layouts):
+        keep = None if keeps is None else keeps[index]
+        outs, lses, keep, probs = _chunked_attention_forward(
+            qk, keys, v, rows, mask, dropout, (rows.rounds, *lead), keep_probs, with_lse or several, keep
+        )
+        if record is not None:
+            record.append([keep, probs, None])
+        if not combine:
+            return outs, lses
+        if not several:
+            return outs[0], (None if lses is None else lses[0])
+        assert lses is not None
+        if rows.rounds == n_rounds:  # the only group: a softmax over its rounds
+            weights = torch.softmax(lses, dim=0)
+            if record is not None:
+                record[0][2] = weights
+            out = (outs * weights[..., None]).sum(dim=0)
+            return out, (torch.logsumexp(lses, dim=0) if with_lse else None)
+        # The result does not depend on top (it cancels), so it carries no gradient.
+        group_top = lses.detach().amax(dim=0)
+        new_top = group_top if top is None else torch.maximum(top, group_top)
+        weights = torch.exp(lses - new_top)  # (G, B, Lp)
+        group_out = (outs * weights[..., None]).sum(dim=0)
+        if top is None:
+            out_sum, weight_sum = group_out, weights.sum(dim=0)
+        else:
+            decay = torch.exp(top - new_top)
+            out_sum = out_sum * decay[..., None] + group_out
+            weight_sum = weight_sum * decay + weights.sum(dim=0)
+        top = new_top
+        if record is not None:
+            lses_of_groups.append(lses)
+    assert top is not None and out_sum is not None and weight_sum is not None
+    for group, lses in zip(record or (), lses_of_groups):  # each round's share of the output
+        group[2] = torch.exp(lses - top).div_(weight_sum)
+    out = out_sum / weight_sum[..., None]
+    return out, ((top + weight_sum.log()) if with_lse else None)
+
+
+def _group_backward(
+    flat_qk: Tensor,
+    flat_k: Tensor,
+    flat_v: Tensor,
+    rows: _SortedRows,
+    mask: _ChunkMask,
+    dropout: float,
+    keep: Tensor | None,
+    probs: Tensor,
+    d_out: Tensor,
+    row: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients for the flat queries, keys and values of one group of rounds, from its rounds'
+    output gradients ``d_out`` and row terms ``row`` (``d_out . out - d_lse`` per query) in token
+    order, flat; the sorted rows and masks are gathered again, one at a time."""
+    c = probs.shape[1]
+    look_back = probs.shape[2] > c
+    d_out = rows.slots(d_out)  # (W, c, dv) over sorted slots
+    sv = rows.look_back(flat_v)
+    # d softmax: P * (dP - sum_j P_j dP_j - d_lse), that sum being d_out . out per query
+    d_probs = torch.bmm(d_out, sv.mT)
+    del sv
+    if keep is not None:
+        scale = 1.0 / (1.0 - dropout)
+        used = probs * keep * scale
+        d_probs.mul_(keep).mul_(scale)
+    else:
+        used = probs
+    d_v = rows.scatter(torch.bmm(used.mT, d_out), look_back)
+    del used
+    d_scores = d_probs.sub_(rows.slots(row)[..., None]).mul_(probs)
+    # Entries replaced by constants carry no gradient.
+    d_scores[..., -c:].diagonal(dim1=-2, dim2=-1).zero_()
+    bad = mask.forbidden()
+    if bad is not None:
+        d_scores.masked_fill_(bad, 0.0)
+    del bad
+    d_qk = rows.scatter(torch.bmm(d_scores, rows.look_back(flat_k)), False)
+    d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back)
+    return d_qk, d_k, d_v
 
 
 class _ChunkedAttention(torch.autograd.Function):
-    """Chunked attention with a hand-written backward.
+    """Chunked attention with a hand-written backward: :func:`_attend_groups` as one autograd node.
 
     Takes the unsorted queries ``qk``, keys (scaled by ``d ** -0.5``) and values, ``(B, Lp, ...)``
-    or flat, and a group of G rounds' row indices; returns the output and log-sum-exp in token
-    order, per round or (``combine``) combined. With ``unit`` (see :func:`_unit_parts`) the keys
-    were made from ``qk`` outside autograd and their gradient goes to ``qk``.
-    Per group it saves the indices, the output (and the rounds' weights when combined)
-    and one ``(G * B * n, c, K)`` probability tensor,
+    or flat, and the groups of rounds' row indices; returns the output and log-sum-exp in token
+    order, per round (one group) or (``combine``) combined. With ``unit`` (see
+    :func:`_unit_parts`) the keys were made from ``qk`` outside autograd and their gradient goes
+    to ``qk``. It saves the output, the combination's ``top`` and weight sum, and per group the
+    indices, the rounds' log-sum-exp and one ``(G * B * n, c, K)`` probability tensor,
     ``(G * B * (n + 1) - 1, c, K)`` when joined (``O(L * bucket_size)`` per round, the
-    algorithm's own bound); the flat inputs it saves are the same tensors for every group. No
-    sorted copies and none of autograd's several intermediates of the probabilities' size
-    (scores, masks, softmax, dropout) are kept: the sorted rows and the boolean masks are gathered
-    again in the backward pass, one at a time.
+    algorithm's own bound). No sorted copies, no round's output and none of autograd's several
+    intermediates of the probabilities' size (scores, masks, softmax, dropout) are kept: the
+    sorted rows and the boolean masks are gathered again in the backward pass, one at a time.
     """
 
     @staticmethod
-    def forward(ctx, qk, keys, v, rows, mask, dropout, lead, with_lse, combine, unit):  # type: ignore[override]
-        out, lse, keep, probs, weights = _chunked_attention_forward(
-            qk, keys, v, rows, mask, dropout, lead, keep_probs=True, with_lse=with_lse, combine=combine
+    def forward(ctx, qk, keys, v, layouts, n_rounds, dropout, lead, with_lse, combine, unit):  # type: ignore[override]
+        record: list[list[Tensor | None]] = []
+        ctx.layouts = layouts = list(layouts)
+        out, lse = _attend_groups(
+            qk, keys, v, layouts, n_rounds, dropout, lead, with_lse, combine, keep_probs=True, record=record
         )
         divisor, clamped, ctx.unit_scale = unit if unit is not None else (None, None, None)
-        ctx.save_for_backward(qk, keys, v, out, keep, probs, weights, divisor, clamped)
-        ctx.rows, ctx.mask, ctx.dropout, ctx.combine = rows, mask, dropout, combine
+        saved = [t for group in record for t in group]
+        ctx.save_for_backward(qk, keys, v, out, divisor, clamped, *saved)
+        ctx.n_rounds, ctx.dropout, ctx.lead, ctx.combine = n_rounds, dropout, lead, combine
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
-        qk, keys, v, out, keep, probs, weights, divisor, clamped = ctx.saved_tensors
-        rows, mask, dropout, unit_scale = ctx.rows, ctx.mask, ctx.dropout, ctx.unit_scale
+        qk, keys, v, out, divisor, clamped, *saved = ctx.saved_tensors
+        keeps, probs, shares = saved[0::3], saved[1::3], saved[2::3]
+        dropout, unit_scale = ctx.dropout, ctx.unit_scale
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay, twice differentiable
             # (output and log-sum-exp, its first two results, pair with the incoming gradients)
             replay = functools.partial(
-                _chunked_attention_forward,
-                rows=rows,
-                mask=mask,
+                _attend_groups,
+                layouts=ctx.layouts,
+                n_rounds=ctx.n_rounds,
                 dropout=dropout,
-                lead=out.shape[:-1],
-                keep_probs=True,
-                keep=keep,
+                lead=ctx.lead,
+                with_lse=True,
                 combine=ctx.combine,
+                keep_probs=True,
+                keeps=keeps,
             )
             needs = ctx.needs_input_grad[:3]
             if unit_scale is None:
@@ -1202,41 +1293,30 @@ class _ChunkedAttention(torch.autograd.Function):
                 grads = (d_qk, None, d_v)
             return (*grads, None, None, None, None, None, None, None)
         flat_qk, flat_k, flat_v = (x.reshape(-1, x.shape[-1]) for x in (qk, keys, v))
-        # d softmax: P * (dP - sum_j P_j dP_j - d_lse); that sum is d_out . out per query (token
-        # order here, like the output: both are permuted alike).
+        # d softmax's row term, d_out . out - d_lse per query (token order, like the output)
         row = (d_out * out).sum(dim=-1).view(-1)
         d_out = d_out.reshape(-1, d_out.shape[-1])
         if d_lse is not None:
             row = row - d_lse.reshape(-1)
-        if weights is not None:
-            # out = sum_h w_h out_h with w = softmax_h(lse_h): round h's output gradient is
-            # w_h d_out and its own row term w_h (d_out . out - d_lse); the rounds' output terms cancel.
-            d_out = (weights[..., None] * d_out).view(-1, d_out.shape[-1])
-            row = (weights * row).view(-1)
-        c = probs.shape[1]
-        look_back = probs.shape[2] > c
-        d_out = rows.slots(d_out)  # (W, c, dv) over sorted slots
-        sv = rows.look_back(flat_v)
-        d_probs = torch.bmm(d_out, sv.mT)
-        del sv
-        if keep is not None:
-            scale = 1.0 / (1.0 - dropout)
-            used = probs * keep * scale
-            d_probs.mul_(keep).mul_(scale)
-        else:
-            used = probs
-        d_v = rows.scatter(torch.bmm(used.mT, d_out), look_back)
-        del used
-        d_scores = d_probs.sub_(rows.slots(row)[..., None]).mul_(probs)
-        # Entries replaced by constants carry no gradient.
-        d_scores[..., -c:].diagonal(dim1=-2, dim2=-1).zero_()
-        bad = mask.forbidden()
-        if bad is not None:
-            d_scores.masked_fill_(bad, 0.0)
-        del bad
-        d_qk = rows.scatter(torch.bmm(d_scores, rows.look_back(flat_k)), False)
-        d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back).view(keys.shape)
-        d_qk = d_qk.view(qk.shape)
+        d_qk = d_k = d_v = None
+        for (rows, mask), keep, group_probs, weights in zip(ctx.layouts, keeps, probs, shares):
+            d_out_group, row_group = d_out, row
+            if weights is not None:
+                # out = sum_h w_h out_h with w = softmax_h(lse_h): round h's output gradient is
+                # w_h d_out and its own row term w_h (d_out . out - d_lse); the rounds' output
+                # terms cancel.
+                weights = weights.view(weights.shape[0], -1)  # (G, B*Lp)
+                d_out_group = (weights[..., None] * d_out).view(-1, d_out.shape[-1])
+                row_group = (weights * row).view(-1)
+            grads = _group_backward(
+                flat_qk, flat_k, flat_v, rows, mask, dropout, keep, group_probs, d_out_group, row_group
+            )
+            if d_qk is None:
+                d_qk, d_k, d_v = grads
+            else:
+                d_qk.add_(grads[0]), d_k.add_(grads[1]), d_v.add_(grads[2])
+        assert d_qk is not None and d_k is not None and d_v is not None
+        d_qk, d_k = d_qk.view(qk.shape), d_k.view(keys.shape)
         if unit_scale is not None:  # the keys' gradient goes to qk (the keys were made from it)
             d_qk, d_k = d_qk.add_(_unit_backward(keys, divisor, clamped, d_k, unit_scale)), None
         return d_qk, d_k, d_v.view(v.shape), None, None, None, None, None, None, None
