@@ -1295,7 +1295,8 @@ class _ChunkedAttention(torch.autograd.Function):
         flat_qk, flat_k, flat_v = (x.reshape(-1, x.shape[-1]) for x in (qk, keys, v))
         # d softmax's row term, d_out . out - d_lse per query (token order, like the output)
         row = (d_out * out).sum(dim=-1).view(-1)
-        d_out = d_out.reshape(-1, d_out.shape[-1])
+        # contiguous: a broadcast gradient (of out.sum(), say) gathers several times slower
+        d_out = d_out.contiguous().view(-1, d_out.shape[-1])
         if d_lse is not None:
             row = row - d_lse.reshape(-1)
         d_qk = d_k = d_v = None
