@@ -722,8 +722,12 @@ def lsh_attention(
     scale = d**-0.5
     group = 1 if dedup else _rounds_per_group(b * padded, c, d, dv, look_back=n_chunks > 1)
     groups = [range(first, min(n_hashes, first + group)) for first in range(0, n_hashes, group)]
-    unit = None
-    if needs_grad and not transformed and qk.requires_grad:
+    unit = key_scale = keys = None
+    if not transformed and all(_joins(b * len(rounds), n_chunks, dedup, transformed) for rounds in groups):
+        # queries and keys from one gather of qk's sorted rows (the keys made there, and their
+        # gradient folded into qk's there)
+        key_scale = scale
+    elif needs_grad and not transformed and qk.requires_grad:
         # the attention's backward folds the keys' gradient into qk's: one autograd node
         with torch.no_grad():
             keys, divisor, clamped = _unit_parts(qk, scale)
@@ -732,7 +736,7 @@ def lsh_attention(
         keys = _unit(qk, scale)
     out, lse = _torch_rounds(
         qk, keys, v, order, slot_of, chunk_of, key_masked, groups, c, causal,
-        dropout, dedup, return_lse, needs_grad, transformed, combine=True, unit=unit,
+        dropout, dedup, return_lse, needs_grad, transformed, combine=True, unit=unit, key_scale=key_scale,
     )  # fmt: skip
     if pad:
         out, lse = out[:, :length], (None if lse is None else lse[:, :length])
@@ -816,6 +820,7 @@ def _torch_rounds(
     transformed: bool = False,
     combine: bool = False,
     unit: tuple[Tensor, Tensor, float] | None = None,
+    key_scale: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Rounds with PyTorch operations on ``qk``, ``keys`` (scaled by ``d ** -0.5``) and ``v``,
     ``(B, Lp, ...)`` or flat ``(B * Lp, ...)``, a group of consecutive rounds at a time (``groups``).
@@ -823,7 +828,9 @@ def _torch_rounds(
     ``(B, Lp, dv)`` and ``(B, Lp)``; else (one group of G rounds) each round's output
     ``(G, B, Lp, dv)`` and log-sum-exp ``(G, B, Lp)``; both in token order, the log-sum-exp None
     unless ``with_lse``. ``unit`` (divisor, clamped, scale; see :func:`_unit_parts`): ``keys`` were
-    made from ``qk`` outside autograd, and the keys' gradient goes to ``qk``.
+    made from ``qk`` outside autograd, and the keys' gradient goes to ``qk``. Without ``keys``
+    (every group a single or joined block), each group makes them from its gather of ``qk``'s
+    rows, normalised and times ``key_scale``.
     ``transformed`` (inputs seen through ``torch.func`` transforms): no custom autograd.Function,
     only operations that autograd and the transforms differentiate themselves."""
     assert combine or len(groups) == 1
@@ -835,12 +842,21 @@ def _torch_rounds(
     n_rounds = sum(len(rounds) for rounds in groups)
     args = (layouts, n_rounds, dropout, (b, padded), with_lse, combine)
     if transformed:  # keep_probs: nothing autograd needs is overwritten in place
-        out, lse = _attend_groups(qk, keys, v, *args, keep_probs=True)
+        out, lse = _attend_groups(qk, keys, v, *args, keep_probs=True, key_scale=key_scale)
     elif needs_grad:
-        out, lse = _ChunkedAttention.apply(qk, keys, v, *args, unit)
+        out, lse = _ChunkedAttention.apply(qk, keys, v, *args, unit, key_scale)
     else:
-        out, lse = _attend_groups(qk, keys, v, *args)
+        out, lse = _attend_groups(qk, keys, v, *args, key_scale=key_scale)
     return out, lse
+
+
+def _joins(blocks: int, n_chunks: int, dedup: bool, transformed: bool) -> bool:
+    """Whether a group's look-back windows are views of one gather (see :func:`_joined_blocks`):
+    a single block always, several when they are long enough. (A single chunk's copy would be
+    its own look-back.)"""
+    return n_chunks > 1 and (
+        blocks == 1 or (n_chunks >= _JOINED_MIN_CHUNKS and not dedup and not transformed)
+    )
 
 
 def _group_layout(
@@ -876,9 +892,7 @@ def _group_layout(
     if b > 1:
         row_offset = (torch.arange(b, device=device) * padded).expand(g, b).reshape(blocks, 1, 1)
     joined = None
-    # Look-back windows as views of one gather (see _joined_blocks): a single block always, several
-    # when they are long enough. (A single chunk's copy would be its own look-back.)
-    if n_chunks > 1 and (blocks == 1 or (n_chunks >= _JOINED_MIN_CHUNKS and not dedup and not transformed)):
+    if _joins(blocks, n_chunks, dedup, transformed):
         q_pos, k_pos, k_masked, q_idx, kv_idx, back, unsorted, joined = _joined_blocks(
             q_pos, row_offset, slots, key_masked
         )
@@ -1046,11 +1060,40 @@ class _SortedRows:
         """Each chunk's keys (or values) with its look-back, ``(W, K, ...)``; with a single or
         joined block a view whose windows overlap (each chunk's rows are also the next chunk's
         look-back)."""
-        width = flat.shape[-1]
         gathered = flat.index_select(0, self.kv_idx)
         if not self._windows:
-            return gathered.view(self.b * self.n, -1, width)
+            return gathered.view(self.b * self.n, -1, gathered.shape[-1])
+        return self._overlapping(gathered)
+
+    def _overlapping(self, gathered: Tensor) -> Tensor:
+        """The look-back windows ``(W, 2c, d)`` of a single or joined block's gathered rows."""
+        width = gathered.shape[-1]
         return gathered.as_strided((self.n, 2 * self.c, width), (self.c * width, width, 1))
+
+    @property
+    def shares_rows(self) -> bool:
+        """Whether the queries are the key rows from the ``c``-th on (a single or joined block)."""
+        return self._windows
+
+    def shared_keys(self, flat_qk: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Sorted queries ``(W, c, d)`` and look-back keys ``(W, 2c, d)`` from one gather of
+        ``flat_qk`` (see :attr:`shares_rows`): the keys are the gathered rows L2-normalised times
+        ``scale``. Also returns the keys' divisors and clamped rows (see :func:`_unit_parts`),
+        ``(rows, 1)`` over the gathered rows."""
+        gathered = flat_qk.index_select(0, self.kv_idx)
+        keys, divisor, clamped = _unit_parts(gathered, scale)
+        return self._own(gathered), self._overlapping(keys), divisor, clamped
+
+    def shared_rows(self, flat_qk: Tensor, divisor: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`shared_keys`' queries and keys again, from the divisors it returned, and its
+        keys' own rows ``(W, c, d)`` (aligned with the queries)."""
+        gathered = flat_qk.index_select(0, self.kv_idx)
+        keys = gathered / divisor
+        return self._own(gathered), self._overlapping(keys), self._own(keys)
+
+    def _own(self, gathered: Tensor) -> Tensor:
+        """The rows of a single or joined block's windows' own chunks, ``(W, c, ...)``."""
+        return gathered[self.c :].view(self.n, self.c, *gathered.shape[1:])
 
     def tokens(self, sorted_rows: Tensor) -> Tensor:
         """Rows over sorted slots ``(W, c, ...)`` in token order, ``(rounds * sequences * Lp, ...)``."""
@@ -1063,21 +1106,28 @@ class _SortedRows:
             token_rows = F.pad(token_rows, (0, 0) * (token_rows.dim() - 1) + (0, 1))
         return token_rows.index_select(0, self.unsorted).view(self.b * self.n, self.c, *token_rows.shape[1:])
 
+    def fold(self, d_windows: Tensor) -> Tensor:
+        """Adds each key's look-back copy (in the next chunk) of a gradient over the look-back
+        windows ``(W, 2c, d)``, a fresh tensor, to its own slot in place; returns the own slots
+        ``(B, n, c, d)`` (a view)."""
+        d_windows = d_windows.view(self.b, self.n, 2 * self.c, -1)
+        copies, own = d_windows[:, :, : self.c], d_windows[:, :, self.c :]
+        own[:, :-1].add_(copies[:, 1:])  # chunk i's keys are chunk i + 1's look-back
+        # (add_ on the slice: ``+=`` would also copy the slice onto itself)
+        if self.joined is None:
+            own[:, -1].add_(copies[:, 0])  # and the last chunk's are the first one's
+        else:  # each block's copy chunk: the look-back of its first window
+            extra, last = self.joined  # its gradient: the first copies, then extra windows'
+            own.index_add_(1, last, torch.cat([copies[:, :1], own[:, extra]], dim=1))
+        return own
+
     def scatter(self, d_sorted: Tensor, look_back: bool) -> Tensor:
         """Gradient for the flat rows from a gradient over sorted slots ``(W, c or 2c, d)``, a
-        fresh tensor that this overwrites: with ``look_back``, each key's look-back copy (in the
-        next chunk) is added to its own slot in place, and the own slots are gathered from there."""
+        fresh tensor that this overwrites: with ``look_back``, the look-back copies are folded
+        into their own slots (:meth:`fold`), and the own slots are gathered from there."""
         index = self.back
         if look_back and d_sorted.shape[1] > self.c:
-            d_sorted = d_sorted.view(self.b, self.n, 2 * self.c, -1)
-            copies, own = d_sorted[:, :, : self.c], d_sorted[:, :, self.c :]
-            own[:, :-1].add_(copies[:, 1:])  # chunk i's keys are chunk i + 1's look-back
-            # (add_ on the slice: ``+=`` would also copy the slice onto itself)
-            if self.joined is None:
-                own[:, -1].add_(copies[:, 0])  # and the last chunk's are the first one's
-            else:  # each block's copy chunk: the look-back of its first window
-                extra, last = self.joined  # its gradient: the first copies, then extra windows'
-                own.index_add_(1, last, torch.cat([copies[:, :1], own[:, extra]], dim=1))
+            self.fold(d_sorted)
             if self._back_in_look_back is None:  # shared by the key and value gradients
                 chunk = self.back.div(self.c, rounding_mode="floor")
                 self._back_in_look_back = self.back.add(chunk, alpha=self.c).add_(self.c)  # + (chunk + 1) c
@@ -1092,7 +1142,7 @@ class _SortedRows:
 
 def _chunked_attention_forward(
     qk: Tensor,
-    keys: Tensor,
+    keys: Tensor | None,
     v: Tensor,
     rows: _SortedRows,
     mask: _ChunkMask,
@@ -1101,18 +1151,28 @@ def _chunked_attention_forward(
     keep_probs: bool = False,
     with_lse: bool = True,
     keep: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    key_scale: float | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, tuple[Tensor, Tensor] | None]:
     """Softmax attention of a group's chunks over their keys; in place where autograd allows
     (with ``keep_probs``, autograd can differentiate it).
 
     Gathers the rounds' sorted queries, look-back keys (scaled by ``d ** -0.5``) and values
-    from their rows (``(B*Lp, ...)`` once flattened), each only while it is needed. Returns each
-    round's output ``(*lead, dv)`` and log-sum-exp ``lead`` (None unless ``with_lse``) in token
-    order, ``lead`` being ``(G, B, Lp)``, the dropout keep mask (or None), and with
-    ``keep_probs`` the attention probabilities before dropout.
+    from their rows (``(B*Lp, ...)`` once flattened), each only while it is needed; without
+    ``keys`` (a single or joined block) the keys are made from the queries' own gather,
+    normalised and times ``key_scale``. Returns each round's output ``(*lead, dv)`` and
+    log-sum-exp ``lead`` (None unless ``with_lse``) in token order, ``lead`` being ``(G, B, Lp)``,
+    the dropout keep mask (or None), with ``keep_probs`` the attention probabilities before
+    dropout, and the keys' divisors and clamped rows where they were made here.
     """
-    flat_qk, flat_k, flat_v = (x.reshape(-1, x.shape[-1]) for x in (qk, keys, v))
-    scores = mask.scores(rows.queries(flat_qk), rows.look_back(flat_k))  # (W, c, K)
+    flat_qk, flat_v = qk.reshape(-1, qk.shape[-1]), v.reshape(-1, v.shape[-1])
+    unit_rows = None
+    if keys is None:
+        assert key_scale is not None
+        sq, sk, *unit_rows = rows.shared_keys(flat_qk, key_scale)
+        scores = mask.scores(sq, sk)  # (W, c, K)
+        del sq, sk
+    else:
+        scores = mask.scores(rows.queries(flat_qk), rows.look_back(keys.reshape(-1, keys.shape[-1])))
     # torch.softmax is fused and fast on CPU, while torch.exp / logsumexp take a slow path on
     # the large negative mask scores (several times slower here). The log-sum-exp follows from
     # the largest probability: p_max = exp(top - lse), so lse = top - log(p_max), p_max >= 1/K.
@@ -1127,12 +1187,12 @@ def _chunked_attention_forward(
         used = probs * keep if keep_probs else probs.mul_(keep)
         used.mul_(1.0 / (1.0 - dropout))
     out = rows.tokens(torch.bmm(used, rows.look_back(flat_v))).view(*lead, -1)
-    return out, lse, keep, (probs if keep_probs else None)
+    return out, lse, keep, (probs if keep_probs else None), (None if unit_rows is None else tuple(unit_rows))
 
 
 def _attend_groups(
     qk: Tensor,
-    keys: Tensor,
+    keys: Tensor | None,
     v: Tensor,
     layouts: Iterable[tuple[_SortedRows, _ChunkMask]],
     n_rounds: int,
@@ -1143,6 +1203,7 @@ def _attend_groups(
     keep_probs: bool = False,
     keeps: Sequence[Tensor | None] | None = None,
     record: list[list[Tensor | None]] | None = None,
+    key_scale: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Every group of rounds (``layouts``, one after the other) and, with ``combine``, the
     softmax over rounds of their log-sum-exp: returns the output ``(*lead, dv)`` and its
@@ -1151,18 +1212,29 @@ def _attend_groups(
     relative to the running maximum ``top`` (see the module's docstring).
 
     ``keeps``: the groups' dropout masks to reuse; ``record`` collects each group's dropout mask,
-    probabilities (with ``keep_probs``) and, for several rounds, their shares of the output
-    ``(G, B, Lp)``."""
+    probabilities (with ``keep_probs``), for several rounds their shares of the output
+    ``(G, B, Lp)``, and the divisors and clamped rows of keys made from the queries' gather
+    (without ``keys``; see :func:`_chunked_attention_forward`)."""
     several = combine and n_rounds > 1  # rounds to combine
     top = out_sum = weight_sum = None
     lses_of_groups = []
     for index, (rows, mask) in enumerate(layouts):
         keep = None if keeps is None else keeps[index]
-        outs, lses, keep, probs = _chunked_attention_forward(
-            qk, keys, v, rows, mask, dropout, (rows.rounds, *lead), keep_probs, with_lse or several, keep
+        outs, lses, keep, probs, unit_rows = _chunked_attention_forward(
+            qk,
+            keys,
+            v,
+            rows,
+            mask,
+            dropout,
+            (rows.rounds, *lead),
+            keep_probs,
+            with_lse or several,
+            keep,
+            key_scale,
         )
         if record is not None:
-            record.append([keep, probs, None])
+            record.append([keep, probs, None, *(unit_rows or (None, None))])
         if not combine:
             return outs, lses
         if not several:
@@ -1197,7 +1269,7 @@ def _attend_groups(
 
 def _group_backward(
     flat_qk: Tensor,
-    flat_k: Tensor,
+    flat_k: Tensor | None,
     flat_v: Tensor,
     rows: _SortedRows,
     mask: _ChunkMask,
@@ -1206,10 +1278,13 @@ def _group_backward(
     probs: Tensor,
     d_out: Tensor,
     row: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
+    unit_rows: tuple[Tensor, Tensor, float] | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor]:
     """Gradients for the flat queries, keys and values of one group of rounds, from its rounds'
     output gradients ``d_out`` and row terms ``row`` (``d_out . out - d_lse`` per query) in token
-    order, flat; the sorted rows and masks are gathered again, one at a time."""
+    order, flat; the sorted rows and masks are gathered again, one at a time. Without keys, the
+    keys were made from the queries' gather (``unit_rows``: their divisors, clamped rows and
+    scale) and their gradient goes to the queries' (no keys' gradient)."""
     c = probs.shape[1]
     look_back = probs.shape[2] > c
     d_out = rows.slots(d_out)  # (W, c, dv) over sorted slots
@@ -1232,9 +1307,19 @@ def _group_backward(
     if bad is not None:
         d_scores.masked_fill_(bad, 0.0)
     del bad
-    d_qk = rows.scatter(torch.bmm(d_scores, rows.look_back(flat_k)), False)
-    d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back)
-    return d_qk, d_k, d_v
+    if flat_k is not None:
+        d_qk = rows.scatter(torch.bmm(d_scores, rows.look_back(flat_k)), False)
+        d_k = rows.scatter(torch.bmm(d_scores.mT, rows.queries(flat_qk)), look_back)
+        return d_qk, d_k, d_v
+    assert unit_rows is not None
+    divisor, clamped, key_scale = unit_rows
+    sq, sk, own_keys = rows.shared_rows(flat_qk, divisor)
+    d_sorted = torch.bmm(d_scores, sk)  # over the query slots, which are the keys' own slots
+    del sk
+    d_own_keys = rows.fold(torch.bmm(d_scores.mT, sq)).view_as(own_keys)
+    del sq, d_scores
+    d_sorted += _unit_backward(own_keys, rows._own(divisor), rows._own(clamped), d_own_keys, key_scale)
+    return rows.scatter(d_sorted, False), None, d_v
 
 
 class _ChunkedAttention(torch.autograd.Function):
@@ -1244,8 +1329,9 @@ class _ChunkedAttention(torch.autograd.Function):
     or flat, and the groups of rounds' row indices; returns the output and log-sum-exp in token
     order, per round (one group) or (``combine``) combined. With ``unit`` (see
     :func:`_unit_parts`) the keys were made from ``qk`` outside autograd and their gradient goes
-    to ``qk``. It saves the output, the combination's ``top`` and weight sum, and per group the
-    indices, the rounds' log-sum-exp and one ``(G * B * n, c, K)`` probability tensor,
+    to ``qk``; without keys (``key_scale``, single or joined blocks) each group makes them from
+    its queries' gather (see :func:`_chunked_attention_forward`). It saves the output, and per
+    group the indices, the rounds' shares of the output and one ``(G * B * n, c, K)`` probability tensor,
     ``(G * B * (n + 1) - 1, c, K)`` when joined (``O(L * bucket_size)`` per round, the
     algorithm's own bound). No sorted copies, no round's output and none of autograd's several
     intermediates of the probabilities' size (scores, masks, softmax, dropout) are kept: the
@@ -1253,23 +1339,24 @@ class _ChunkedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, qk, keys, v, layouts, n_rounds, dropout, lead, with_lse, combine, unit):  # type: ignore[override]
+    def forward(ctx, qk, keys, v, layouts, n_rounds, dropout, lead, with_lse, combine, unit, key_scale):  # type: ignore[override]
         record: list[list[Tensor | None]] = []
         ctx.layouts = layouts = list(layouts)
         out, lse = _attend_groups(
-            qk, keys, v, layouts, n_rounds, dropout, lead, with_lse, combine, keep_probs=True, record=record
+            qk, keys, v, layouts, n_rounds, dropout, lead, with_lse, combine, True, None, record, key_scale
         )
         divisor, clamped, ctx.unit_scale = unit if unit is not None else (None, None, None)
         saved = [t for group in record for t in group]
         ctx.save_for_backward(qk, keys, v, out, divisor, clamped, *saved)
         ctx.n_rounds, ctx.dropout, ctx.lead, ctx.combine = n_rounds, dropout, lead, combine
+        ctx.key_scale = key_scale
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):  # type: ignore[override]
         qk, keys, v, out, divisor, clamped, *saved = ctx.saved_tensors
-        keeps, probs, shares = saved[0::3], saved[1::3], saved[2::3]
-        dropout, unit_scale = ctx.dropout, ctx.unit_scale
+        keeps, probs, shares, key_divisors, key_clamped = (saved[i::5] for i in range(5))
+        dropout, unit_scale, key_scale = ctx.dropout, ctx.unit_scale, ctx.key_scale
         if torch.is_grad_enabled():  # create_graph=True: differentiate a replay, twice differentiable
             # (output and log-sum-exp, its first two results, pair with the incoming gradients)
             replay = functools.partial(
@@ -1282,17 +1369,24 @@ class _ChunkedAttention(torch.autograd.Function):
                 combine=ctx.combine,
                 keep_probs=True,
                 keeps=keeps,
+                key_scale=key_scale,
             )
             needs = ctx.needs_input_grad[:3]
-            if unit_scale is None:
+            if key_scale is not None:  # keys from qk's sorted rows, inside the replay
+                d_qk, d_v = _recomputed_grads(
+                    lambda q, w: replay(q, None, w), (qk, v), needs[::2], (d_out, d_lse)
+                )
+                grads = (d_qk, None, d_v)
+            elif unit_scale is None:
                 grads = _recomputed_grads(replay, (qk, keys, v), needs, (d_out, d_lse))
             else:  # keys from qk, replayed too
                 d_qk, d_v = _recomputed_grads(
                     lambda q, w: replay(q, _normalized(q, unit_scale), w), (qk, v), needs[::2], (d_out, d_lse)
                 )
                 grads = (d_qk, None, d_v)
-            return (*grads, None, None, None, None, None, None, None)
-        flat_qk, flat_k, flat_v = (x.reshape(-1, x.shape[-1]) for x in (qk, keys, v))
+            return (*grads, None, None, None, None, None, None, None, None)
+        flat_qk, flat_v = qk.reshape(-1, qk.shape[-1]), v.reshape(-1, v.shape[-1])
+        flat_k = None if keys is None else keys.reshape(-1, keys.shape[-1])
         # d softmax's row term, d_out . out - d_lse per query (token order, like the output)
         row = (d_out * out).sum(dim=-1).view(-1)
         # contiguous: a broadcast gradient (of out.sum(), say) gathers several times slower
@@ -1300,7 +1394,8 @@ class _ChunkedAttention(torch.autograd.Function):
         if d_lse is not None:
             row = row - d_lse.reshape(-1)
         d_qk = d_k = d_v = None
-        for (rows, mask), keep, group_probs, weights in zip(ctx.layouts, keeps, probs, shares):
+        groups = zip(ctx.layouts, keeps, probs, shares, key_divisors, key_clamped)
+        for (rows, mask), keep, group_probs, weights, key_divisor, clamped_keys in groups:
             d_out_group, row_group = d_out, row
             if weights is not None:
                 # out = sum_h w_h out_h with w = softmax_h(lse_h): round h's output gradient is
@@ -1309,18 +1404,33 @@ class _ChunkedAttention(torch.autograd.Function):
                 weights = weights.view(weights.shape[0], -1)  # (G, B*Lp)
                 d_out_group = (weights[..., None] * d_out).view(-1, d_out.shape[-1])
                 row_group = (weights * row).view(-1)
+            unit_rows = None if key_scale is None else (key_divisor, clamped_keys, key_scale)
             grads = _group_backward(
-                flat_qk, flat_k, flat_v, rows, mask, dropout, keep, group_probs, d_out_group, row_group
+                flat_qk,
+                flat_k,
+                flat_v,
+                rows,
+                mask,
+                dropout,
+                keep,
+                group_probs,
+                d_out_group,
+                row_group,
+                unit_rows,
             )
             if d_qk is None:
                 d_qk, d_k, d_v = grads
             else:
-                d_qk.add_(grads[0]), d_k.add_(grads[1]), d_v.add_(grads[2])
-        assert d_qk is not None and d_k is not None and d_v is not None
-        d_qk, d_k = d_qk.view(qk.shape), d_k.view(keys.shape)
+                d_qk.add_(grads[0]), d_v.add_(grads[2])
+                if d_k is not None:
+                    d_k.add_(grads[1])
+        assert d_qk is not None and d_v is not None
+        d_qk = d_qk.view(qk.shape)
+        if d_k is not None:
+            d_k = d_k.view(keys.shape)
         if unit_scale is not None:  # the keys' gradient goes to qk (the keys were made from it)
             d_qk, d_k = d_qk.add_(_unit_backward(keys, divisor, clamped, d_k, unit_scale)), None
-        return d_qk, d_k, d_v.view(v.shape), None, None, None, None, None, None, None
+        return d_qk, d_k, d_v.view(v.shape), None, None, None, None, None, None, None, None
 
 
 def _log_shared_rounds(
