@@ -1030,9 +1030,10 @@ class _SortedRows:
     takes as they are. Otherwise (several blocks of few chunks, de-duplication, ``torch.func``
     transforms) ``kv_idx`` lists each window whole, the previous chunk's tokens, then the chunk's
     own. Each gather is its own call, so that a sorted copy can be dropped as soon as it has been
-    used. ``back`` holds the sorted slot of each (round, sequence, token) and ``unsorted`` the
-    token row of each sorted slot (one past the last row for the joined layout's extra windows):
-    the two directions of the sort, both gathers.
+    used; a single or joined block's queries are its key rows from the ``c``-th on, so queries and
+    keys can also come from one gather (:meth:`shared_keys`). ``back`` holds the sorted slot of
+    each (round, sequence, token) and ``unsorted`` the token row of each sorted slot (one past the
+    last row for the joined layout's extra windows): the two directions of the sort, both gathers.
     """
 
     def __init__(
@@ -1070,29 +1071,25 @@ class _SortedRows:
         width = gathered.shape[-1]
         return gathered.as_strided((self.n, 2 * self.c, width), (self.c * width, width, 1))
 
-    @property
-    def shares_rows(self) -> bool:
-        """Whether the queries are the key rows from the ``c``-th on (a single or joined block)."""
-        return self._windows
-
     def shared_keys(self, flat_qk: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Sorted queries ``(W, c, d)`` and look-back keys ``(W, 2c, d)`` from one gather of
-        ``flat_qk`` (see :attr:`shares_rows`): the keys are the gathered rows L2-normalised times
-        ``scale``. Also returns the keys' divisors and clamped rows (see :func:`_unit_parts`),
-        ``(rows, 1)`` over the gathered rows."""
+        """Sorted queries ``(W, c, d)`` and look-back keys ``(W, 2c, d)`` of a single or joined
+        block, whose queries are its gathered rows from the ``c``-th on, from one gather of
+        ``flat_qk``: the keys are the gathered rows L2-normalised times ``scale``. Also returns
+        the keys' divisors and clamped rows (see :func:`_unit_parts`), ``(rows, 1)`` over the
+        gathered rows."""
         gathered = flat_qk.index_select(0, self.kv_idx)
         keys, divisor, clamped = _unit_parts(gathered, scale)
-        return self._own(gathered), self._overlapping(keys), divisor, clamped
+        return self.own(gathered), self._overlapping(keys), divisor, clamped
 
-    def shared_rows(self, flat_qk: Tensor, divisor: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`shared_keys`' queries and keys again, from the divisors it returned, and its
+    def shared_rows(self, flat_qk: Tensor, divisor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`shared_keys`' queries and keys again, from the divisors it returned, and the
         keys' own rows ``(W, c, d)`` (aligned with the queries)."""
         gathered = flat_qk.index_select(0, self.kv_idx)
         keys = gathered / divisor
-        return self._own(gathered), self._overlapping(keys), self._own(keys)
+        return self.own(gathered), self._overlapping(keys), self.own(keys)
 
-    def _own(self, gathered: Tensor) -> Tensor:
-        """The rows of a single or joined block's windows' own chunks, ``(W, c, ...)``."""
+    def own(self, gathered: Tensor) -> Tensor:
+        """A single or joined block's gathered rows of the windows' own chunks, ``(W, c, ...)``."""
         return gathered[self.c :].view(self.n, self.c, *gathered.shape[1:])
 
     def tokens(self, sorted_rows: Tensor) -> Tensor:
@@ -1318,7 +1315,7 @@ def _group_backward(
     del sk
     d_own_keys = rows.fold(torch.bmm(d_scores.mT, sq)).view_as(own_keys)
     del sq, d_scores
-    d_sorted += _unit_backward(own_keys, rows._own(divisor), rows._own(clamped), d_own_keys, key_scale)
+    d_sorted += _unit_backward(own_keys, rows.own(divisor), rows.own(clamped), d_own_keys, key_scale)
     return rows.scatter(d_sorted, False), None, d_v
 
 
